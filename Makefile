@@ -1,0 +1,55 @@
+# ktstr workstation. `make run` and `make test` set up whatever is missing first
+# (apt packages, .venv, the sched_ext kernel, the schedulers); all of it is cached.
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+
+APT_PACKAGES := qemu-system-x86 clang-19 llvm-19 lld-19 libelf-dev zlib1g-dev pkg-config \
+                libcap-dev dwarves tmux gcc make
+VENV := .venv
+PY := $(VENV)/bin/python
+KTSTR := $(VENV)/bin/ktstr
+STAMP := $(VENV)/.installed
+
+.PHONY: setup apt venv kernel schedulers run test lint bench clean
+
+setup: apt venv kernel schedulers
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml $(wildcard setup.py) $(wildcard native/vmm/*.c native/vmm/*.h)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+kernel: venv
+	$(KTSTR) kernel fetch
+
+schedulers: kernel
+	$(KTSTR) schedulers build
+
+run: setup
+	$(KTSTR) doctor
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: setup lint
+	$(VENV)/bin/pytest
+
+bench: setup
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,63 @@
+"""`ktstr` entry point: argparse over the command modules in ktstr_vmm.commands.
+
+Each command module exposes `register(subparsers)`, which adds its parser(s) and sets
+`func` (args -> exit code). Expected failures are KtstrError: one line on stderr,
+`exit_code` as the process status. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from . import __version__
+from .errors import KtstrError
+
+# Order is the order of `ktstr --help`.
+COMMAND_MODULES: tuple[str, ...] = (
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ktstr",
+        description="Boot real kernels with sched_ext schedulers in VMs, watch, judge, debug.",
+    )
+    parser.add_argument("--version", action="version", version=f"ktstr {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"ktstr_vmm.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="ktstr: %(levelname)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KtstrError as e:
+        print(f"ktstr: error: {e.one_line()}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("ktstr: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `ktstr runs | head`: the reader went away; not an error worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `ktstr` command group; each exposes register(subparsers)."""
