@@ -1,0 +1,1 @@
+"""VM engines: QEMU (subprocess) and KVM (our own VMM through cffi). See base.py."""
