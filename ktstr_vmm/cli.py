@@ -18,6 +18,8 @@ from .errors import KtstrError
 
 # Order is the order of `ktstr --help`.
 COMMAND_MODULES: tuple[str, ...] = (
+    "kernel",
+    "doctor",
 )
 
 
