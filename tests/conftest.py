@@ -12,3 +12,16 @@ def store(tmp_path, monkeypatch):
     root.mkdir()
     monkeypatch.setenv("KTSTR_HOME", str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def kernel():
+    """The real sched_ext kernel (`ktstr kernel fetch`, cached: instant after the first time).
+    Skips only when this machine cannot fetch it (archive unreachable, no apt configuration)."""
+    from ktstr_vmm.errors import FetchError, UsageError
+    from ktstr_vmm.kernel import fetch_kernel
+
+    try:
+        return fetch_kernel()
+    except (FetchError, UsageError) as e:
+        pytest.skip(f"no sched_ext kernel: {e.one_line()}")
