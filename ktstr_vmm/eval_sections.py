@@ -1,0 +1,100 @@
+"""Bodies of the failure message's fixed-format sections (ports of ktstr's reporting.rs and
+the section builders inside evaluate_vm_result). Each returns the body without the
+`--- name ---` header; evaluate.py assembles headers and order."""
+
+from __future__ import annotations
+
+from .eval_types import MonitorReport, ScenarioStats, Timings
+
+
+def scheduler_label(scheduler: str | None) -> str:
+    """` [sched=NAME]`, or "" without a sched_ext scheduler (the seed's EEVDF case)."""
+    return f" [sched={scheduler}]" if scheduler else ""
+
+
+def fmt_duration(seconds: float) -> str:
+    """A duration as Rust's `{:?}` prints std::time::Duration: `1.5s`, `30s`, `250ms`,
+    `12.5µs`, `0ns` (all significant digits, trailing zeros dropped)."""
+    try:
+        ns = max(0, round(float(seconds) * 1e9))
+    except (OverflowError, ValueError):
+        ns = 0
+    for unit, scale in (("s", 10**9), ("ms", 10**6), ("µs", 10**3)):
+        if ns >= scale:
+            whole, frac = divmod(ns, scale)
+            digits = len(str(scale)) - 1
+            text = f"{whole}.{frac:0{digits}d}".rstrip("0").rstrip(".") if frac else str(whole)
+            return text + unit
+    return f"{ns}ns"
+
+
+def watchdog_body(t: Timings) -> str:
+    """The `--- watchdog ---` body: the four numbers the host watchdog consulted.
+
+    Same lines as the seed; the vm_timeout note and the hint name this tool's knobs
+    (`--duration`, `--watchdog-timeout`) instead of the Rust test attributes.
+    """
+    return (
+        f"elapsed={fmt_duration(t.elapsed_s)} (VM run wall-clock)\n"
+        f"vm_timeout={fmt_duration(t.vm_timeout_s)} (host watchdog deadline = "
+        "max(watchdog_timeout, duration, 1s) + vCPU-scaled vm_boot_headroom)\n"
+        f"watchdog_timeout={fmt_duration(t.watchdog_timeout_s)} "
+        "(scx_sched.watchdog_timeout override)\n"
+        f"duration={fmt_duration(t.duration_s)} (workload duration)\n"
+        "hint: if the test body needs more wall time, increase duration (`ktstr run "
+        "--duration`); the VM timeout adds vCPU-scaled boot headroom on top of "
+        "max(watchdog_timeout, duration, 1s), so raising duration also extends the host "
+        "watchdog deadline"
+    )
+
+
+def stats_body(s: ScenarioStats) -> str:
+    """`N workers, N cpus, N migrations, worst_spread=X.X%, worst_gap=Nms` and one
+    `  cgN: ...` line per cgroup. "" when there are no cgroups (the seed's gate)."""
+    if not s.cgroups:
+        return ""
+    lines = [f"{s.total_workers} workers, {s.total_cpus} cpus, {s.total_migrations} migrations, "
+             f"worst_spread={s.worst_spread:.1f}%, worst_gap={s.worst_gap_ms}ms"]
+    for i, cg in enumerate(s.cgroups):
+        lines.append(f"  cg{i}: workers={cg.num_workers} cpus={cg.num_cpus} "
+                     f"spread={cg.spread:.1f}% gap={cg.max_gap_ms}ms "
+                     f"migrations={cg.total_migrations} iter={cg.total_iterations}")
+    return "\n".join(lines)
+
+
+def info_body(notes: tuple[str, ...]) -> str:
+    return "\n".join(f"  {n}" for n in notes)
+
+
+def monitor_body(m: MonitorReport) -> str:
+    """The `--- monitor ---` body: peaks, averages, event counters, verdict."""
+    s, v = m.summary, m.verdict
+    if v.kind == "fail":
+        verdict_line = f"{v.summary}: {'; '.join(v.details)}"
+    else:
+        verdict_line = v.summary
+    lines = [
+        f"samples={s.total_samples} max_imbalance={s.max_imbalance_ratio:.2f} "
+        f"max_dsq_depth={s.max_local_dsq_depth} stuck={s.stuck_count}",
+        f"avg: imbalance={s.avg_imbalance_ratio:.2f} nr_running/cpu={s.avg_nr_running:.1f} "
+        f"dsq/cpu={s.avg_local_dsq_depth:.1f}",
+    ]
+    ev = s.event_deltas
+    if ev is not None:
+        lines.append(f"events: fallback={ev.total_fallback} ({ev.fallback_rate:.1f}/s) "
+                     f"keep_last={ev.total_dispatch_keep_last} ({ev.keep_last_rate:.1f}/s) "
+                     f"offline={ev.total_dispatch_offline}")
+        extra = [f"{name}={value}{unit}" for name, value, unit in (
+            ("reenq_immed", ev.total_reenq_immed, ""),
+            ("reenq_local_repeat", ev.total_reenq_local_repeat, ""),
+            ("refill_slice_dfl", ev.total_refill_slice_dfl, ""),
+            ("bypass_activate", ev.total_bypass_activate, ""),
+            ("bypass_dispatch", ev.total_bypass_dispatch, ""),
+            ("bypass_duration", ev.total_bypass_duration, "ns"),
+            ("insert_not_owned", ev.total_insert_not_owned, ""),
+            ("sub_bypass_dispatch", ev.total_sub_bypass_dispatch, ""),
+        ) if value != 0]
+        if extra:
+            lines.append("events+: " + " ".join(extra))
+    lines.append(f"verdict: {verdict_line}")
+    return "\n".join(lines)
