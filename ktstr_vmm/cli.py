@@ -20,6 +20,7 @@ from .errors import KtstrError
 COMMAND_MODULES: tuple[str, ...] = (
     "kernel",
     "doctor",
+    "runs",
 )
 
 
