@@ -88,9 +88,9 @@ def load_json_object(path: Path) -> dict[str, Any] | None:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        if e.pos >= len(text.rstrip()):
+        if e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string"):
             raise BadFile(f"{name}: truncated JSON ({len(data)} bytes)") from None
-        raise BadFile(f"{name}: invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        raise BadFile(f"{name}: invalid JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
     except RecursionError:
         raise BadFile(f"{name}: invalid JSON: nested too deeply") from None
     if not isinstance(obj, dict):
