@@ -212,6 +212,9 @@ def resolve_kernel(spec: str | None = None) -> Kernel:
             cfg = tree / ".config" if tree and (tree / ".config").is_file() else None
             return _import_user(spec, p, vm, cfg)
         if vmlinux.is_elf(p):
+            if not vmlinux.is_linux_elf(p):
+                raise KernelError(f"{spec} is not a kernel (an ELF file without a Linux "
+                                  "version banner)", PATH_HINT)
             cfg = p.parent / ".config"
             return _import_user(spec, None, p, cfg if cfg.is_file() else None)
     except OSError as e:
@@ -220,17 +223,22 @@ def resolve_kernel(spec: str | None = None) -> Kernel:
                       PATH_HINT)
 
 
-def _content_key(path: Path) -> str:
+def _content_key(*paths: Path | None) -> str:
+    """sha256 over the boot image and the config (a changed config is another kernel)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
+    for path in paths:
+        if path is None:
+            continue
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        h.update(b"\0")
     return h.hexdigest()[:12]
 
 
 def _import_user(spec: str, bz: Path | None, vm: Path | None, cfg: Path | None) -> Kernel:
     """A cache entry for a user's kernel, keyed by the content hash of its boot image."""
-    version = "user-" + _content_key(bz or vm)  # type: ignore[arg-type]
+    version = "user-" + _content_key(bz or vm, cfg)
     final = kernelcache.kernels_dir() / version
     if (k := load_kernel(final)) is not None:
         _refuse(spec, probe_features(k.vmlinux, k.config))

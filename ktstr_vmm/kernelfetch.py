@@ -9,6 +9,7 @@ vmlinux from the bzImage, checks sched_ext and BTF, and installs kernels/<ver>/ 
 
 from __future__ import annotations
 
+import glob
 import re
 import shutil
 import threading
@@ -59,6 +60,7 @@ def fetch_outcome(progress: Progress, refresh: bool = False,
             apt.update()
         except OSError as e:
             raise kernelcache._cache_error(e, kernelcache.kernels_dir()) from e
+        _require_lists(apt)
         binary = _newest_binary(apt, uri)
         version = binary[len(BINARY_PREFIX):]
         final = kernelcache.kernels_dir() / version
@@ -74,6 +76,15 @@ def fetch_outcome(progress: Progress, refresh: bool = False,
                          "run ktstr kernel fetch --refresh")
     progress.done(f"kernel {version} fetched in {time.monotonic() - t0:.1f}s")
     return FetchOutcome(k, True, time.monotonic() - t0)
+
+
+def _require_lists(apt: PrivateApt) -> None:
+    """apt-get update exits 0 when it could not reach the archive: look for the list."""
+    prefix = re.sub(r"^[a-z+]+://", "", apt.uri).rstrip("/").replace("/", "_")
+    if not any((apt.root / "lists").glob(f"{glob.escape(prefix)}_dists_{SUITE}_*Packages*")):
+        raise FetchError(f"cannot reach the Debian archive {apt.uri} (apt-get update got no "
+                         f"package list for {SUITE})",
+                         "check the network and the apt configuration, or pass --kernel PATH")
 
 
 def _newest_binary(apt: PrivateApt, uri: str) -> str:

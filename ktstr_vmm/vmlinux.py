@@ -72,6 +72,19 @@ def is_elf(path: Path) -> bool:
         return f.read(4) == ELF_MAGIC
 
 
+def is_linux_elf(path: Path) -> bool:
+    """An ELF that carries the kernel's "Linux version " banner."""
+    if not is_elf(path):
+        return False
+    with open(path, "rb") as f:
+        try:
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:
+            return False
+    with data:
+        return data.find(b"Linux version ") >= 0
+
+
 def _payload_start(data: bytes | mmap.mmap) -> int:
     """Offset of the compressed kernel: from the header, else the first compressor magic."""
     try:
