@@ -59,7 +59,7 @@ def render_dump(obj: dict[str, Any], path: Path | None = None) -> list[str]:
             elif not isinstance(sub, dict):
                 lines.append(f"warning: '{part}' is {json_type(sub)}, expected an object")
             else:
-                lines += ["", f"{part}:"] + ["  " + ln for ln in _render_report(sub)]
+                lines += ["", f"{part}:"] + [("  " + ln).rstrip() for ln in _render_report(sub)]
         return lines
     return lines + _render_report(obj)
 
@@ -67,22 +67,27 @@ def render_dump(obj: dict[str, Any], path: Path | None = None) -> list[str]:
 _LIST_FIELDS = ("maps", "vcpu_regs", "sdt_allocations", "prog_runtime_stats", "per_cpu_time",
                 "task_enrichments", "event_counter_timeline", "rq_scx_states", "dsq_states",
                 "vcpu_perf_at_freeze")
-_REASON_FIELDS = ("prog_runtime_stats_unavailable", "task_enrichments_unavailable",
-                  "scx_walker_unavailable")
 _TABLES = ("rq_scx_states", "dsq_states", "per_cpu_time")
 
 
 def _render_report(obj: dict[str, Any]) -> list[str]:
     lines: list[str] = []
+    # ktstr puts a placeholder's reason in every `*_unavailable` field; ours adds `reason`.
+    unavailable = {k: v for k, v in obj.items() if k.endswith("_unavailable") and isinstance(v, str)}
+    reason = obj.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        lines.append(f"warning: 'reason' is {json_type(reason)}, expected a string")
+        reason = None
     placeholder = obj.get("is_placeholder", False)
     if not isinstance(placeholder, bool):
         lines.append(f"warning: 'is_placeholder' is {json_type(placeholder)}, expected a boolean")
     elif placeholder:
         lines.append("placeholder   yes: no BPF state was captured")
-    reason = obj.get("reason")
-    if reason is not None:
-        lines.append(f"reason        {reason}" if isinstance(reason, str) else
-                     f"warning: 'reason' is {json_type(reason)}, expected a string")
+        reason = reason or next(iter(unavailable.values()), None)
+        if len(set(unavailable.values())) == 1 and reason in unavailable.values():
+            unavailable = {}
+    if reason:
+        lines.append(f"reason        {reason}")
     for key in _LIST_FIELDS:
         if key not in obj:
             continue
@@ -95,17 +100,17 @@ def _render_report(obj: dict[str, Any]) -> list[str]:
             names = [m.get("name") for m in value if isinstance(m, dict) and isinstance(m.get("name"), str)]
             detail = f" ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})" if names else ""
         lines.append(f"{key:<22}{len(value)}{detail}")
-    for key in _REASON_FIELDS:
-        if isinstance(obj.get(key), str):
-            lines.append(f"{key:<22}{obj[key]}")
+    for key, value in unavailable.items():
+        lines.append(f"{key:<22}{value}")
     state = obj.get("scx_sched_state")
     if isinstance(state, dict):
         lines.append("scx_sched_state       " + _scalars(state))
     elif state is not None:
         lines.append(f"warning: 'scx_sched_state' is {json_type(state)}, expected an object")
-    known = {"schema", "is_placeholder", "reason", "scx_sched_state", *_LIST_FIELDS, *_REASON_FIELDS}
+    known = {"schema", "is_placeholder", "reason", "scx_sched_state", *_LIST_FIELDS}
     for key, value in obj.items():
-        if key not in known and not isinstance(value, (dict, list)):
+        if key not in known and not key.endswith("_unavailable") \
+                and not isinstance(value, (dict, list)):
             lines.append(f"{key:<22}{value}")
     for key in _TABLES:
         rows = obj.get(key)
@@ -232,7 +237,8 @@ def render_dir(root: Path, *, as_json: bool = False) -> str:
         try:
             obj = load_json_object(p) or {}
             placeholder = obj.get("is_placeholder") is True
-            reason = obj.get("reason") if isinstance(obj.get("reason"), str) else ""
+            reason = obj.get("reason") if isinstance(obj.get("reason"), str) else next(
+                (v for k, v in obj.items() if k.endswith("_unavailable") and isinstance(v, str)), "")
             dump_rows.append({"file": rel, "schema": str(obj.get("schema", "single")),
                               "placeholder": placeholder, "reason": reason})
         except BadFile as e:
