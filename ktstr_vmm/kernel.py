@@ -194,7 +194,7 @@ def resolve_kernel(spec: str | None = None) -> Kernel:
                 check_kernel(k)
                 return k
         raise KernelError(f"kernel {spec} does not exist", PATH_HINT)
-    p = p.resolve()
+    p = p.absolute()  # not resolve(): a build tree may hold symlinks
     if p.is_dir():
         if (p / kernelcache.MANIFEST).is_file() and (k := load_kernel(p)) is not None:
             check_kernel(k)
