@@ -56,8 +56,10 @@ class Machine(Protocol):
 
     def resume(self) -> None: ...
 
-    def kill(self) -> None:
-        """Stop the guest now; idempotent; never raises for an already-dead guest."""
+    def kill(self, reason: str = "killed") -> None:
+        """Stop the guest now; idempotent; never raises for an already-dead guest.
+        `reason` becomes exit_reason() unless the guest had already stopped (the
+        watchdog passes "watchdog")."""
 
     def wait(self, timeout: float) -> int | None:
         """The VM's exit status once it has stopped, None if still running after timeout."""

@@ -1,0 +1,406 @@
+"""QemuEngine: a qemu-system-x86_64 subprocess behind the Machine protocol.
+
+Wiring (all verified with QEMU 7.2):
+- COM1 -> `-chardev file,append=on` on BootSpec.console_path: QEMU writes each byte as
+  the guest sends it, so the console is complete even when the guest or QEMU dies.
+- COM2 -> the wire: a socketpair; QEMU gets one end as `-chardev socket,fd=N`. The
+  connection exists before QEMU starts, so not one early byte is lost, and nothing on
+  disk has to be cleaned up. A drain thread empties it so a slow reader never stalls
+  the guest's UART (up to WIRE_BUFFER_CAP bytes, then back-pressure).
+- QMP -> another socketpair (`-mon chardev=qmp,mode=control`) for stop/cont/quit and
+  the SHUTDOWN event that tells a guest power-off from a reset.
+- RAM -> one `memory-backend-file` per NUMA node in /dev/shm, created by us with mode
+  0600 and unlinked as soon as QEMU has opened it (after the QMP greeting), so a
+  crashed host process leaves no file behind. We keep read-only mappings (ram()).
+
+Guest-physical layout of the pc machine (checked with `info mtree -f`): the node
+backends are concatenated in node order into one RAM block; its first `below_4g` bytes
+appear at guest-physical 0 and the rest at 4 GiB. below_4g is all of RAM when RAM is
+under 3.5 GiB, else exactly 3 GiB (the PCI hole starts there). See ram_layout().
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import mmap
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import EngineError
+from ..spec import Topology
+from .base import BootSpec, RamRegion
+from .qmp import QmpClient
+
+GiB = 1 << 30
+MiB = 1 << 20
+LOWMEM_LIMIT = 0xE0000000  # pc machine: max-ram-below-4g default (3.5 GiB)
+LOWMEM_SPLIT = 0xC0000000  # with RAM >= 3.5 GiB, gigabyte alignment puts 3 GiB low
+WIRE_BUFFER_CAP = 64 * MiB
+START_TIMEOUT = 30.0  # QEMU start-up to QMP greeting (a loaded 2-core host is slow)
+QUIT_GRACE = 2.0  # QMP quit -> SIGKILL
+SHUTDOWN_REASONS = {
+    "guest-shutdown": "poweroff",
+    "guest-reset": "reset",
+    "guest-panic": "panic",
+    "host-qmp-quit": "killed",
+    "host-signal": "killed",
+}
+PR_SET_PDEATHSIG = 1
+
+
+# ----------------------------------------------------------------------------- pure parts
+
+@dataclass(frozen=True)
+class RamSlice:
+    """Bytes [offset, offset+size) of node `node`'s backend at guest-physical `gpa`."""
+
+    node: int
+    offset: int
+    size: int
+    gpa: int
+
+
+def node_sizes_mib(memory_mib: int, nodes: int) -> list[int]:
+    """RAM split evenly over nodes (the last node takes the remainder)."""
+    if memory_mib < nodes:
+        raise EngineError(f"{memory_mib} MiB of RAM cannot be split over {nodes} NUMA nodes")
+    base = memory_mib // nodes
+    return [base] * (nodes - 1) + [memory_mib - base * (nodes - 1)]
+
+
+def ram_layout(node_bytes: list[int]) -> list[RamSlice]:
+    """Where each node backend lands in guest-physical memory on QEMU's pc machine."""
+    total = sum(node_bytes)
+    below = total if total < LOWMEM_LIMIT else LOWMEM_SPLIT
+    out: list[RamSlice] = []
+    start = 0  # offset of this node in the concatenated RAM block
+    for node, size in enumerate(node_bytes):
+        low_part = max(0, min(size, below - start))
+        if low_part:
+            out.append(RamSlice(node, 0, low_part, start))
+        if size > low_part:
+            ram_off = start + low_part
+            out.append(RamSlice(node, low_part, size - low_part, 4 * GiB + ram_off - below))
+        start += size
+    return out
+
+
+def cpu_model(accel: str, pvm: bool) -> str:
+    if accel == "kvm":
+        return "host,-arch-capabilities" if pvm else "host"
+    return "max,vendor=GenuineIntel"
+
+
+def build_command(qemu: str, boot: BootSpec, *, accel: str, cpu: str, ram_paths: list[Path],
+                  node_mib: list[int], wire_fd: int, qmp_fd: int) -> list[str]:
+    """The qemu-system-x86_64 argument list for `boot` (no side effects)."""
+    topo: Topology = boot.topology
+    cmd = [
+        qemu, "-name", "ktstr", "-machine", "pc", "-no-user-config", "-nodefaults",
+        "-display", "none", "-no-reboot",
+        "-accel", "kvm" if accel == "kvm" else "tcg,thread=single",
+        "-cpu", cpu,
+        "-smp", (f"cpus={topo.vcpus},sockets={topo.nodes},dies={topo.llcs_per_node},"
+                 f"cores={topo.cores},threads={topo.threads}"),
+        "-m", f"{sum(node_mib)}M",
+    ]
+    for i, (path, mib) in enumerate(zip(ram_paths, node_mib, strict=True)):
+        cmd += ["-object", f"memory-backend-file,id=m{i},size={mib}M,mem-path={path},share=on"]
+    if topo.nodes == 1:
+        cmd[cmd.index("pc")] = "pc,memory-backend=m0"
+    else:
+        for i in range(topo.nodes):
+            cpus = topo.node_cpus(i)
+            cmd += ["-numa", f"node,nodeid={i},cpus={cpus[0]}-{cpus[-1]},memdev=m{i}"]
+    console = str(boot.console_path).replace(",", ",,")
+    cmd += [
+        "-chardev", f"file,id=con,path={console},append=on",
+        "-chardev", f"socket,id=wire,fd={wire_fd}",
+        "-chardev", f"socket,id=qmp,fd={qmp_fd}",
+        "-serial", "chardev:con", "-serial", "chardev:wire",
+        "-mon", "chardev=qmp,mode=control",
+        "-kernel", str(boot.kernel), "-initrd", str(boot.initramfs),
+        "-append", boot.cmdline,
+    ]
+    return cmd
+
+
+def is_pvm() -> bool:
+    return Path("/sys/module/kvm_pvm").exists()
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+# ----------------------------------------------------------------------------- the wire
+
+class _WireDrain:
+    """Empties the host end of the wire socket into a buffer on a thread."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buf = bytearray()
+        self._eof = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="ktstr-wire", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while len(self._buf) >= WIRE_BUFFER_CAP:
+                    self._cond.wait()
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                chunk = b""
+            with self._cond:
+                if not chunk:
+                    self._eof = True
+                else:
+                    self._buf += chunk
+                self._cond.notify_all()
+            if not chunk:
+                return
+
+    def read(self, timeout: float) -> bytes | None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._buf and not self._eof:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return b""
+                self._cond.wait(left)
+            if not self._buf:
+                return None
+            data = bytes(self._buf)
+            self._buf.clear()
+            self._cond.notify_all()
+            return data
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        with self._cond:
+            self._buf.clear()
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+# ----------------------------------------------------------------------------- machine
+
+def _reap(proc: subprocess.Popen, ram_paths: list[Path]) -> None:
+    """Finaliser: the QEMU process group is killed and reaped, RAM files are gone."""
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+    for p in ram_paths:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+class QemuMachine:
+    engine = "qemu"
+
+    def __init__(self, boot: BootSpec, accel: str, qemu: str, cpu: str | None = None) -> None:
+        self.accel = accel
+        self.boot = boot
+        self._reason: str | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._maps: list[mmap.mmap] = []
+        self._regions: list[RamRegion] = []
+        workdir = Path(boot.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        Path(boot.console_path).parent.mkdir(parents=True, exist_ok=True)
+        shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else workdir
+        tag = f"ktstr-{os.getpid()}-{secrets.token_hex(4)}"
+        self._node_mib = node_sizes_mib(boot.memory_mib, boot.topology.nodes)
+        self._ram_paths = [shm / f"{tag}-m{i}" for i in range(boot.topology.nodes)]
+        self._stderr_path = workdir / "qemu.stderr"
+        fds: list[int] = []
+        wire_host, wire_qemu = socket.socketpair()
+        qmp_host, qmp_qemu = socket.socketpair()
+        try:
+            for path, mib in zip(self._ram_paths, self._node_mib, strict=True):
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                fds.append(fd)
+                os.ftruncate(fd, mib * MiB)
+            self.command = build_command(
+                qemu, boot, accel=accel, cpu=cpu or cpu_model(accel, is_pvm()),
+                ram_paths=self._ram_paths, node_mib=self._node_mib,
+                wire_fd=wire_qemu.fileno(), qmp_fd=qmp_qemu.fileno())
+            with open(self._stderr_path, "wb") as err:
+                self._proc = subprocess.Popen(
+                    self.command, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                    pass_fds=(wire_qemu.fileno(), qmp_qemu.fileno()),
+                    start_new_session=True, preexec_fn=_die_with_parent)
+        except OSError as e:
+            for fd in fds:
+                os.close(fd)
+            for p in self._ram_paths:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+            wire_host.close()
+            qmp_host.close()
+            raise EngineError(f"cannot start QEMU: {e.strerror or e}") from e
+        finally:
+            wire_qemu.close()
+            qmp_qemu.close()
+        self.pid: int | None = self._proc.pid
+        self._finalizer = weakref.finalize(self, _reap, self._proc, list(self._ram_paths))
+        self._wire = _WireDrain(wire_host)
+        self._wire_lock = threading.Lock()
+        self._qmp = QmpClient(qmp_host)
+        try:
+            self._qmp.handshake(START_TIMEOUT)
+            # QEMU has opened its backends before it greets: map ours, drop the names.
+            for fd, mib in zip(fds, self._node_mib, strict=True):
+                self._maps.append(mmap.mmap(fd, mib * MiB, mmap.MAP_SHARED, mmap.PROT_READ))
+        except EngineError as e:
+            self.close()
+            raise EngineError(f"QEMU did not start: {self._stderr_tail() or e.message}",
+                              "check the kernel, initramfs and QEMU installation") from e
+        finally:
+            for fd in fds:
+                os.close(fd)
+            for p in self._ram_paths:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+        for s in ram_layout([m * MiB for m in self._node_mib]):
+            view = memoryview(self._maps[s.node])[s.offset:s.offset + s.size]
+            self._regions.append(RamRegion(gpa=s.gpa, size=s.size, buf=view))
+
+    # ------------------------------------------------------------------ protocol
+
+    def read_wire(self, timeout: float) -> bytes | None:
+        return self._wire.read(timeout)
+
+    def write_wire(self, data: bytes) -> None:
+        with self._wire_lock:
+            try:
+                self._wire.sock.settimeout(30)
+                self._wire.sock.sendall(data)
+            except OSError as e:
+                raise EngineError(f"cannot write to the guest's wire: {e.strerror or e}") from e
+
+    def ram(self) -> list[RamRegion]:
+        return list(self._regions)
+
+    def pause(self) -> None:
+        self._qmp.command("stop")
+
+    def resume(self) -> None:
+        self._qmp.command("cont")
+
+    def hmp(self, command_line: str) -> str:
+        """A human-monitor command's output (diagnostics: "info mtree -f", "info cpus")."""
+        return self._qmp.hmp(command_line)
+
+    def kill(self, reason: str = "killed") -> None:
+        with self._lock:
+            if self._proc.poll() is not None:
+                return
+            if self._reason is None:
+                self._reason = reason
+        if not self._qmp.closed:
+            with contextlib.suppress(EngineError):
+                self._qmp.command("quit", timeout=QUIT_GRACE)
+        try:
+            self._proc.wait(timeout=QUIT_GRACE)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=10)
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            rc = self._proc.wait(timeout=max(0.0, timeout))
+        except subprocess.TimeoutExpired:
+            return None
+        self._qmp.wait_closed(2.0)  # let the SHUTDOWN event arrive
+        return rc
+
+    def exit_reason(self) -> str | None:
+        rc = self._proc.poll()
+        if rc is None:
+            return None
+        if self._reason is not None:
+            return self._reason
+        ev = self._qmp.event("SHUTDOWN")
+        if ev is not None:
+            why = str((ev.get("data") or {}).get("reason", "shutdown"))
+            return SHUTDOWN_REASONS.get(why, why)
+        if rc < 0:
+            return f"crashed: qemu killed by {signal.Signals(-rc).name}"
+        tail = self._stderr_tail()
+        return f"crashed: qemu exited with status {rc}" + (f": {tail}" if tail else "")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.kill()
+        self._wire.close()
+        self._qmp.close()
+        self._regions.clear()
+        for m in self._maps:
+            with contextlib.suppress(BufferError):  # a caller still holds a view
+                m.close()
+        self._finalizer()
+        with contextlib.suppress(OSError):
+            self.stderr_text = self._stderr_path.read_text(errors="replace")
+            self._stderr_path.unlink()
+        with contextlib.suppress(OSError):
+            Path(self.boot.workdir).rmdir()
+
+    def __enter__(self) -> QemuMachine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _stderr_tail(self) -> str:
+        try:
+            text = self._stderr_path.read_text(errors="replace")
+        except OSError:
+            text = getattr(self, "stderr_text", "")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        return lines[-1] if lines else ""
+
+
+class QemuEngine:
+    name = "qemu"
+
+    def __init__(self, accel: str = "tcg", qemu: str | None = None, cpu: str | None = None) -> None:
+        if accel not in ("tcg", "kvm"):
+            raise EngineError(f"unknown QEMU accelerator {accel!r}", "use tcg or kvm")
+        self.accel = accel
+        self.cpu = cpu
+        self.qemu = qemu or shutil.which("qemu-system-x86_64") or ""
+        if not self.qemu:
+            raise EngineError("qemu-system-x86_64 not found",
+                              "install the qemu-system-x86 package")
+
+    def start(self, boot: BootSpec) -> QemuMachine:
+        return QemuMachine(boot, self.accel, self.qemu, boot.extra.get("cpu", self.cpu))
