@@ -82,12 +82,10 @@ def building(name: str) -> Iterator[Path]:
     try:
         yield tmp
     except OSError as e:
-        raise _cache_error(e, root) from e
+        raise _cache_error(e, root, name) from e
     except KtstrError as e:
-        if "No space left" in e.message:
-            raise CacheFullError(f"the disk holding {root} is full (while writing kernel "
-                                 f"{name}); nothing was kept",
-                                 "free some space, or set KTSTR_CACHE to another disk") from e
+        if "No space left" in e.message:  # from dpkg-deb, apt-get or an atomic write
+            raise _cache_error(OSError(errno.ENOSPC, e.message), root, name) from e
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -113,9 +111,10 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def _cache_error(e: OSError, root: Path) -> KtstrError:
+def _cache_error(e: OSError, root: Path, name: str | None = None) -> KtstrError:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return CacheFullError(f"the disk holding {root} is full; nothing was kept",
+        what = f" (while writing kernel {name})" if name else ""
+        return CacheFullError(f"the disk holding {root} is full{what}; nothing was kept",
                               "free some space, or set KTSTR_CACHE to another disk")
     return FetchError(f"cannot write the kernel cache {root}: {e.strerror or e}",
                       "set KTSTR_CACHE to a writable directory")
