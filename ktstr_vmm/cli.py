@@ -18,9 +18,11 @@ from .errors import KtstrError
 
 # Order is the order of `ktstr --help`.
 COMMAND_MODULES: tuple[str, ...] = (
+    "run",
     "kernel",
     "doctor",
     "runs",
+    "tui",
 )
 
 

@@ -1,0 +1,362 @@
+"""One run end to end (the port of ktstr's run_ktstr_test_inner_impl), kept thin: each
+phase's work lives in its own module (kernel, schedulers, agent, initramfs, engine,
+recorder, outcome, evaluate, dumps); this module orders them and owns the run directory's
+status.
+
+Phases (status.json): pending -> building -> booting -> running -> evaluating -> done,
+or interrupted on Ctrl-C / SIGTERM / `ktstr stop`. Bad input is refused before the run
+directory exists, so a usage error never leaves a half-made run behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import eval_types as ev
+from .control import ControlServer
+from .dumps import clear_stale_dumps, placeholder_reason, write_placeholder_failure_dump_if_missing
+from .engine.base import BootSpec, Machine
+from .errors import Interrupted
+from .evaluate import evaluate, result_json
+from .fsutil import atomic_write_json, atomic_write_text
+from .guestspec import render_guest_spec
+from .kernel import Kernel, check_kernel, resolve_kernel
+from .outcome import build_outcome
+from .recorder import Recorder
+from .rundir import CONSOLE, RESULT, SCHED_LOG, SNAPSHOTS, RunDir
+from .schedulers import Scheduler, resolve_scheduler
+from .spec import RunSpec
+from .wire import Decoder, MsgType, encode
+
+log = logging.getLogger(__name__)
+
+PhaseCallback = Callable[[str, str, str], None]  # (run_id, phase, detail)
+
+# Symbols the host-side monitor reads; the agent returns their addresses in SysRdy.
+KALLSYMS = ("runqueues", "__per_cpu_offset", "page_offset_base", "scx_root", "nr_cpu_ids",
+            "scx_watchdog_timeout")
+CMDLINE = "console=ttyS0 panic=-1 nokaslr oops=panic panic_on_warn=0 8250.nr_uarts=2"
+POWEROFF_GRACE_S = 15.0  # after the agent's Exit frame, the guest has this long to power off
+CONSOLE_TAIL = 4 << 20
+
+
+@dataclass(frozen=True)
+class Prepared:
+    spec: RunSpec
+    kernel: Kernel
+    scheduler: Scheduler | None
+    engine: Any
+    engine_warning: str | None
+
+
+def prepare(spec: RunSpec) -> Prepared:
+    """Resolve everything a run needs; raises the one-line errors before any file exists."""
+    from .engine.select import select_engine
+
+    kernel = resolve_kernel(spec.kernel)
+    check_kernel(kernel)
+    sched = None if spec.scheduler in ("", "none", "eevdf") else resolve_scheduler(spec.scheduler, kernel)
+    engine, warning = select_engine(spec.engine)
+    return Prepared(spec, kernel, sched, engine, warning)
+
+
+def run(spec: RunSpec, *, store=None, on_phase: PhaseCallback | None = None) -> dict[str, Any]:
+    """Run `spec`; returns result.json's content (also written to the run directory).
+    On interruption the status says so and the returned dict has phase 'interrupted'."""
+    from .store import Store
+
+    prep = prepare(spec)
+    store = store or Store()
+    rd = store.create_run(spec)
+    return Run(prep, rd, on_phase).execute()
+
+
+class Run:
+    def __init__(self, prep: Prepared, rd: RunDir, on_phase: PhaseCallback | None) -> None:
+        self.prep, self.spec, self.rd = prep, prep.spec, rd
+        self.on_phase = on_phase or (lambda *_: None)
+        self.machine: Machine | None = None
+        self.recorder = Recorder(rd)
+        self.stop_requested = threading.Event()
+        self.t0 = time.monotonic()
+        self.boot_started: float | None = None
+        self.snapshot_seq = 0
+        self.wire_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ phases
+    def phase(self, phase: str, detail: str = "", **fields: Any) -> None:
+        self.rd.write_status(phase, **fields)
+        self.rd.append_event("phase", phase=phase, **({"detail": detail} if detail else {}))
+        self.on_phase(self.rd.run_id, phase, detail)
+
+    def execute(self) -> dict[str, Any]:
+        old = _install_term_handler()
+        control = None
+        try:
+            clear_stale_dumps(self.rd.path, self.spec.name)
+            if self.prep.engine_warning:
+                self.rd.append_event("warning", text=self.prep.engine_warning)
+            self.phase("building", "initramfs")
+            initrd = self.build_initramfs()
+            control = ControlServer(self.rd.path, {
+                "pause": self.ctl_pause, "resume": self.ctl_resume,
+                "snapshot": self.ctl_snapshot, "stop": self.ctl_stop, "status": self.ctl_status})
+            timed_out, elapsed = self.boot_and_drive(initrd)
+            self.phase("evaluating")
+            result = self.judge(timed_out, elapsed)
+            self.phase("done", result["verdict"])
+            return result
+        except (KeyboardInterrupt, Interrupted):
+            self.close_machine()
+            self.rd.write_status("interrupted")
+            self.rd.append_event("interrupted")
+            self.on_phase(self.rd.run_id, "interrupted", "")
+            return {"run_id": self.rd.run_id, "run_dir": str(self.rd.path), "phase": "interrupted",
+                    "verdict": "interrupted"}
+        except BaseException:
+            self.close_machine()
+            with contextlib.suppress(Exception):
+                self.rd.write_status("interrupted", error="internal error; see the traceback")
+            raise
+        finally:
+            if control is not None:
+                control.close()
+            self.close_machine()
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, old)
+
+    def build_initramfs(self) -> Path:
+        from .agent import build_agent
+        from .initramfs import build_initramfs
+
+        agent = build_agent()
+        files: dict[str, Path] = {}
+        guest_path = None
+        if self.prep.scheduler is not None:
+            guest_path = f"/usr/bin/{self.prep.scheduler.path.name}"
+            files[guest_path] = self.prep.scheduler.path
+        text = render_guest_spec(self.spec, guest_path, list(KALLSYMS))
+        atomic_write_text(self.rd / "guest-spec.txt", text)
+        return build_initramfs(agent, text, files)
+
+    def boot_and_drive(self, initrd: Path) -> tuple[bool, float]:
+        spec, k = self.spec, self.prep.kernel
+        workdir = Path(f"/dev/shm/ktstr-{self.rd.run_id}")
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        boot = BootSpec(kernel=k.bzimage, vmlinux=k.vmlinux, initramfs=initrd, cmdline=CMDLINE,
+                        topology=spec.topology, memory_mib=spec.memory,
+                        console_path=self.rd / CONSOLE, workdir=workdir)
+        (self.rd / SCHED_LOG).touch()
+        self.boot_started = time.monotonic()
+        deadline = self.boot_started + spec.timeout
+        self.machine = self.prep.engine.start(boot)
+        m = self.machine
+        self.phase("booting", f"{m.engine}/{m.accel}", engine=f"{m.engine}/{m.accel}",
+                   watchdog_deadline=time.time() + spec.timeout,
+                   **({"vm_pid": m.pid} if m.pid else {}))
+        decoder = Decoder()
+        timed_out = False
+        exit_seen_at = None
+        running = False
+        while True:
+            data = m.read_wire(0.1)
+            if data:
+                for frame in decoder.feed(data):
+                    self.recorder.handle(frame)
+            st = self.recorder.state
+            if not running and st.sysrdy is not None:
+                running = True
+                self.phase("running", f"guest ready in {st.sysrdy_at - self.boot_started:.1f}s")
+            if st.exit is not None and exit_seen_at is None:
+                exit_seen_at = time.monotonic()
+            if m.wait(0) is not None:
+                break
+            now = time.monotonic()
+            if self.stop_requested.is_set():
+                self.rd.append_event("stopped", by="user")
+                m.kill()
+                break
+            if exit_seen_at is not None and now - exit_seen_at > POWEROFF_GRACE_S:
+                self.rd.append_event("warning", text="guest did not power off after Exit; killed")
+                m.kill()
+                break
+            if now > deadline and exit_seen_at is None:
+                timed_out = True
+                self.rd.append_event("watchdog", timeout_s=spec.timeout)
+                m.kill()
+                break
+        # drain what is left on the wire
+        for _ in range(20):
+            data = m.read_wire(0.05)
+            if not data:
+                break
+            for frame in decoder.feed(data):
+                self.recorder.handle(frame)
+        for frame in decoder.finish():
+            self.recorder.handle(frame)
+        self.wire_stats = decoder.stats()
+        self.exit_reason = m.exit_reason()
+        self.rd.append_event("vm_exit", reason=self.exit_reason, wire=self.wire_stats)
+        elapsed = time.monotonic() - self.boot_started
+        self.close_machine()
+        return timed_out, elapsed
+
+    def judge(self, timed_out: bool, elapsed: float) -> dict[str, Any]:
+        spec, st = self.spec, self.recorder.state
+        console = _tail(self.rd / CONSOLE, CONSOLE_TAIL)
+        sched_log = _tail(self.rd / SCHED_LOG, CONSOLE_TAIL)
+        requested = spec.topology.notation
+        observed = st.sysrdy.observed_notation() if st.sysrdy else None
+        notes: tuple[str, ...] = ()
+        if observed and observed != requested:
+            notes = (f"topology mismatch: requested {requested}, guest observed {observed}",)
+        outcome = build_outcome(
+            test=spec.name, scheduler=self.prep.scheduler.name if self.prep.scheduler else None,
+            topology=requested, state=st, sched_log=sched_log, console=console,
+            timed_out=timed_out,
+            timings=ev.Timings(elapsed_s=elapsed, vm_timeout_s=spec.timeout,
+                               duration_s=spec.duration_s),
+            expect_err=spec.expect_err, extra_notes=notes)
+        verdict = evaluate(outcome)
+        if notes and verdict.kind == "pass":
+            from dataclasses import replace
+
+            reason = notes[0]
+            verdict = replace(verdict, kind="inconclusive", reason=reason,
+                              message=f"ktstr_test '{spec.name}' [topo={requested}] inconclusive:\n  {reason}",
+                              sections={"info": reason, **verdict.sections})
+        artifacts = []
+        if verdict.kind == "fail" or (verdict.expected_failure):
+            stage = outcome.init_stage or "not_started"
+            p = write_placeholder_failure_dump_if_missing(
+                self.rd.path, spec.name, placeholder_reason(stage, verdict.bug_summary))
+            if p:
+                artifacts.append(p.name)
+        tr = st.test_result
+        result = result_json(
+            verdict,
+            run_id=self.rd.run_id, run_dir=str(self.rd.path), name=spec.name,
+            engine=self.machine_engine(), topology={"preset": spec.preset,
+                                                   "requested": requested, "observed": observed},
+            scheduler=self.prep.scheduler.name if self.prep.scheduler else None,
+            sched_args=list(spec.sched_args),
+            kernel={"version": self.prep.kernel.version, "build_id": self.prep.kernel.build_id},
+            stats=_stats_json(tr) if tr else None,
+            timings={"boot_to_ready_s": round(st.sysrdy_at - self.boot_started, 3)
+                     if st.sysrdy_at and self.boot_started else None,
+                     "total_s": round(time.monotonic() - self.t0, 3),
+                     "vm_s": round(elapsed, 3)},
+            timed_out=timed_out, exit_reason=self.exit_reason,
+            guest_exit_code=st.exit.code if st.exit else None,
+            wire=self.wire_stats, parent=spec.parent, kind=spec.kind,
+            artifacts=sorted({*artifacts, *(p.name for p in self.rd.path.iterdir()
+                                            if p.is_file() and not p.name.startswith("."))}))
+        atomic_write_json(self.rd / RESULT, result)
+        return result
+
+    def machine_engine(self) -> str:
+        return getattr(self, "_engine_label", None) or (
+            f"{self.machine.engine}/{self.machine.accel}" if self.machine else "?")
+
+    def close_machine(self) -> None:
+        m = self.machine
+        if m is not None:
+            self._engine_label = f"{m.engine}/{m.accel}"
+            with contextlib.suppress(Exception):
+                m.close()
+        wd = getattr(self, "workdir", None)
+        if wd is not None:
+            shutil.rmtree(wd, ignore_errors=True)
+
+    # ------------------------------------------------------------------ control
+    def _live(self) -> Machine:
+        m = self.machine
+        if m is None or m.wait(0) is not None:
+            from .errors import UsageError
+
+            raise UsageError("the guest is not running")
+        return m
+
+    def ctl_pause(self, req: dict) -> dict:
+        self._live().pause()
+        self.rd.append_event("pause")
+        return {"paused": True}
+
+    def ctl_resume(self, req: dict) -> dict:
+        self._live().resume()
+        self.rd.append_event("resume")
+        return {"paused": False}
+
+    def ctl_stop(self, req: dict) -> dict:
+        self.stop_requested.set()
+        return {"stopping": True}
+
+    def ctl_status(self, req: dict) -> dict:
+        return {"run_id": self.rd.run_id, **(self.rd.read_json("status.json") or {})}
+
+    def ctl_snapshot(self, req: dict) -> dict:
+        """Ask the agent for the kernel's own sched_ext dump (SysRq-D via the trace event)."""
+        m = self._live()
+        if self.recorder.state.sysrdy is None:
+            from .errors import UsageError
+
+            raise UsageError("the guest is not ready yet; try again in a moment")
+        with self.wire_lock:
+            self.snapshot_seq += 1
+            req_id = self.snapshot_seq
+            m.write_wire(encode(MsgType.SnapshotRequest, f'{{"id": {req_id}, "kind": "dump"}}'))
+        reply = self.recorder.wait_reply(req_id, 20.0)
+        if reply is None:
+            from .errors import UsageError
+
+            raise UsageError("the guest did not answer the snapshot request within 20s")
+        if not reply.ok:
+            from .errors import UsageError
+
+            raise UsageError(f"the guest could not take a dump: {reply.error}")
+        stamp = f"{time.time() - self._start_wall():.3f}"
+        (self.rd / SNAPSHOTS).mkdir(exist_ok=True)
+        txt = self.rd / SNAPSHOTS / f"{stamp}.sched_ext_dump.txt"
+        atomic_write_text(txt, reply.dump)
+        self.rd.append_event("snapshot", file=f"{SNAPSHOTS}/{txt.name}", truncated=reply.truncated)
+        return {"file": str(txt), "bytes": len(reply.dump)}
+
+    def _start_wall(self) -> float:
+        return (self.rd.read_json("status.json") or {}).get("started", time.time())
+
+
+def _stats_json(tr) -> dict[str, Any]:
+    return {"summary": tr.stats_line(), "duration_ms": tr.duration_ms, "notes": list(tr.notes),
+            "groups": [g.__dict__ for g in tr.groups()],
+            "workers": [{**w.__dict__, "cpus": list(w.cpus)} for w in tr.workers]}
+
+
+def _tail(path: Path, limit: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _install_term_handler():
+    """SIGTERM behaves like Ctrl-C: the run is torn down and marked interrupted."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        return signal.signal(signal.SIGTERM, handler)
+    return signal.getsignal(signal.SIGTERM)
