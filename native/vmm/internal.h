@@ -1,0 +1,115 @@
+/* internal.h - shared between the VMM's own files; not part of the cffi interface. */
+#ifndef KTVMM_INTERNAL_H
+#define KTVMM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <linux/kvm.h>
+
+#include "ktvmm.h"
+
+#define KT_LOW_MEM_MAX 0xC0000000ULL /* RAM above 3 GiB moves to 4 GiB (PCI hole) */
+#define KT_HIGH_MEM_BASE 0x100000000ULL
+#define KT_ACPI_BASE 0xE0000ULL
+#define KT_ACPI_SIZE 0x10000ULL
+#define KT_IOAPIC_ADDR 0xFEC00000U
+#define KT_LAPIC_ADDR 0xFEE00000U
+#define KT_EVENT_RING 256
+#define KT_WIRE_RX_MAX 65536
+
+enum kt_boot_kind { KT_BOOT_NONE = 0, KT_BOOT_FIRMWARE = 1, KT_BOOT_PVH = 2, KT_BOOT_BZIMAGE = 3 };
+
+struct kt_uart {
+    pthread_mutex_t lock;
+    uint16_t base;
+    int irq;
+    uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
+    bool thr_ipending; /* THR-empty interrupt pending until IIR read or THR write */
+    uint8_t rx[KT_WIRE_RX_MAX];
+    uint32_t rx_head, rx_len;
+    int out_fd;        /* transmit bytes go here (-1 = discard) */
+    bool out_nonblock; /* a pipe: wait for room rather than drop */
+};
+
+struct kt_vcpu {
+    struct kt_vm *vm;
+    int id;
+    int fd;
+    struct kvm_run *run;
+    size_t run_size;
+    pthread_t thread;
+    bool started;
+    struct kt_cpuid_entry *cpuid;
+    int ncpuid;
+};
+
+struct kt_vm {
+    struct kt_config cfg;
+    int kvm_fd, vm_fd, mem_fd, event_fd;
+    int wire_rd, wire_wr;
+    uint8_t *mem;          /* all RAM: [0, low) at gpa 0, [low, low+high) at 4 GiB */
+    uint64_t mem_size, low_size, high_size;
+    uint8_t *fw;           /* firmware image mapping (reset vector), if any */
+    size_t fw_size;
+    int nvcpus;
+    struct kt_vcpu *vcpus;
+
+    pthread_mutex_t lock;  /* state, events, halted count */
+    pthread_cond_t cond;
+    int state;
+    bool stop;             /* vCPUs must leave */
+    bool pause_req;
+    int paused_vcpus;
+    int halted_vcpus;
+    int live_vcpus;
+    struct kt_event ring[KT_EVENT_RING];
+    uint32_t ring_head, ring_len, ring_dropped;
+
+    struct kt_uart com1, com2;
+    uint64_t testdev_value;
+
+    int boot_kind;
+    uint64_t entry, boot_arg, rsdp;
+    struct kvm_regs boot_regs;
+    struct kvm_sregs boot_sregs;
+    bool have_boot_regs;
+};
+
+/* util */
+int kt_err(char *err, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+uint64_t kt_now_ns(void);
+uint8_t *kt_gpa(struct kt_vm *vm, uint64_t gpa, uint64_t len); /* NULL when not RAM */
+
+/* vm.c */
+void kt_vm_post(struct kt_vm *vm, const struct kt_event *ev);
+void kt_vm_stop_with(struct kt_vm *vm, const struct kt_event *ev); /* post + stop all */
+void kt_vm_set_irq(struct kt_vm *vm, int irq, int level);
+
+/* vcpu.c */
+int kt_vcpu_create(struct kt_vm *vm, int id, char *err, size_t errlen);
+int kt_vcpu_setup(struct kt_vcpu *v, char *err, size_t errlen);
+int kt_vcpu_spawn(struct kt_vcpu *v, char *err, size_t errlen);
+void kt_vcpu_kick(struct kt_vcpu *v);
+void kt_vcpu_fill_regs(struct kt_vcpu *v, struct kt_event *ev);
+int kt_vcpu_signal_init(void);
+
+/* serial.c */
+void kt_uart_init(struct kt_uart *u, uint16_t base, int irq, int out_fd, bool out_nonblock);
+void kt_uart_destroy(struct kt_uart *u);
+bool kt_uart_io(struct kt_vm *vm, struct kt_uart *u, uint16_t port, bool is_write, uint8_t *data);
+size_t kt_uart_rx_push(struct kt_vm *vm, struct kt_uart *u, const uint8_t *data, size_t len);
+
+/* i8042.c */
+bool kt_i8042_io(struct kt_vm *vm, struct kt_vcpu *v, uint16_t port, bool is_write, uint8_t *data);
+
+/* testdev.c */
+bool kt_testdev_io(struct kt_vm *vm, struct kt_vcpu *v, uint16_t port, bool is_write,
+                   uint8_t *data, int size);
+bool kt_testdev_mmio(struct kt_vm *vm, uint64_t addr, bool is_write, uint8_t *data, int len);
+
+/* boot.c */
+int kt_boot_setup_vcpu(struct kt_vm *vm, struct kt_vcpu *v, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,72 @@
+/*
+ * testdev.c - devices for synthetic guests and power control:
+ *   KT_PORT_EXIT (0xf4)    a write stops the VM with the value as exit code
+ *                          (the same port as QEMU's isa-debug-exit, so one payload runs on both)
+ *   KT_PORT_REPORT (0xf8)  a dword write becomes a KT_EV_REPORT event tagged with the vCPU
+ *   KT_PORT_SLEEP_CTL      ACPI hardware-reduced sleep control: SLP_EN with SLP_TYP 5 = off
+ *   KT_MMIO_TESTDEV        4 KiB MMIO window: reads return the last value written + 1
+ */
+#include <string.h>
+
+#include "internal.h"
+
+static uint64_t load_le(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void store_le(uint8_t *p, int n, uint64_t v)
+{
+    for (int i = 0; i < n; i++, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+bool kt_testdev_io(struct kt_vm *vm, struct kt_vcpu *v, uint16_t port, bool is_write,
+                   uint8_t *data, int size)
+{
+    if (port == KT_PORT_EXIT) {
+        if (is_write) {
+            struct kt_event ev = {.kind = KT_EV_EXIT_PORT, .code = load_le(data, size)};
+            kt_vcpu_fill_regs(v, &ev);
+            kt_vm_stop_with(vm, &ev);
+        } else {
+            memset(data, 0, (size_t)size);
+        }
+        return true;
+    }
+    if (port == KT_PORT_REPORT) {
+        if (is_write) {
+            struct kt_event ev = {.kind = KT_EV_REPORT, .vcpu = v->id, .code = load_le(data, size)};
+            kt_vm_post(vm, &ev);
+        } else {
+            store_le(data, size, (uint64_t)v->id);
+        }
+        return true;
+    }
+    if (port == KT_PORT_SLEEP_CTL || port == KT_PORT_SLEEP_STS) {
+        if (is_write && port == KT_PORT_SLEEP_CTL && (data[0] & 0x20) &&
+            ((data[0] >> 2) & 7) == 5) {
+            struct kt_event ev = {.kind = KT_EV_POWEROFF};
+            kt_vcpu_fill_regs(v, &ev);
+            kt_vm_stop_with(vm, &ev);
+        } else if (!is_write) {
+            memset(data, 0, (size_t)size);
+        }
+        return true;
+    }
+    return false;
+}
+
+bool kt_testdev_mmio(struct kt_vm *vm, uint64_t addr, bool is_write, uint8_t *data, int len)
+{
+    if (addr < KT_MMIO_TESTDEV || addr >= KT_MMIO_TESTDEV + 0x1000 || len > 8)
+        return false;
+    if (is_write)
+        __atomic_store_n(&vm->testdev_value, load_le(data, len), __ATOMIC_SEQ_CST);
+    else
+        store_le(data, len, __atomic_load_n(&vm->testdev_value, __ATOMIC_SEQ_CST) + 1);
+    return true;
+}

@@ -1,0 +1,446 @@
+/*
+ * vm.c - VM lifetime: open /dev/kvm, create the VM and its memfd-backed RAM, the in-kernel
+ * irqchip and PIT, the devices and vCPUs; start, pause, resume, kill; the event ring that
+ * hands Python what happened (an eventfd wakes the reader).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int kt_err(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+uint64_t kt_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+uint8_t *kt_gpa(struct kt_vm *vm, uint64_t gpa, uint64_t len)
+{
+    if (gpa + len < gpa)
+        return NULL;
+    if (gpa + len <= vm->low_size)
+        return vm->mem + gpa;
+    if (vm->high_size && gpa >= KT_HIGH_MEM_BASE &&
+        gpa + len <= KT_HIGH_MEM_BASE + vm->high_size)
+        return vm->mem + vm->low_size + (gpa - KT_HIGH_MEM_BASE);
+    return NULL;
+}
+
+static int open_kvm(char *err, size_t errlen)
+{
+    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        if (e == ENOENT)
+            return kt_err(err, errlen, -e, "/dev/kvm is missing (load kvm_intel or kvm_amd, "
+                          "or use --engine qemu)");
+        if (e == EACCES || e == EPERM)
+            return kt_err(err, errlen, -e, "/dev/kvm is not permitted for this user (add "
+                          "yourself to the kvm group, or use --engine qemu)");
+        return kt_err(err, errlen, -e, "open /dev/kvm: %s", strerror(e));
+    }
+    int api = ioctl(fd, KVM_GET_API_VERSION, 0);
+    if (api != KVM_API_VERSION) {
+        close(fd);
+        return kt_err(err, errlen, -EINVAL, "/dev/kvm speaks KVM API %d, not %d", api,
+                      KVM_API_VERSION);
+    }
+    return fd;
+}
+
+int kt_kvm_check(char *err, size_t errlen)
+{
+    int fd = open_kvm(err, errlen);
+    if (fd < 0)
+        return fd;
+    close(fd);
+    return 0;
+}
+
+int kt_kvm_max_vcpus(void)
+{
+    int fd = open_kvm(NULL, 0);
+    if (fd < 0)
+        return fd;
+    int n = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+    if (n <= 0)
+        n = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
+    close(fd);
+    return n > 0 ? n : 4;
+}
+
+static int add_slot(struct kt_vm *vm, int slot, uint64_t gpa, uint64_t size, void *host,
+                    char *err, size_t errlen)
+{
+    struct kvm_userspace_memory_region r = {
+        .slot = (uint32_t)slot, .guest_phys_addr = gpa, .memory_size = size,
+        .userspace_addr = (uint64_t)(uintptr_t)host,
+    };
+    if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
+        return kt_err(err, errlen, -errno, "KVM_SET_USER_MEMORY_REGION slot %d (%llu MiB at "
+                      "0x%llx): %s", slot, (unsigned long long)(size >> 20),
+                      (unsigned long long)gpa, strerror(errno));
+    return 0;
+}
+
+static int setup_memory(struct kt_vm *vm, char *err, size_t errlen)
+{
+    uint64_t size = vm->cfg.mem_bytes;
+    if (size < (2ULL << 20) || (size & 0xfff))
+        return kt_err(err, errlen, -EINVAL, "guest memory must be a multiple of 4 KiB and at "
+                      "least 2 MiB (got %llu bytes)", (unsigned long long)size);
+    vm->mem_fd = memfd_create("ktstr-guest-ram", MFD_CLOEXEC);
+    if (vm->mem_fd < 0)
+        return kt_err(err, errlen, -errno, "memfd_create: %s", strerror(errno));
+    if (ftruncate(vm->mem_fd, (off_t)size) < 0)
+        return kt_err(err, errlen, -errno, "cannot size guest memory to %llu MiB: %s",
+                      (unsigned long long)(size >> 20), strerror(errno));
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, vm->mem_fd, 0);
+    if (p == MAP_FAILED)
+        return kt_err(err, errlen, -errno, "cannot map %llu MiB of guest memory: %s",
+                      (unsigned long long)(size >> 20), strerror(errno));
+    vm->mem = p;
+    vm->mem_size = size;
+    vm->low_size = size < KT_LOW_MEM_MAX ? size : KT_LOW_MEM_MAX;
+    vm->high_size = size - vm->low_size;
+    int rc = add_slot(vm, 0, 0, vm->low_size, vm->mem, err, errlen);
+    if (!rc && vm->high_size)
+        rc = add_slot(vm, 1, KT_HIGH_MEM_BASE, vm->high_size, vm->mem + vm->low_size, err, errlen);
+    return rc;
+}
+
+struct kt_vm *kt_vm_create(const struct kt_config *cfg, char *err, size_t errlen)
+{
+    const struct kt_topology *t = &cfg->topo;
+    if (!t->nodes || !t->llcs || !t->cores || !t->threads || t->llcs % t->nodes) {
+        kt_err(err, errlen, -EINVAL, "bad topology %un%ul%uc%ut", t->nodes, t->llcs, t->cores,
+               t->threads);
+        return NULL;
+    }
+    if (kt_vcpu_signal_init() < 0) {
+        kt_err(err, errlen, -errno, "sigaction for the vCPU kick signal: %s", strerror(errno));
+        return NULL;
+    }
+    struct kt_vm *vm = calloc(1, sizeof(*vm));
+    if (!vm) {
+        kt_err(err, errlen, -ENOMEM, "out of memory");
+        return NULL;
+    }
+    vm->cfg = *cfg;
+    vm->kvm_fd = vm->vm_fd = vm->mem_fd = vm->event_fd = vm->wire_rd = vm->wire_wr = -1;
+    pthread_mutex_init(&vm->lock, NULL);
+    pthread_cond_init(&vm->cond, NULL);
+    vm->nvcpus = (int)(t->llcs * t->cores * t->threads);
+
+    int rc = open_kvm(err, errlen);
+    if (rc < 0)
+        goto fail;
+    vm->kvm_fd = rc;
+    int max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+    if (max > 0 && vm->nvcpus > max) {
+        kt_err(err, errlen, -E2BIG, "topology %un%ul%uc%ut has %d vCPUs, more than this "
+               "host's KVM_CAP_MAX_VCPUS (%d)", t->nodes, t->llcs, t->cores, t->threads,
+               vm->nvcpus, max);
+        goto fail;
+    }
+    vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+    if (vm->vm_fd < 0) {
+        kt_err(err, errlen, -errno, "KVM_CREATE_VM: %s", strerror(errno));
+        goto fail;
+    }
+    /* Needed by VMX for real mode; harmless elsewhere. */
+    ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000UL);
+    if (setup_memory(vm, err, errlen) < 0)
+        goto fail;
+    if (cfg->irqchip) {
+        if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
+            kt_err(err, errlen, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
+            goto fail;
+        }
+        struct kvm_pit_config pit = {.flags = 0};
+        if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
+            kt_err(err, errlen, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
+            goto fail;
+        }
+    }
+    vm->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int pipefd[2];
+    if (vm->event_fd < 0 || pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0) {
+        kt_err(err, errlen, -errno, "eventfd/pipe: %s", strerror(errno));
+        goto fail;
+    }
+    vm->wire_rd = pipefd[0];
+    vm->wire_wr = pipefd[1];
+    fcntl(vm->wire_wr, F_SETPIPE_SZ, 1 << 20);
+    kt_uart_init(&vm->com1, 0x3f8, 4, cfg->console_fd, false);
+    kt_uart_init(&vm->com2, 0x2f8, 3, vm->wire_wr, true);
+
+    vm->vcpus = calloc((size_t)vm->nvcpus, sizeof(*vm->vcpus));
+    if (!vm->vcpus) {
+        kt_err(err, errlen, -ENOMEM, "out of memory for %d vCPUs", vm->nvcpus);
+        goto fail;
+    }
+    for (int i = 0; i < vm->nvcpus; i++)
+        vm->vcpus[i].fd = -1;
+    for (int i = 0; i < vm->nvcpus; i++)
+        if (kt_vcpu_create(vm, i, err, errlen) < 0)
+            goto fail;
+    vm->state = KT_STATE_CREATED;
+    return vm;
+fail:
+    kt_vm_destroy(vm);
+    return NULL;
+}
+
+int kt_vm_start(struct kt_vm *vm, char *err, size_t errlen)
+{
+    if (vm->state != KT_STATE_CREATED)
+        return kt_err(err, errlen, -EINVAL, "the VM was already started");
+    if (vm->boot_kind == KT_BOOT_NONE)
+        return kt_err(err, errlen, -EINVAL, "nothing to boot: load firmware or a kernel first");
+    for (int i = 0; i < vm->nvcpus; i++) {
+        int rc = kt_vcpu_setup(&vm->vcpus[i], err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    pthread_mutex_lock(&vm->lock);
+    vm->state = KT_STATE_RUNNING;
+    pthread_mutex_unlock(&vm->lock);
+    for (int i = 0; i < vm->nvcpus; i++) {
+        int rc = kt_vcpu_spawn(&vm->vcpus[i], err, errlen);
+        if (rc < 0) {
+            kt_vm_kill(vm);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void kick_all(struct kt_vm *vm)
+{
+    for (int i = 0; i < vm->nvcpus; i++)
+        kt_vcpu_kick(&vm->vcpus[i]);
+}
+
+/* Queue an event; caller holds vm->lock. */
+static void post_locked(struct kt_vm *vm, const struct kt_event *ev)
+{
+    if (vm->ring_len == KT_EVENT_RING) {
+        vm->ring_dropped++;
+        return;
+    }
+    uint32_t slot = (vm->ring_head + vm->ring_len) % KT_EVENT_RING;
+    vm->ring[slot] = *ev;
+    if (!vm->ring[slot].ns)
+        vm->ring[slot].ns = kt_now_ns();
+    vm->ring_len++;
+    uint64_t one = 1;
+    ssize_t n = write(vm->event_fd, &one, sizeof(one));
+    (void)n;
+}
+
+void kt_vm_post(struct kt_vm *vm, const struct kt_event *ev)
+{
+    pthread_mutex_lock(&vm->lock);
+    post_locked(vm, ev);
+    pthread_mutex_unlock(&vm->lock);
+}
+
+void kt_vm_stop_with(struct kt_vm *vm, const struct kt_event *ev)
+{
+    pthread_mutex_lock(&vm->lock);
+    bool first = !vm->stop;
+    if (first) {
+        vm->stop = true;
+        post_locked(vm, ev); /* the first stop reason is the VM's exit reason */
+    }
+    pthread_cond_broadcast(&vm->cond);
+    pthread_mutex_unlock(&vm->lock);
+    if (first)
+        kick_all(vm);
+}
+
+void kt_vm_set_irq(struct kt_vm *vm, int irq, int level)
+{
+    if (!vm->cfg.irqchip)
+        return;
+    struct kvm_irq_level l = {.irq = (uint32_t)irq, .level = (uint32_t)level};
+    ioctl(vm->vm_fd, KVM_IRQ_LINE, &l);
+}
+
+int kt_vm_pause(struct kt_vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    if (vm->state != KT_STATE_RUNNING || vm->stop) {
+        int rc = vm->state == KT_STATE_PAUSED ? 0 : -EINVAL;
+        pthread_mutex_unlock(&vm->lock);
+        return rc;
+    }
+    vm->pause_req = true;
+    pthread_mutex_unlock(&vm->lock);
+    kick_all(vm);
+    pthread_mutex_lock(&vm->lock);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 5;
+    int rc = 0;
+    while (!vm->stop && vm->paused_vcpus + vm->halted_vcpus < vm->live_vcpus) {
+        if (pthread_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT) {
+            rc = -ETIMEDOUT;
+            break;
+        }
+    }
+    if (!rc && !vm->stop) {
+        vm->state = KT_STATE_PAUSED;
+        struct kt_event ev = {.kind = KT_EV_PAUSED, .vcpu = -1};
+        post_locked(vm, &ev);
+    }
+    pthread_mutex_unlock(&vm->lock);
+    return rc;
+}
+
+int kt_vm_resume(struct kt_vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    int rc = -EINVAL;
+    if (vm->state == KT_STATE_PAUSED || vm->pause_req) {
+        vm->pause_req = false;
+        if (!vm->stop) {
+            vm->state = KT_STATE_RUNNING;
+            struct kt_event ev = {.kind = KT_EV_RESUMED, .vcpu = -1};
+            post_locked(vm, &ev);
+        }
+        pthread_cond_broadcast(&vm->cond);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&vm->lock);
+    return rc;
+}
+
+int kt_vm_kill(struct kt_vm *vm)
+{
+    struct kt_event ev = {.kind = KT_EV_KILLED, .vcpu = -1};
+    kt_vm_stop_with(vm, &ev);
+    return 0;
+}
+
+int kt_vm_state(struct kt_vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    int s = vm->state;
+    if (vm->stop)
+        s = KT_STATE_STOPPED;
+    pthread_mutex_unlock(&vm->lock);
+    return s;
+}
+
+int kt_vm_event_fd(struct kt_vm *vm) { return vm->event_fd; }
+int kt_vm_wire_fd(struct kt_vm *vm) { return vm->wire_rd; }
+int kt_vm_mem_fd(struct kt_vm *vm) { return vm->mem_fd; }
+
+int kt_vm_next_event(struct kt_vm *vm, struct kt_event *ev)
+{
+    pthread_mutex_lock(&vm->lock);
+    int got = 0;
+    if (vm->ring_len) {
+        *ev = vm->ring[vm->ring_head];
+        vm->ring_head = (vm->ring_head + 1) % KT_EVENT_RING;
+        vm->ring_len--;
+        got = 1;
+    }
+    if (!vm->ring_len) {
+        uint64_t n;
+        ssize_t r = read(vm->event_fd, &n, sizeof(n));
+        (void)r;
+    }
+    pthread_mutex_unlock(&vm->lock);
+    return got;
+}
+
+int kt_vm_wire_write(struct kt_vm *vm, const uint8_t *data, size_t len)
+{
+    return (int)kt_uart_rx_push(vm, &vm->com2, data, len);
+}
+
+int kt_vm_ram_regions(struct kt_vm *vm, uint64_t *gpa, uint64_t *offset, uint64_t *size, int max)
+{
+    int n = 0;
+    if (n < max) {
+        gpa[n] = 0;
+        offset[n] = 0;
+        size[n] = vm->low_size;
+        n++;
+    }
+    if (vm->high_size && n < max) {
+        gpa[n] = KT_HIGH_MEM_BASE;
+        offset[n] = vm->low_size;
+        size[n] = vm->high_size;
+        n++;
+    }
+    return n;
+}
+
+int kt_vm_boot_info(struct kt_vm *vm, uint64_t *entry, uint64_t *rsdp, int *kind)
+{
+    *entry = vm->entry;
+    *rsdp = vm->rsdp;
+    *kind = vm->boot_kind;
+    return 0;
+}
+
+void kt_vm_destroy(struct kt_vm *vm)
+{
+    if (!vm)
+        return;
+    if (vm->vcpus) {
+        kt_vm_kill(vm);
+        for (int i = 0; i < vm->nvcpus; i++) {
+            struct kt_vcpu *v = &vm->vcpus[i];
+            if (v->started)
+                pthread_join(v->thread, NULL);
+        }
+        for (int i = 0; i < vm->nvcpus; i++) {
+            struct kt_vcpu *v = &vm->vcpus[i];
+            if (v->run)
+                munmap(v->run, v->run_size);
+            if (v->fd >= 0)
+                close(v->fd);
+            free(v->cpuid);
+        }
+        free(vm->vcpus);
+    }
+    kt_uart_destroy(&vm->com1);
+    kt_uart_destroy(&vm->com2);
+    if (vm->mem)
+        munmap(vm->mem, vm->mem_size);
+    if (vm->fw)
+        munmap(vm->fw, vm->fw_size);
+    int fds[] = {vm->wire_rd, vm->wire_wr, vm->event_fd, vm->mem_fd, vm->vm_fd, vm->kvm_fd};
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    pthread_cond_destroy(&vm->cond);
+    pthread_mutex_destroy(&vm->lock);
+    free(vm);
+}
