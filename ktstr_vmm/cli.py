@@ -19,6 +19,7 @@ from .errors import KtstrError
 # Order is the order of `ktstr --help`.
 COMMAND_MODULES: tuple[str, ...] = (
     "run",
+    "live",
     "kernel",
     "doctor",
     "runs",
