@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "run",
     "live",
     "kernel",
+    "schedulers",
     "doctor",
     "runs",
     "tui",
