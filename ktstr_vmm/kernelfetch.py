@@ -65,7 +65,7 @@ def fetch_outcome(progress: Progress, refresh: bool = False,
         version = binary[len(BINARY_PREFIX):]
         final = kernelcache.kernels_dir() / version
         if (k := load_kernel(final)) is not None:
-            progress.done(f"kernel {version} is the newest and already cached")
+            progress.done()  # the caller says "already cached"
             return FetchOutcome(k, False, time.monotonic() - t0)
         with kernelcache.building(version) as tmp:
             _build(apt, uri, binary, version, tmp, progress)
@@ -74,7 +74,7 @@ def fetch_outcome(progress: Progress, refresh: bool = False,
     if k is None:
         raise FetchError(f"kernel {version} was fetched but its cache entry is unreadable",
                          "run ktstr kernel fetch --refresh")
-    progress.done(f"kernel {version} fetched in {time.monotonic() - t0:.1f}s")
+    progress.done()  # the caller reports the result
     return FetchOutcome(k, True, time.monotonic() - t0)
 
 
@@ -105,30 +105,39 @@ def _show(apt: PrivateApt, package: str) -> tuple[str, int | None]:
     return ver.group(1), int(size.group(1)) if size else None
 
 
+def _dir_bytes(d: Path) -> int:
+    total = 0
+    for p in d.rglob("*"):
+        try:
+            total += p.stat().st_size if p.is_file() else 0
+        except OSError:  # apt renames partial files as it goes
+            pass
+    return total
+
+
 def _download(apt: PrivateApt, package: str, dest: Path,
               progress: Progress) -> tuple[Path, str]:
-    """apt-get download in a worker thread while we report the bytes that have arrived."""
+    """apt-get download (in this thread, so Ctrl-C kills and reaps it) while a watcher
+    thread reports the bytes that have arrived."""
     version, size = _show(apt, package)
     progress.step(f"downloading {package} {version}"
                   + (f" ({size / 1e6:.1f} MB)" if size else ""))
     dest.mkdir(parents=True, exist_ok=True)
-    result: dict[str, object] = {}
+    stop = threading.Event()
 
-    def work() -> None:
-        try:
-            result["deb"] = apt.download(package, dest)
-        except BaseException as e:  # handed to the caller's thread below
-            result["error"] = e
+    def watch() -> None:
+        while not stop.wait(0.25):
+            progress.advance(_dir_bytes(dest), size)
 
-    t = threading.Thread(target=work, name=f"apt-download-{package}", daemon=True)
-    t.start()
-    while t.is_alive():
-        t.join(0.25)
-        got = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
-        progress.advance(got, size)
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    return result["deb"], version  # type: ignore[return-value]
+    watcher = threading.Thread(target=watch, name=f"watch-{package}", daemon=True)
+    watcher.start()
+    try:
+        deb = apt.download(package, dest)
+    finally:
+        stop.set()
+        watcher.join(5)
+    progress.advance(deb.stat().st_size, size or deb.stat().st_size)
+    return deb, version
 
 
 def _build(apt: PrivateApt, uri: str, binary: str, version: str, tmp: Path,
