@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..errors import KernelError
 from ..kernel import Kernel, add_kernel_option, cached_kernels, resolve_kernel
 from ..progress import for_terminal
 
@@ -76,8 +77,8 @@ def cmd_path(args: argparse.Namespace) -> int:
     p = {"dir": k.dir, "bzimage": k.bzimage, "vmlinux": k.vmlinux, "config": k.config,
          "system-map": k.system_map}[args.file]
     if p is None:
-        print(f"ktstr: error: kernel {k.version} has no {args.file}", file=sys.stderr)
-        return 1
+        raise KernelError(f"kernel {k.version} has no {args.file} file",
+                          "pass --kernel with a build tree that has one")
     print(p)
     return 0
 
