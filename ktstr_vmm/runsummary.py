@@ -160,7 +160,6 @@ def summarize(path: Path, run_id: str | None = None) -> RunSummary:
         info["preset"] = field(spec, SPEC, "preset", str)
         info["parent"] = field(spec, SPEC, "parent", str)
 
-        result = load_json_object(path / RESULT)
         status_error: str | None = None
         status: dict[str, Any] | None = None
         try:
@@ -176,6 +175,7 @@ def summarize(path: Path, run_id: str | None = None) -> RunSummary:
         if started is None:
             started = started_from_run_id(run_id)
 
+        result = load_json_object(path / RESULT)
         if result is not None:
             verdict = field(result, RESULT, "verdict", str, required=True)
             if verdict not in VERDICTS:
@@ -210,6 +210,8 @@ def summarize(path: Path, run_id: str | None = None) -> RunSummary:
 def _summary(run_id: str, path: Path, started: float | None, info: dict[str, Any],
              verdict: str, duration: float | None, line: str, phase: str | None,
              error: str | None) -> RunSummary:
+    if started is None:
+        started = started_from_run_id(run_id)
     if started is None:
         try:
             started = path.stat().st_mtime
