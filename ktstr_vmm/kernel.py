@@ -205,6 +205,9 @@ def resolve_kernel(spec: str | None = None) -> Kernel:
                               "and no vmlinux)", PATH_HINT)
         return _import_user(spec, bz if bz.is_file() else None, vm if vm.is_file() else None,
                             cfg if cfg.is_file() else None)
+    if (k := load_kernel(p.parent)) is not None and p in (k.bzimage, k.vmlinux):
+        check_kernel(k)  # a file of a cached kernel: that kernel, not a copy of it
+        return k
     try:
         if vmlinux.is_bzimage(p):
             tree = p.parents[3] if p.parts[-4:-1] == ("arch", "x86", "boot") else None

@@ -114,8 +114,10 @@ def test_bare_bzimage_gets_a_user_entry_with_the_vmlinux_extracted(kernel, cache
     assert [c.version for c in cached_kernels()] == [k.version]
 
 
-def test_vmlinux_alone_is_a_kernel_booted_through_pvh(kernel, cache):
-    k = resolve_kernel(str(kernel.vmlinux))
+def test_vmlinux_alone_is_a_kernel_booted_through_pvh(kernel, cache, tmp_path):
+    vm = tmp_path / "vmlinux"
+    vm.symlink_to(kernel.vmlinux)
+    k = resolve_kernel(str(vm))
     assert k.origin == "user"
     assert k.bzimage == k.vmlinux == k.dir / "vmlinux"
     assert k.build_id == kernel.build_id
@@ -132,6 +134,12 @@ def test_build_tree_and_its_bzimage_resolve_to_the_same_kernel(kernel, cache, tm
 
 def test_cached_version_name_is_accepted(kernel):
     assert resolve_kernel(kernel.version) == kernel
+
+
+def test_a_cached_kernels_own_files_resolve_to_it(kernel):
+    assert resolve_kernel(str(kernel.bzimage)) == kernel
+    assert resolve_kernel(str(kernel.vmlinux)) == kernel
+    assert resolve_kernel(str(kernel.dir)) == kernel
 
 
 def test_config_without_sched_ext_is_refused_and_nothing_is_cached(kernel, cache, tmp_path):
