@@ -1,0 +1,141 @@
+"""The workstation app: top-level bindings, what opens first, launching runs.
+
+`KtstrApp(store_root, open_path=None, launch_args=None)`:
+- no path: the run browser of the store;
+- a run directory: its live or result screen (the browser of its store underneath);
+- a failure-dump file: the dump viewer;
+- a directory of artifacts (Rust ktstr output: *.failure-dump.json, no spec): its dumps;
+- launch_args: spawn `ktstr run ARGS` and open the new run live.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from textual import events, on, work
+from textual.app import App
+from textual.binding import Binding
+
+from ktstr_vmm import rundir
+
+from . import launch as launcher
+from .commands import ScreenActionsProvider
+from .messages import LaunchFailed, OpenRun
+from .rundata import failure_dumps, is_run_dir
+from .screens.browser import BrowserScreen
+from .screens.dump_screen import DumpScreen
+from .screens.help_screen import HelpScreen
+from .screens.too_small import TooSmallScreen
+from .store_access import Store
+
+MIN_WIDTH = 60
+MIN_HEIGHT = 16
+
+
+class KtstrApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "ktstr"
+    SUB_TITLE = "sched_ext workstation"
+    COMMANDS = App.COMMANDS | {ScreenActionsProvider}
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        Binding("ctrl+p", "command_palette", "Commands", show=False),
+    ]
+
+    def __init__(self, store_root: Path, *, open_path: Path | None = None,
+                 launch_args: list[str] | None = None, watch: bool = True) -> None:
+        super().__init__()
+        self.store_root = Path(store_root)
+        self.store = Store(self.store_root)
+        self.open_path = Path(open_path) if open_path else None
+        self.launch_args = launch_args
+        self.watch_store = watch
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ startup
+    def get_default_screen(self) -> BrowserScreen:
+        return BrowserScreen(self.store, watch=self.watch_store)
+
+    def on_mount(self) -> None:
+        self._check_size(self.size.width, self.size.height)
+        if self.open_path is not None:
+            self.open_target(self.open_path)
+        if self.launch_args is not None:
+            self.launch(self.launch_args)
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+
+    def open_target(self, path: Path) -> None:
+        if is_run_dir(path):
+            self.open_run(path)
+        elif path.is_file():
+            self.push_screen(DumpScreen(path))
+        elif path.is_dir():
+            dumps = failure_dumps(path)
+            if dumps:
+                self.push_screen(DumpScreen(dumps[0], others=dumps[1:]))
+            elif not (path / "runs").is_dir():
+                self.notify(f"{path} holds no run, store or failure dump", severity="error")
+
+    # ------------------------------------------------------------------ navigation
+    def open_run(self, path: Path, live: bool | None = None) -> None:
+        from .screens.live_run import LiveRunScreen
+        from .screens.result import ResultScreen
+
+        if live is None:
+            live = not (path / rundir.RESULT).exists()
+        self.push_screen(LiveRunScreen(path) if live else ResultScreen(path))
+
+    @on(OpenRun)
+    def _open_run_message(self, message: OpenRun) -> None:
+        self.open_run(message.path, message.live)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+    # ------------------------------------------------------------------ launching
+    def launch(self, args: list[str], *, open_live: bool = True) -> None:
+        """Spawn `ktstr ARGS` (run, rerun, repro) and open the run it makes."""
+        try:
+            launched = launcher.spawn(args, self.store_root)
+        except Exception as e:  # noqa: BLE001 - shown, the app stays up
+            self.notify(f"cannot start ktstr {args[0]}: {e}", severity="error")
+            return
+        self.notify(f"started ktstr {' '.join(args)} (pid {launched.pid})")
+        if open_live:
+            self._await_run(launched)
+
+    @work(thread=True, group="launch")
+    def _await_run(self, launched: launcher.Launched) -> None:
+        path = launcher.find_run(self.store.runs_dir, launched, self._stop)
+        if path is not None:
+            self.post_message(OpenRun(path, live=True))
+        elif not self._stop.is_set():
+            code = launched.exit_code()
+            self.post_message(LaunchFailed(launched.argv, -1 if code is None else code,
+                                           launched.log_tail()))
+
+    @on(LaunchFailed)
+    def _launch_failed(self, message: LaunchFailed) -> None:
+        what = " ".join(message.argv[:1])
+        detail = message.tail.splitlines()[-1] if message.tail else "no output"
+        self.notify(f"ktstr {what} exited ({message.code}) before a run appeared: {detail}",
+                    severity="error", timeout=15)
+
+    # ------------------------------------------------------------------ terminal size
+    def on_resize(self, event: events.Resize) -> None:
+        self._check_size(event.size.width, event.size.height)
+
+    def _check_size(self, width: int, height: int) -> None:
+        small = width < MIN_WIDTH or height < MIN_HEIGHT
+        showing = isinstance(self.screen, TooSmallScreen)
+        if small and not showing:
+            self.push_screen(TooSmallScreen(MIN_WIDTH, MIN_HEIGHT))
+        elif small and showing:
+            self.screen.show_size(width, height)
+        elif not small and showing:
+            self.pop_screen()

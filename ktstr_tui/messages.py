@@ -1,0 +1,60 @@
+"""The app's own messages, in one place (toolong's messages.py is the model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.message import Message
+
+
+class OpenRun(Message):
+    """Open a run directory: the live screen while it runs, else its result."""
+
+    def __init__(self, path: Path, *, live: bool | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.live = live
+
+
+class StoreChanged(Message):
+    """The run store changed (a run appeared, changed phase or was removed)."""
+
+    def __init__(self, run_id: str, kind: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.kind = kind
+
+
+class RunLaunched(Message):
+    """`ktstr run`/`rerun`/`repro` was spawned; its run directory shows up later."""
+
+    def __init__(self, pid: int, argv: list[str], log: Path) -> None:
+        super().__init__()
+        self.pid = pid
+        self.argv = argv
+        self.log = log
+
+
+class LaunchFailed(Message):
+    """A spawned `ktstr` command exited before a run directory appeared."""
+
+    def __init__(self, argv: list[str], code: int, tail: str) -> None:
+        super().__init__()
+        self.argv = argv
+        self.code = code
+        self.tail = tail
+
+
+class RunUpdate(Message):
+    """New state of a watched run directory (posted by the live tail worker)."""
+
+    def __init__(self, status=None, events=(), samples=(), result_ready: bool = False,
+                 gone: bool = False, control: bool = False, error: str | None = None) -> None:
+        super().__init__()
+        self.status = status
+        self.events = tuple(events)
+        self.samples = tuple(samples)
+        self.result_ready = result_ready
+        self.gone = gone
+        self.control = control
+        self.error = error

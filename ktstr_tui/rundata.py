@@ -1,0 +1,312 @@
+"""What the views read from a run directory, parsed at the edge into frozen values.
+
+Every loader here is called from a worker thread, never from the event loop. A file that
+is missing gives None; a file that is present but corrupt or truncated raises a one-line
+StoreError naming the file and the problem, so a screen can show it as an error view.
+JSON-lines files are read incrementally from a byte offset: only whole lines count, and a
+line that does not parse is counted, not fatal (the writer may be mid-line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ktstr_vmm import rundir
+from ktstr_vmm.errors import StoreError
+
+VERDICTS = ("pass", "fail", "inconclusive", "skip")
+LIVE_PHASES = ("pending", "building", "booting", "running", "evaluating")
+
+# Section order of a failure message (DESIGN.md "Evaluation").
+SECTION_ORDER = ("info", "stats", "scheduler log", "monitor", "sched_ext dump", "auto-repro",
+                 "watchdog")
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _int(v: Any, default: int = 0) -> int:
+    return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else default
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def load_json_object(path: Path, what: str) -> dict[str, Any] | None:
+    """A JSON object file; None when absent; StoreError naming the problem when corrupt."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StoreError(f"cannot read {what} {path}: {e.strerror}") from e
+    if not data.strip():
+        raise StoreError(f"{what} {path} is empty (truncated write?)")
+    try:
+        obj = json.loads(data)
+    except ValueError as e:
+        raise StoreError(f"{what} {path} is not valid JSON: {e} (truncated or corrupt)") from e
+    if not isinstance(obj, dict):
+        raise StoreError(f"{what} {path} is not a JSON object but {type(obj).__name__}")
+    return obj
+
+
+# --------------------------------------------------------------------------- status
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    phase: str
+    pid: int | None = None
+    started: float | None = None
+    updated: float | None = None
+    engine: str | None = None
+    watchdog_deadline: float | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.phase in LIVE_PHASES
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RunStatus:
+        phase = _str(d.get("phase")) or "pending"
+        pid = d.get("pid")
+        return cls(phase=phase, pid=pid if isinstance(pid, int) else None,
+                   started=_num(d.get("started")), updated=_num(d.get("updated")),
+                   engine=_str(d.get("engine")), watchdog_deadline=_num(d.get("watchdog_deadline")))
+
+
+def load_status(run: Path) -> RunStatus | None:
+    d = load_json_object(run / rundir.STATUS, "status file")
+    return RunStatus.from_json(d) if d is not None else None
+
+
+# --------------------------------------------------------------------------- result
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    verdict: str
+    message: str
+    reason: str
+    sections: tuple[tuple[str, str], ...]
+    engine: str
+    topology: dict[str, Any]
+    scheduler: str
+    kernel: str
+    stats: dict[str, Any]
+    timings: dict[str, Any]
+    parent: str | None
+    artifacts: tuple[str, ...]
+
+    @property
+    def first_line(self) -> str:
+        for line in self.message.splitlines():
+            if line.strip():
+                return line.strip()
+        return self.reason
+
+    def section(self, name: str) -> str | None:
+        for n, text in self.sections:
+            if n == name:
+                return text
+        return None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], path: Path) -> RunResult:
+        verdict = d.get("verdict")
+        if verdict not in VERDICTS:
+            raise StoreError(f"result file {path} has no valid verdict (got {verdict!r})")
+        raw_sections = d.get("sections") or {}
+        if isinstance(raw_sections, dict):
+            sections = tuple((str(k), str(v)) for k, v in raw_sections.items())
+        elif isinstance(raw_sections, list):
+            sections = tuple((str(s.get("name")), str(s.get("text", "")))
+                             for s in raw_sections if isinstance(s, dict))
+        else:
+            raise StoreError(f"result file {path}: 'sections' is {type(raw_sections).__name__}")
+        topo = d.get("topology")
+        if isinstance(topo, str):
+            topo = {"requested": topo}
+        artifacts = d.get("artifacts") or ()
+        return cls(
+            run_id=_str(d.get("run_id")) or path.parent.name,
+            verdict=verdict,
+            message=_str(d.get("message")) or "",
+            reason=_str(d.get("reason")) or "",
+            sections=sections,
+            engine=_str(d.get("engine")) or "",
+            topology=topo if isinstance(topo, dict) else {},
+            scheduler=_str(d.get("scheduler")) or "",
+            kernel=_str(d.get("kernel")) or "",
+            stats=d.get("stats") if isinstance(d.get("stats"), dict) else {},
+            timings=d.get("timings") if isinstance(d.get("timings"), dict) else {},
+            parent=_str(d.get("parent")),
+            artifacts=tuple(str(a) for a in artifacts) if isinstance(artifacts, list) else (),
+        )
+
+
+def load_result(run: Path) -> RunResult | None:
+    d = load_json_object(run / rundir.RESULT, "result file")
+    return RunResult.from_json(d, run / rundir.RESULT) if d is not None else None
+
+
+def load_spec(run: Path) -> dict[str, Any] | None:
+    """spec.json as a dict (RunSpec.to_json shape); the views only display it."""
+    return load_json_object(run / rundir.SPEC, "spec file")
+
+
+# --------------------------------------------------------------------------- jsonl tails
+
+
+@dataclass(frozen=True)
+class Event:
+    t: float
+    kind: str
+    fields: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        for k, v in self.fields:
+            if k == key:
+                return v
+        return default
+
+    @property
+    def label(self) -> str:
+        """A short human label: 'lifecycle: booted', 'scenario start: spin'."""
+        detail = next((str(v) for k, v in self.fields
+                       if k in ("phase", "state", "name", "what", "reason", "detail", "msg")), "")
+        kind = self.kind.replace("_", " ")
+        return f"{kind}: {detail}" if detail else kind
+
+
+@dataclass(frozen=True)
+class CpuState:
+    cpu: int
+    nr_running: int = 0
+    scx_nr_running: int = 0
+    local_dsq_nr: int = 0
+    curr_pid: int = 0
+    curr_comm: str = ""
+    curr_class: str = ""
+
+
+@dataclass(frozen=True)
+class MonitorSample:
+    t: float
+    cpus: tuple[CpuState, ...]
+    scx_state: str = ""
+    exit_kind: str = ""
+    flags: tuple[str, ...] = ()
+
+
+def parse_event(d: dict[str, Any]) -> Event | None:
+    t, kind = _num(d.get("t")), _str(d.get("kind"))
+    if t is None or not kind:
+        return None
+    return Event(t, kind, tuple((k, v) for k, v in d.items() if k not in ("t", "kind")))
+
+
+def parse_sample(d: dict[str, Any]) -> MonitorSample | None:
+    t = _num(d.get("t"))
+    cpus_raw = d.get("cpus")
+    if t is None or not isinstance(cpus_raw, list):
+        return None
+    cpus = []
+    for c in cpus_raw:
+        if not isinstance(c, dict) or not isinstance(c.get("cpu"), int):
+            continue
+        cpus.append(CpuState(cpu=c["cpu"], nr_running=_int(c.get("nr_running")),
+                             scx_nr_running=_int(c.get("scx_nr_running")),
+                             local_dsq_nr=_int(c.get("local_dsq_nr")),
+                             curr_pid=_int(c.get("curr_pid")),
+                             curr_comm=_str(c.get("curr_comm")) or "",
+                             curr_class=_str(c.get("curr_class")) or ""))
+    scx = d.get("scx") if isinstance(d.get("scx"), dict) else {}
+    flags = d.get("flags") if isinstance(d.get("flags"), list) else []
+    return MonitorSample(t=t, cpus=tuple(cpus), scx_state=_str(scx.get("state")) or "",
+                         exit_kind=str(scx.get("exit_kind") or ""),
+                         flags=tuple(str(f) for f in flags))
+
+
+@dataclass
+class JsonlTail:
+    """Incremental reader of one JSON-lines file: `read()` returns the new whole lines'
+    objects since the last call. Used from one worker thread."""
+
+    path: Path
+    offset: int = 0
+    bad_lines: int = 0
+    _inode: int | None = field(default=None, repr=False)
+
+    def read(self, max_bytes: int = 8 << 20) -> list[dict[str, Any]]:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return []
+        try:
+            st = os.fstat(fd)
+            if self._inode is not None and (st.st_ino != self._inode or st.st_size < self.offset):
+                self.offset = 0  # replaced or truncated: start over
+            self._inode = st.st_ino
+            if st.st_size <= self.offset:
+                return []
+            data = os.pread(fd, min(st.st_size - self.offset, max_bytes), self.offset)
+        finally:
+            os.close(fd)
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        self.offset += end + 1
+        out = []
+        for line in data[:end].split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                self.bad_lines += 1
+                continue
+            if isinstance(obj, dict):
+                out.append(obj)
+            else:
+                self.bad_lines += 1
+        return out
+
+
+def read_events(run: Path) -> list[Event]:
+    return [e for e in map(parse_event, JsonlTail(run / rundir.EVENTS).read(64 << 20)) if e]
+
+
+def read_samples(run: Path) -> list[MonitorSample]:
+    return [s for s in map(parse_sample, JsonlTail(run / rundir.MONITOR).read(256 << 20)) if s]
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def failure_dumps(run: Path) -> list[Path]:
+    try:
+        return sorted(p for p in run.iterdir() if p.name.endswith(".failure-dump.json"))
+    except OSError:
+        return []
+
+
+def snapshot_files(run: Path) -> list[Path]:
+    d = run / rundir.SNAPSHOTS
+    try:
+        return sorted(d.iterdir())
+    except OSError:
+        return []
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / n).exists()
+                                 for n in (rundir.SPEC, rundir.STATUS, rundir.RESULT))

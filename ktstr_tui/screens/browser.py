@@ -1,0 +1,255 @@
+"""Home: every run of the store, newest first; filter, open, start, rerun, delete.
+
+Store queries run in a worker; the store's watcher (a watchdog thread) posts StoreChanged
+and the table reloads (debounced), keeping the cursor on the same run.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from ..messages import OpenRun, StoreChanged
+from ..store_access import LogAppended, RunSummary, Store, StoreEvent, StoreWatcher
+
+PAGE = 1000
+VERDICT_FILTERS = (None, "fail", "pass", "inconclusive", "skip", "running")
+VERDICT_STYLES = {
+    "pass": "bold green",
+    "fail": "bold red",
+    "inconclusive": "bold yellow",
+    "skip": "dim",
+    "corrupt": "bold magenta",
+    "interrupted": "magenta",
+}
+COLUMNS = ("time", "name", "scheduler", "topology", "verdict", "duration", "message")
+
+
+def verdict_text(s: RunSummary) -> Text:
+    if s.verdict in VERDICT_STYLES:
+        return Text(s.verdict, style=VERDICT_STYLES[s.verdict])
+    return Text(s.phase or s.verdict, style="bold cyan")  # live: its phase
+
+
+def row_of(s: RunSummary) -> tuple:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started)) if s.started else "?"
+    duration = f"{s.duration_s:.1f}s" if s.duration_s is not None else ""
+    first = s.error or s.first_line
+    return (when, s.name, s.scheduler, s.preset or s.topology, verdict_text(s), duration,
+            Text(first[:120], style="red" if s.error else ""))
+
+
+class BrowserScreen(Screen):
+    BINDINGS = [
+        Binding("enter", "open", "Open"),
+        Binding("n", "new_run", "New run"),
+        Binding("r", "rerun", "Rerun"),
+        Binding("d", "delete", "Delete"),
+        Binding("slash", "filter", "Filter"),
+        Binding("v", "cycle_verdict", "Verdict filter"),
+        Binding("ctrl+r", "reload", "Reload", show=False),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+    ]
+
+    class Loaded(Message):
+        def __init__(self, runs: list[RunSummary], error: str | None) -> None:
+            super().__init__()
+            self.runs, self.error = runs, error
+
+    def __init__(self, store: Store, *, watch: bool = True) -> None:
+        super().__init__()
+        self.store = store
+        self.watch_enabled = watch
+        self.verdict_filter: str | None = None
+        self.runs: list[RunSummary] = []
+        self._watcher = None
+        self._reload_pending = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="browser-filters"):
+            yield Input(placeholder="filter: name, scheduler, topology, message text", id="filter")
+            yield Static("verdict: all (v)", id="verdict-filter")
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="browser-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        for col in COLUMNS:
+            table.add_column(col, key=col)
+        table.focus()
+        self.reload()
+        if self.watch_enabled:
+            self._start_watcher()
+
+    def on_unmount(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+
+    def _start_watcher(self) -> None:
+        def changed(event: StoreEvent) -> None:
+            if not isinstance(event, LogAppended):  # post_message is thread-safe
+                self.post_message(StoreChanged(event.run_id, type(event).__name__))
+
+        self._watcher = StoreWatcher(self.store.root, changed)
+        self._start_watcher_thread(self._watcher)
+
+    @work(thread=True, group="watch")
+    def _start_watcher_thread(self, watcher: StoreWatcher) -> None:
+        try:
+            watcher.start()  # walks the store: off the event loop
+        except Exception as e:  # noqa: BLE001 - live updates are a bonus; say so and go on
+            self.app.call_from_thread(self.notify, f"live updates off: {e}",
+                                      severity="warning")
+
+    # ------------------------------------------------------------------ loading
+    def reload(self) -> None:
+        text = self.query_one("#filter", Input).value.strip() or None
+        self._load(text, self.verdict_filter)
+
+    @work(thread=True, exclusive=True, group="load")
+    def _load(self, text: str | None, verdict: str | None) -> None:
+        try:
+            runs = self.store.list_runs(verdict=verdict, text=text, limit=PAGE + 1)
+            self.post_message(self.Loaded(runs, None))
+        except Exception as e:  # noqa: BLE001 - a broken store shows as a status line
+            self.post_message(self.Loaded([], f"cannot read the store: {e}"))
+
+    @on(Loaded)
+    def _loaded(self, message: Loaded) -> None:
+        table = self.query_one("#runs", DataTable)
+        keep = self.selected_run_id()
+        runs = message.runs[:PAGE]
+        self.runs = runs
+        table.clear()
+        for s in runs:
+            table.add_row(*row_of(s), key=s.run_id)
+        if keep is not None:
+            for i, s in enumerate(runs):
+                if s.run_id == keep:
+                    table.move_cursor(row=i, animate=False)
+                    break
+        status = self.query_one("#browser-status", Static)
+        if message.error:
+            status.update(Text(message.error, style="bold red"))
+        elif not runs:
+            status.update(f"no runs in {self.store.runs_dir} match · n starts a new run")
+        else:
+            more = f" (first {PAGE}; filter to narrow)" if len(message.runs) > PAGE else ""
+            status.update(f"{len(runs)} runs{more} · {self.store.runs_dir}")
+
+    @on(StoreChanged)
+    def _store_changed(self) -> None:
+        if not self._reload_pending:
+            self._reload_pending = True
+            self.set_timer(0.3, self._debounced_reload)
+
+    def _debounced_reload(self) -> None:
+        self._reload_pending = False
+        self.reload()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self) -> None:
+        self.reload()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self.query_one("#runs", DataTable).focus()
+
+    # ------------------------------------------------------------------ selection
+    def selected_run_id(self) -> str | None:
+        table = self.query_one("#runs", DataTable)
+        if not table.row_count:
+            return None
+        try:
+            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        except Exception:  # noqa: BLE001 - an empty or refreshing table
+            return None
+
+    def selected(self) -> RunSummary | None:
+        rid = self.selected_run_id()
+        return next((s for s in self.runs if s.run_id == rid), None)
+
+    @on(DataTable.RowSelected, "#runs")
+    def _row_selected(self) -> None:
+        self.action_open()
+
+    # ------------------------------------------------------------------ actions
+    def action_open(self) -> None:
+        s = self.selected()
+        if s is not None:
+            self.post_message(OpenRun(s.path))
+
+    def action_new_run(self) -> None:
+        from .launcher import LauncherScreen
+
+        def launched(args: list[str] | None) -> None:
+            if args:
+                self.app.launch(args)
+
+        self.app.push_screen(LauncherScreen(), launched)
+
+    def action_rerun(self) -> None:
+        s = self.selected()
+        if s is None:
+            return
+        from .rerun_dialog import RerunDialog
+
+        def chosen(topology: str | None) -> None:
+            if topology:
+                self.app.launch(["rerun", s.run_id, "--topology", topology])
+
+        self.app.push_screen(RerunDialog(s.path), chosen)
+
+    def action_delete(self) -> None:
+        s = self.selected()
+        if s is None:
+            return
+        from .confirm import ConfirmScreen
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._delete(s.run_id)
+
+        self.app.push_screen(ConfirmScreen(f"Delete run {s.run_id} and all its files?",
+                                           yes="Delete"), answer)
+
+    @work(thread=True, group="delete")
+    def _delete(self, run_id: str) -> None:
+        try:
+            self.store.delete_run(run_id)
+        except Exception as e:  # noqa: BLE001 - shown; the app stays up
+            self.app.call_from_thread(self.notify, f"cannot delete {run_id}: {e}",
+                                      severity="error")
+            return
+        self.app.call_from_thread(self.notify, f"deleted {run_id}")
+        self.post_message(StoreChanged(run_id, "run deleted"))
+
+    def action_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.value:
+            box.value = ""
+        self.query_one("#runs", DataTable).focus()
+
+    def action_cycle_verdict(self) -> None:
+        i = VERDICT_FILTERS.index(self.verdict_filter)
+        self.verdict_filter = VERDICT_FILTERS[(i + 1) % len(VERDICT_FILTERS)]
+        self.query_one("#verdict-filter", Static).update(
+            f"verdict: {self.verdict_filter or 'all'} (v)")
+        self.reload()
+
+    def action_reload(self) -> None:
+        self.reload()

@@ -1,0 +1,293 @@
+"""A run while it runs: monitor grid, timeline, scheduler log, console, status bar; keys to
+pause/resume the guest, take a snapshot, stop.
+
+A tail worker follows the run directory (status.json, events.jsonl, monitor.jsonl,
+result.json, control.sock), woken by file notifications and polling as a fallback, and
+posts RunUpdate; the screen only renders. Control commands go through
+ktstr_vmm.control.send_command on a worker thread. When the run finishes the result screen
+replaces this one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+
+from ktstr_vmm import rundir
+from ktstr_vmm.errors import KtstrError
+from ktstr_vmm.spec import parse_topology
+
+from ..messages import RunUpdate
+from ..rundata import JsonlTail, RunStatus, load_spec, load_status, parse_event, parse_sample
+from ..widgets.log_view import LogPane
+from ..widgets.monitor_grid import MonitorGrid
+from ..widgets.timeline import Timeline
+
+POLL_SECONDS = 0.25
+NO_CONTROL = "control socket gone: run finished"
+
+
+def _fmt_secs(s: float) -> str:
+    s = max(0.0, s)
+    return f"{int(s // 60)}m{s % 60:04.1f}s" if s >= 60 else f"{s:.1f}s"
+
+
+class LiveRunScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("space", "pause", "Pause/resume"),
+        Binding("s", "snapshot", "Snapshot"),
+        Binding("x", "stop", "Stop"),
+        Binding("enter", "open_result", "Result"),
+        Binding("1", "show_tab('tab-sched')", "Sched log", show=False),
+        Binding("2", "show_tab('tab-console')", "Console", show=False),
+    ]
+
+    def __init__(self, path: Path, *, auto_result: bool = True) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.auto_result = auto_result
+        self.status: RunStatus | None = None
+        self.control = False
+        self.paused = False
+        self.gone = False
+        self.result_ready = False
+        self.error: str | None = None
+        self.last_event: str = ""
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._watcher = None
+        self._switched = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="live-status")
+        with Horizontal(id="live-body"):
+            with Vertical(id="live-left"):
+                with VerticalScroll(id="monitor-scroll"):
+                    yield MonitorGrid(id="monitor")
+                with VerticalScroll(id="timeline-scroll"):
+                    yield Timeline(id="timeline")
+            with TabbedContent(id="live-tabs"):
+                with TabPane("Sched log", id="tab-sched"):
+                    yield LogPane(self.path / rundir.SCHED_LOG, "schedlog", follow=True,
+                                  id="sched-pane")
+                with TabPane("Console", id="tab-console"):
+                    yield LogPane(self.path / rundir.CONSOLE, "kconsole", follow=True,
+                                  id="console-pane")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = f"live {self.path.name}"
+        self._start_notifications()
+        self._tail()
+        self.set_interval(1.0, self._draw_status)
+        self._draw_status()
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher.join(timeout=5)
+
+    # ------------------------------------------------------------------ following
+    def _start_notifications(self) -> None:
+        """Wake the tail worker and the log views on file changes in the run directory."""
+        try:
+            from watchdog.events import FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:  # polling alone still works
+            return
+        screen = self
+
+        class Wake(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:
+                screen._wake.set()
+                name = Path(str(event.src_path)).name
+                for pane_id, fname in (("#sched-pane", rundir.SCHED_LOG),
+                                       ("#console-pane", rundir.CONSOLE)):
+                    if name == fname:
+                        try:
+                            screen.query_one(pane_id, LogPane).view.wake()
+                        except Exception:  # noqa: BLE001 - the screen is closing
+                            pass
+
+        try:
+            observer = Observer()
+            observer.daemon = True
+            observer.schedule(Wake(), str(self.path), recursive=False)
+            observer.start()
+            self._watcher = observer
+        except OSError:
+            self._watcher = None
+
+    @work(thread=True, exclusive=True, group="tail")
+    def _tail(self) -> None:
+        events = JsonlTail(self.path / rundir.EVENTS)
+        samples = JsonlTail(self.path / rundir.MONITOR)
+        first = True
+        while not self._stop.is_set():
+            if not self.path.is_dir():
+                self.post_message(RunUpdate(gone=True))
+                return
+            status, error = None, None
+            try:
+                status = load_status(self.path)
+            except KtstrError as e:
+                error = e.one_line()
+            new_events = [e for e in map(parse_event, events.read()) if e]
+            new_samples = [s for s in map(parse_sample, samples.read()) if s]
+            result_ready = (self.path / rundir.RESULT).exists()
+            control = (self.path / rundir.CONTROL).exists()
+            self.post_message(RunUpdate(status=status, events=new_events, samples=new_samples,
+                                        result_ready=result_ready, control=control,
+                                        error=error))
+            if first:
+                first = False
+                self._load_topology()
+            if result_ready and status is not None and not status.live:
+                return
+            self._wake.wait(POLL_SECONDS)
+            self._wake.clear()
+
+    def _load_topology(self) -> None:
+        try:
+            spec = load_spec(self.path) or {}
+            topo = parse_topology(str(spec.get("topology", "")))
+        except KtstrError:
+            return
+        self.app.call_from_thread(setattr, self.query_one("#monitor", MonitorGrid),
+                                  "topology", topo)
+
+    @on(RunUpdate)
+    def _update(self, u: RunUpdate) -> None:
+        if u.gone:
+            self.gone = True
+            self.control = False
+            self.notify(f"run directory deleted: {self.path}", severity="error", timeout=10)
+            self._draw_status()
+            self.refresh_bindings()
+            return
+        if u.status is not None:
+            self.status = u.status
+        self.error = u.error
+        if u.samples:
+            self.query_one("#monitor", MonitorGrid).add_samples(u.samples)
+        if u.events:
+            self.last_event = u.events[-1].label
+            for e in u.events:
+                if e.kind == "scenario_pause":
+                    self.paused = True
+                elif e.kind == "scenario_resume":
+                    self.paused = False
+        t0 = self.status.started if self.status else None
+        if u.events or u.status is not None:
+            self.query_one("#timeline", Timeline).add_events(u.events, t0=t0, now=time.time()
+                                                             if self.status and self.status.live
+                                                             else None)
+        if u.control != self.control:
+            self.control = u.control
+            self.refresh_bindings()
+        self.result_ready = u.result_ready
+        self._draw_status()
+        if (u.result_ready and self.status is not None and not self.status.live
+                and self.auto_result and not self._switched):
+            self._switched = True
+            self.action_open_result()
+
+    def _draw_status(self) -> None:
+        st = self.status
+        out = Text(no_wrap=True)
+        if self.gone:
+            out.append(" run directory deleted ", style="bold reverse red")
+            out.append(f" {self.path}")
+            self.query_one("#live-status", Static).update(out)
+            return
+        phase = st.phase if st else "waiting for status.json"
+        out.append(f" {phase.upper()} ", style="bold reverse " + (
+            "cyan" if st and st.live else "green" if phase == "done" else "yellow"))
+        if self.paused:
+            out.append(" PAUSED ", style="bold reverse yellow")
+        now = time.time()
+        if st and st.started:
+            end = now if st.live else (st.updated or now)
+            out.append(f"  elapsed {_fmt_secs(end - st.started)}")
+        if st and st.watchdog_deadline and st.live:
+            left = st.watchdog_deadline - now
+            out.append(f"  watchdog {_fmt_secs(left)} left",
+                       style="bold red" if left < 10 else "")
+        if st and st.engine:
+            out.append(f"  engine {st.engine}")
+        if self.last_event:
+            out.append(f"  last: {self.last_event}", style="dim")
+        if not self.control:
+            out.append(f"  [{NO_CONTROL if st and not st.live else 'no control socket yet'}]",
+                       style="dim")
+        if self.error:
+            out.append(f"  {self.error}", style="bold red")
+        if self.result_ready:
+            out.append("  result ready (enter)", style="bold green")
+        self.query_one("#live-status", Static).update(out)
+
+    # ------------------------------------------------------------------ actions
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("pause", "snapshot", "stop"):
+            return self.control and not self.gone or None
+        if action == "open_result":
+            return self.result_ready or None
+        return True
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one("#live-tabs", TabbedContent).active = tab
+
+    def action_pause(self) -> None:
+        self._control("resume" if self.paused else "pause")
+
+    def action_snapshot(self) -> None:
+        self._control("snapshot")
+
+    def action_stop(self) -> None:
+        from .confirm import ConfirmScreen
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._control("stop")
+
+        self.app.push_screen(ConfirmScreen(f"Stop run {self.path.name}?", yes="Stop"), answer)
+
+    @work(thread=True, group="control")
+    def _control(self, cmd: str) -> None:
+        if not (self.path / rundir.CONTROL).exists():
+            self.app.call_from_thread(self.notify, NO_CONTROL, severity="warning")
+            return
+        try:
+            from ktstr_vmm.control import send_command
+
+            reply = send_command(self.path, cmd, timeout=10.0)
+        except KtstrError as e:
+            self.app.call_from_thread(self.notify, f"{cmd}: {e.one_line()}", severity="error")
+            return
+        if cmd in ("pause", "resume"):
+            self.paused = cmd == "pause"
+        detail = reply.get("path") or reply.get("detail") or ""
+        self.app.call_from_thread(self.notify, f"{cmd}: ok {detail}".strip())
+        self._wake.set()
+
+    def action_open_result(self) -> None:
+        from .result import ResultScreen
+
+        if (self.path / rundir.RESULT).exists():
+            self.app.switch_screen(ResultScreen(self.path))

@@ -1,0 +1,340 @@
+"""A finished run: verdict, message by section, stats, monitor history, logs, dumps; and
+what to do next (auto-repro, rerun on another topology, parent/child runs).
+
+Everything is read in a worker; a corrupt result.json is an error view naming the problem
+while the logs and dumps stay available. A run directory deleted while open says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import (
+    Collapsible,
+    DataTable,
+    Footer,
+    Header,
+    OptionList,
+    Static,
+    TabbedContent,
+    TabPane,
+)
+
+from ktstr_vmm import rundir
+from ktstr_vmm.errors import KtstrError
+from ktstr_vmm.spec import parse_topology
+
+from ..lexers import highlight_text
+from ..messages import OpenRun
+from ..rundata import (
+    MonitorSample,
+    RunResult,
+    failure_dumps,
+    load_result,
+    load_spec,
+    read_samples,
+    snapshot_files,
+)
+from ..widgets.failure_dump_view import FailureDumpView
+from ..widgets.log_view import LogPane
+from ..widgets.monitor_grid import MonitorGrid
+from ..widgets.scx_dump_view import ScxDumpView
+from ..widgets.verdict_banner import VerdictBanner
+
+SECTION_LEXERS = {"scheduler log": "schedlog", "sched_ext dump": "scxdump",
+                  "auto-repro": "schedlog", "watchdog": "kconsole"}
+
+
+@dataclass(frozen=True)
+class RunView:
+    """Everything the result screen shows, loaded at once off the UI thread."""
+
+    result: RunResult | None
+    result_error: str | None
+    spec: dict
+    samples: tuple[MonitorSample, ...]
+    dumps: tuple[Path, ...]
+    snapshots: tuple[Path, ...]
+    children: tuple[tuple[str, Path], ...] = field(default=())
+    parent_path: Path | None = None
+
+
+def message_head(message: str) -> str:
+    """The message up to its first `--- section ---` line."""
+    head = []
+    for line in message.splitlines():
+        if line.startswith("--- ") and line.rstrip().endswith(" ---"):
+            break
+        head.append(line)
+    return "\n".join(head).strip()
+
+
+class ResultScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("a", "auto_repro", "Auto-repro"),
+        Binding("r", "rerun", "Rerun"),
+        Binding("p", "open_parent", "Parent"),
+        Binding("k", "open_child", "Child"),
+        Binding("l", "show_tab('tab-sched')", "Sched log"),
+        Binding("m", "show_tab('tab-message')", "Message", show=False),
+        Binding("D", "show_tab('tab-dump')", "sched_ext dump", show=False),
+        Binding("F", "show_tab('tab-failure')", "Failure dump", show=False),
+    ]
+
+    class Loaded(Message):
+        def __init__(self, view: RunView) -> None:
+            super().__init__()
+            self.view = view
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.view: RunView | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield VerdictBanner("loading", id="verdict")
+        yield Static("", id="run-info")
+        with TabbedContent(id="result-tabs"):
+            with TabPane("Message", id="tab-message"):
+                yield VerticalScroll(id="sections")
+            with TabPane("Stats", id="tab-stats"):
+                yield DataTable(id="stats", cursor_type="row", zebra_stripes=True)
+            with TabPane("Monitor", id="tab-monitor"):
+                with VerticalScroll():
+                    yield MonitorGrid(id="monitor-history")
+            with TabPane("Sched log", id="tab-sched"):
+                yield LogPane(self.path / rundir.SCHED_LOG, "schedlog", tail=False)
+            with TabPane("Console", id="tab-console"):
+                yield LogPane(self.path / rundir.CONSOLE, "kconsole", tail=False)
+            with TabPane("sched_ext dump", id="tab-dump"):
+                yield OptionList(id="dump-sources")
+                yield ScxDumpView(id="scx-dump")
+            with TabPane("Failure dump", id="tab-failure"):
+                yield VerticalScroll(id="failure-dumps")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = f"run {self.path.name}"
+        self._load()
+
+    # ------------------------------------------------------------------ loading
+    @work(thread=True, exclusive=True, group="load")
+    def _load(self) -> None:
+        result, error, spec = None, None, {}
+        try:
+            result = load_result(self.path)
+            if result is None:
+                error = f"no result.json in {self.path} (the run did not finish)"
+        except KtstrError as e:
+            error = e.one_line()
+        try:
+            spec = load_spec(self.path) or {}
+        except KtstrError as e:
+            error = error or e.one_line()
+        children: list[tuple[str, Path]] = []
+        parent_path = None
+        store = getattr(self.app, "store", None)
+        if store is not None:
+            try:
+                children = [(c.run_id, c.path) for c in store.children(self.path.name)]
+            except KtstrError:
+                children = []
+            parent = (result.parent if result else None) or spec.get("parent")
+            if parent:
+                try:
+                    parent_path = store.get(str(parent)).path
+                except KtstrError:
+                    parent_path = None
+        self.post_message(self.Loaded(RunView(
+            result=result, result_error=error, spec=spec,
+            samples=tuple(read_samples(self.path)), dumps=tuple(failure_dumps(self.path)),
+            snapshots=tuple(p for p in snapshot_files(self.path)
+                            if p.name.endswith(".sched_ext_dump.txt")),
+            children=tuple(children), parent_path=parent_path)))
+
+    @on(Loaded)
+    async def _loaded(self, message: Loaded) -> None:
+        v = self.view = message.view
+        r = v.result
+        banner = self.query_one("#verdict", VerdictBanner)
+        if r is None:
+            banner.verdict = "error" if v.result_error and "no result.json" not in v.result_error \
+                else "running"
+            banner.detail = v.result_error or ""
+        else:
+            banner.verdict = r.verdict
+            banner.detail = r.first_line
+        self.query_one("#run-info", Static).update(self._info_line(v))
+        await self._fill_sections(v)
+        self._fill_stats(v)
+        self._fill_monitor(v)
+        self._fill_dumps(v)
+        await self._fill_failure_dumps(v)
+        self.refresh_bindings()
+
+    def _info_line(self, v: RunView) -> Text:
+        r, spec = v.result, v.spec
+        topo = (r.topology if r else {}) or {}
+        parts = [self.path.name,
+                 f"sched {(r.scheduler if r else '') or spec.get('scheduler', '?')}",
+                 f"topo {topo.get('preset') or topo.get('requested') or spec.get('topology', '?')}"]
+        if topo.get("observed"):
+            parts.append(f"observed {topo['observed']}")
+        if r and r.engine:
+            parts.append(f"engine {r.engine}")
+        if r and r.kernel:
+            parts.append(f"kernel {r.kernel}")
+        if r and isinstance(r.timings.get("total_s"), int | float):
+            parts.append(f"{r.timings['total_s']:.1f}s")
+        if v.parent_path:
+            parts.append(f"parent {v.parent_path.name} (p)")
+        if v.children:
+            parts.append(f"{len(v.children)} child run(s) (k)")
+        return Text(" · ".join(parts), style="dim")
+
+    async def _fill_sections(self, v: RunView) -> None:
+        box = self.query_one("#sections", VerticalScroll)
+        await box.remove_children()
+        r = v.result
+        if r is None:
+            await box.mount(Static(Text(v.result_error or "no result", style="bold red"),
+                                   classes="error-view"))
+            return
+        widgets = []
+        head = message_head(r.message)
+        if head:
+            widgets.append(Static(highlight_text(head, "schedlog"), classes="message-head"))
+        for i, (name, text) in enumerate(r.sections):
+            body = Static(highlight_text(text.rstrip("\n"), SECTION_LEXERS.get(name)),
+                          classes="section-body")
+            widgets.append(Collapsible(body, title=f"--- {name} ---", collapsed=i >= 3,
+                                       classes="section"))
+        if not widgets:
+            widgets.append(Static(f"{r.verdict}: {r.reason or 'no message'}"))
+        await box.mount_all(widgets)
+
+    def _fill_stats(self, v: RunView) -> None:
+        table = self.query_one("#stats", DataTable)
+        table.clear(columns=True)
+        table.add_columns("what", "value")
+        r = v.result
+        if r is None:
+            table.add_row("result", v.result_error or "none")
+            return
+        for group, d in (("stats", r.stats), ("timings", r.timings), ("topology", r.topology)):
+            for k, val in _flatten(d):
+                table.add_row(f"{group}.{k}", str(val))
+        for k in ("name", "scheduler", "topology", "duration_s", "workload", "engine", "kernel"):
+            if k in v.spec:
+                table.add_row(f"spec.{k}", str(v.spec[k]))
+
+    def _fill_monitor(self, v: RunView) -> None:
+        grid = self.query_one("#monitor-history", MonitorGrid)
+        try:
+            grid.topology = parse_topology(str(v.spec.get("topology", "")))
+        except KtstrError:
+            grid.topology = None
+        grid.add_samples(v.samples)
+
+    def _fill_dumps(self, v: RunView) -> None:
+        sources = self.query_one("#dump-sources", OptionList)
+        sources.clear_options()
+        self._dump_texts: list[tuple[str, str | Path]] = []
+        if v.result and v.result.section("sched_ext dump"):
+            self._dump_texts.append(("failure message: sched_ext dump",
+                                     v.result.section("sched_ext dump") or ""))
+        for p in v.snapshots:
+            self._dump_texts.append((f"snapshot {p.name}", p))
+        for label, _ in self._dump_texts:
+            sources.add_option(label)
+        sources.display = len(self._dump_texts) > 1
+        if self._dump_texts:
+            self._show_dump(0)
+
+    @on(OptionList.OptionSelected, "#dump-sources")
+    def _dump_chosen(self, event: OptionList.OptionSelected) -> None:
+        self._show_dump(event.option_index)
+
+    def _show_dump(self, index: int) -> None:
+        _, src = self._dump_texts[index]
+        if isinstance(src, Path):
+            self._read_snapshot(src)
+        else:
+            self.query_one("#scx-dump", ScxDumpView).set_text(src)
+
+    @work(thread=True, group="snapshot")
+    def _read_snapshot(self, path: Path) -> None:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError as e:
+            text = f"cannot read {path}: {e.strerror}"
+        self.app.call_from_thread(self.query_one("#scx-dump", ScxDumpView).set_text, text)
+
+    async def _fill_failure_dumps(self, v: RunView) -> None:
+        box = self.query_one("#failure-dumps", VerticalScroll)
+        await box.remove_children()
+        if not v.dumps:
+            await box.mount(Static(Text("no failure dump in this run", style="dim")))
+            return
+        await box.mount_all([FailureDumpView(p) for p in v.dumps])
+
+    # ------------------------------------------------------------------ actions
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        v = self.view
+        if action == "open_parent":
+            return bool(v and v.parent_path) or None
+        if action == "open_child":
+            return bool(v and v.children) or None
+        if action == "auto_repro":
+            return bool(v and v.result and v.result.verdict == "fail") or None
+        return True
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one("#result-tabs", TabbedContent).active = tab
+
+    def action_auto_repro(self) -> None:
+        if not self.path.exists():
+            self.notify("the run directory is gone", severity="error")
+            return
+        self.app.launch(["repro", self.path.name])
+
+    def action_rerun(self) -> None:
+        from .rerun_dialog import RerunDialog
+
+        def chosen(topology: str | None) -> None:
+            if topology:
+                self.app.launch(["rerun", self.path.name, "--topology", topology])
+
+        self.app.push_screen(RerunDialog(self.path), chosen)
+
+    def action_open_parent(self) -> None:
+        if self.view and self.view.parent_path:
+            self.post_message(OpenRun(self.view.parent_path))
+
+    def action_open_child(self) -> None:
+        if self.view and self.view.children:
+            self.post_message(OpenRun(self.view.children[-1][1]))
+
+
+def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.extend(_flatten(v, key + "."))
+        else:
+            out.append((key, v))
+    return out

@@ -1,0 +1,10 @@
+"""The one place the TUI gets the run store from."""
+
+from __future__ import annotations
+
+from ktstr_vmm.runsummary import ALL_VERDICTS, LIVE_PHASES, RunSummary
+from ktstr_vmm.store import Store
+from ktstr_vmm.storewatch import LogAppended, StoreEvent, StoreWatcher
+
+__all__ = ["ALL_VERDICTS", "LIVE_PHASES", "LogAppended", "RunSummary", "Store", "StoreEvent",
+           "StoreWatcher"]

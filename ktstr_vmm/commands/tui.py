@@ -1,0 +1,58 @@
+"""`ktstr tui [PATH] [--demo] [--run RUN-OPTIONS...]`: the Textual workstation.
+
+Textual is imported only when the command runs, so the headless CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import paths
+from ..errors import UsageError
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "tui", help="the interactive workstation: browse runs, watch them live, dig into failures",
+        description="Open the run browser of the store; or PATH: a run directory, a "
+                    "failure-dump file, a store or a Rust ktstr artifact directory. --run "
+                    "starts `ktstr run` with the options that follow and opens it live.")
+    p.add_argument("path", nargs="?", type=Path, help="run directory, failure dump, store or artifacts")
+    p.add_argument("--demo", action="store_true", help="open the demo store shipped in assets/demo-store")
+    p.add_argument("--store", type=Path, default=None, metavar="DIR",
+                   help="store root (default: $KTSTR_HOME or the user data dir)")
+    p.add_argument("--run", dest="run_args", nargs=argparse.REMAINDER, default=None,
+                   metavar="RUN-OPTIONS", help="start `ktstr run RUN-OPTIONS` and watch it")
+    p.set_defaults(func=cmd_tui)
+
+
+def resolve(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """(store root, path to open) from the arguments; UsageError for a missing path."""
+    store = args.store
+    target = None
+    if args.demo:
+        store = paths.repo_root() / "assets" / "demo-store"
+        if not (store / "runs").is_dir():
+            raise UsageError(f"no demo store at {store}", "the demo store ships with a source checkout")
+    if args.path is not None:
+        target = args.path.expanduser()
+        if not target.exists():
+            raise UsageError(f"no such file or directory: {args.path}")
+        target = target.resolve()
+        if target.is_dir() and (target / "runs").is_dir():
+            store, target = target, None
+        elif target.parent.name == "runs" and store is None:
+            store = target.parent.parent
+    return (store or paths.store_dir()), target
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    store, target = resolve(args)
+    launch = None
+    if args.run_args is not None:
+        launch = ["run", *args.run_args]
+    from ktstr_tui.app import KtstrApp  # lazily: Textual only for this command
+
+    KtstrApp(store, open_path=target, launch_args=launch).run()
+    return 0
