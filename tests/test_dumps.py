@@ -20,6 +20,7 @@ from ktstr_vmm.dumps import (
     TaskEnrichment,
     clear_stale_dumps,
     dump_to_json,
+    exit_kind_name,
     load_failure_dump,
     placeholder_reason,
     write_failure_dump,
@@ -181,3 +182,8 @@ _dump = st.builds(
 def test_any_dump_round_trips(tmp_path_factory, dump):
     d = tmp_path_factory.mktemp("rt")
     assert load_failure_dump(write_failure_dump(d, "t", dump)) == dump
+
+
+def test_exit_kind_names():
+    assert [exit_kind_name(k) for k in (0, 1025, 1026, 4242)] == \
+        ["SCX_EXIT_NONE", "SCX_EXIT_ERROR_BPF", "SCX_EXIT_ERROR_STALL", "SCX_EXIT_4242"]
