@@ -213,6 +213,14 @@ def dump_to_json(dump: FailureDump) -> dict[str, Any]:
     return out
 
 
+def _is_default(v: Any, default: Any) -> bool:
+    """serde's skip test: None, False for a bool field, an empty tuple for a list field
+    (a JSON `false` or `[]` held in an any-JSON field is a value, not absence)."""
+    if v is None or v is default:
+        return True
+    return isinstance(v, tuple) and not v and isinstance(default, tuple)
+
+
 def _encode(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out: dict[str, Any] = {}
@@ -222,7 +230,7 @@ def _encode(value: Any) -> Any:
                 for k, x in v.items():
                     out.setdefault(k, x)
                 continue
-            if f.metadata.get("omit") and (v is None or v is False or v == ()):
+            if f.metadata.get("omit") and _is_default(v, f.default):
                 continue
             out[f.name] = _encode(v)
         return out

@@ -177,7 +177,7 @@ _dump = st.builds(
     scx_walker_unavailable=_opt_s, is_placeholder=st.booleans())
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(_dump)
 def test_any_dump_round_trips(tmp_path_factory, dump):
     d = tmp_path_factory.mktemp("rt")
