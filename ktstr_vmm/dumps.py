@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StoreError
+from .eval_console import STAGE_KEYS, init_stage_label
 from .fsutil import atomic_write_json
 from .rundir import failure_dump_name, repro_failure_dump_name
 
@@ -199,7 +200,13 @@ class FailureDump:
 
 
 def placeholder_reason(stage_label: str, bug_summary: str | None = None) -> str:
-    """The seed's placeholder reason for a failure before any state could be captured."""
+    """The seed's placeholder reason for a failure before any state could be captured.
+
+    `stage_label` is the stage text (eval_console.STAGE_*) or a RunOutcome.init_stage
+    value ("not_started", "init_started", "payload_started"), which is mapped to its text.
+    """
+    if stage_label in STAGE_KEYS:
+        stage_label = init_stage_label(stage_label)
     base = (f"test failed at stage `{stage_label}`; no BPF state captured "
             "(probe did not attach before failure)")
     return f"{base}. BUG SUMMARY: {bug_summary}" if bug_summary else base

@@ -24,6 +24,7 @@ _STAGES = {
     "init_started": STAGE_INIT_STARTED_NO_PAYLOAD,
     "not_started": STAGE_INIT_NOT_STARTED,
 }
+STAGE_KEYS = frozenset(_STAGES)
 
 CONSOLE_TAIL_LINES = 20
 # `[    9.559612] ` printk timestamp: dropped from continuation lines of an exit message

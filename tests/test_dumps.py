@@ -187,3 +187,9 @@ def test_any_dump_round_trips(tmp_path_factory, dump):
 def test_exit_kind_names():
     assert [exit_kind_name(k) for k in (0, 1025, 1026, 4242)] == \
         ["SCX_EXIT_NONE", "SCX_EXIT_ERROR_BPF", "SCX_EXIT_ERROR_STALL", "SCX_EXIT_4242"]
+
+
+def test_placeholder_reason_accepts_init_stage_values():
+    assert placeholder_reason("init_started") == (
+        "test failed at stage `init started but payload never ran (cgroup/scheduler setup "
+        "failed)`; no BPF state captured (probe did not attach before failure)")
