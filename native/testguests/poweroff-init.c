@@ -10,6 +10,8 @@
  *   topo               print the CPU topology sysfs files, L3 shared_cpu_list and the
  *                      NUMA node cpulists as "KT name=value" lines, then power off
  *   hang               print one line and sleep forever (for the host's watchdog)
+ *   exit               print one line and return from main: the kernel panics
+ *                      ("Attempted to kill init"), and with panic=-1 it resets
  *   wire               write a known byte pattern of `ktwire=` bytes (default 65536) to
  *                      /dev/ttyS1 in raw mode, read `ktecho=` bytes (default 4096) back
  *                      from it and echo them, then power off
@@ -198,6 +200,8 @@ int main(void)
 	else if (!strcmp(mode, "hang"))
 		for (;;)
 			pause();
+	else if (!strcmp(mode, "exit"))
+		return 3;
 	power_off();
 	return 0;
 }

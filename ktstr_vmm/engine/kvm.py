@@ -1,0 +1,408 @@
+"""KvmEngine: our own VMM (native/vmm, C) driven through cffi, behind the Machine protocol.
+
+The C side owns the vCPU threads, the devices and the boot; Python only asks it to start,
+pause, resume and kill, and reads what happened from an event ring whose eventfd wakes
+`wait()`. COM1 bytes go straight from the vCPU thread to `BootSpec.console_path`; COM2
+(the wire) arrives on a pipe; guest RAM is a memfd that `ram()` maps read-only.
+
+The extension `ktstr_vmm._kvm` is built by `pip install -e .` (setup.py, cffi API mode);
+it is imported lazily so the rest of ktstr works without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import mmap
+import os
+import select
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import EngineError
+from ..spec import Topology
+from .base import BootSpec, RamRegion
+
+MiB = 1 << 20
+BUILD_HINT = "install gcc and run `pip install -e .` in the ktstr checkout, or use --engine qemu"
+
+# KT_EV_* -> name; the stop kinds end the VM, the others are informational.
+EVENT_NAMES = {1: "exit-port", 2: "halted", 3: "triple fault", 4: "entry failure",
+               5: "internal error", 6: "reset", 7: "poweroff", 8: "killed", 9: "report",
+               10: "paused", 11: "resumed", 12: "vcpu error", 13: "unhandled exit"}
+STOP_KINDS = {1, 2, 3, 4, 5, 6, 7, 8, 12, 13}
+CRASH_NAMES = {"triple fault", "entry failure", "internal error", "vcpu error", "unhandled exit"}
+CPUID_HIDE_PVM = 1
+CPUID_VENDOR_INTEL = 2
+
+
+def load_native():
+    """(ffi, lib) of the compiled VMM, or an EngineError that says how to build it."""
+    try:
+        from .. import _kvm
+    except ImportError as e:
+        raise EngineError(f"the KVM engine's C extension ktstr_vmm._kvm is not built ({e})",
+                          BUILD_HINT) from e
+    return _kvm.ffi, _kvm.lib
+
+
+@dataclass(frozen=True)
+class KvmEvent:
+    """One entry of the VMM's event ring (registers are those of `vcpu` at the time)."""
+
+    kind: str
+    vcpu: int
+    code: int
+    ns: int  # CLOCK_MONOTONIC, comparable with time.monotonic_ns()
+    rip: int = 0
+    rsp: int = 0
+    cs: int = 0
+    cr0: int = 0
+    cr3: int = 0
+    cr4: int = 0
+    efer: int = 0
+    regs: tuple[int, int, int, int] = (0, 0, 0, 0)  # rax rbx rcx rdx
+    insn: bytes = b""
+
+    def describe(self) -> str:
+        """One line a person can act on (used for crash reports)."""
+        where = f"vCPU {self.vcpu} at RIP {self.rip:#x} (CS {self.cs:#06x})"
+        if self.kind == "internal error":
+            what = "emulation failure" if self.code == 1 else f"internal error {self.code}"
+        elif self.kind == "entry failure":
+            what = f"VM entry failure, hardware reason {self.code:#x}"
+        elif self.kind == "vcpu error":
+            what = f"KVM_RUN failed: {os.strerror(self.code)}"
+        elif self.kind == "unhandled exit":
+            what = f"unhandled KVM exit reason {self.code}"
+        else:
+            what = self.kind
+        text = f"{what}: {where}"
+        if self.insn:
+            text += f", bytes {self.insn[:8].hex(' ')}"
+        return text
+
+    def registers(self) -> str:
+        rax, rbx, rcx, rdx = self.regs
+        return (f"RIP={self.rip:#018x} RSP={self.rsp:#018x} CS={self.cs:#06x}\n"
+                f"RAX={rax:#018x} RBX={rbx:#018x} RCX={rcx:#018x} RDX={rdx:#018x}\n"
+                f"CR0={self.cr0:#x} CR3={self.cr3:#x} CR4={self.cr4:#x} EFER={self.efer:#x}")
+
+
+def _event(ev) -> KvmEvent:
+    return KvmEvent(kind=EVENT_NAMES.get(ev.kind, f"event {ev.kind}"), vcpu=ev.vcpu,
+                    code=ev.code, ns=ev.ns, rip=ev.rip, rsp=ev.rsp, cs=ev.cs, cr0=ev.cr0,
+                    cr3=ev.cr3, cr4=ev.cr4, efer=ev.efer,
+                    regs=(ev.rax, ev.rbx, ev.rcx, ev.rdx), insn=bytes(ev.insn[0:ev.insn_len]))
+
+
+def host_memory_mib() -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    return 1 << 30
+
+
+def _check(rc: int, err, ffi, what: str, hint: str | None = None) -> None:
+    if rc < 0:
+        msg = ffi.string(err).decode(errors="replace") or os.strerror(-rc)
+        raise EngineError(f"{what}: {msg}", hint)
+
+
+class KvmMachine:
+    """A running VM of our VMM. Thread-safe: wait/kill/pause may come from other threads."""
+
+    engine = "kvm"
+    accel = "kvm"
+    pid = None
+
+    def __init__(self, topology: Topology, memory_mib: int, console_path: Path | None,
+                 *, irqchip: bool, cpuid_flags: int) -> None:
+        self._ffi, self._lib = load_native()
+        ffi, lib = self._ffi, self._lib
+        self.topology = topology
+        self._lock = threading.Lock()
+        self._events: list[KvmEvent] = []
+        self._stop: KvmEvent | None = None
+        self._maps: list[mmap.mmap] = []
+        self._closed = False
+        self.started_ns = time.monotonic_ns()
+        err = ffi.new("char[512]")
+        if lib.kt_kvm_check(err, 512) < 0:
+            raise EngineError(ffi.string(err).decode(errors="replace"))
+        max_vcpus = lib.kt_kvm_max_vcpus()
+        if topology.vcpus > max_vcpus:
+            raise EngineError(f"topology {topology} has {topology.vcpus} vCPUs, more than this "
+                              f"host's KVM allows ({max_vcpus})", "choose a smaller topology")
+        host = host_memory_mib()
+        if memory_mib > host:
+            raise EngineError(f"guest memory {memory_mib} MiB is more than this host has "
+                              f"({host} MiB)", "ask for less memory (--memory)")
+        self._console_fd = -1
+        if console_path is not None:
+            self._console_fd = os.open(console_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                                       | os.O_CLOEXEC, 0o644)
+        cfg = ffi.new("struct kt_config *")
+        cfg.topo.nodes, cfg.topo.llcs = topology.nodes, topology.llcs
+        cfg.topo.cores, cfg.topo.threads = topology.cores, topology.threads
+        cfg.mem_bytes = memory_mib * MiB
+        cfg.irqchip = int(irqchip)
+        cfg.console_fd = self._console_fd
+        cfg.cpuid_flags = cpuid_flags
+        self._vm = lib.kt_vm_create(cfg, err, 512)
+        if self._vm == ffi.NULL:
+            self._vm = None
+            self._close_console()
+            raise EngineError("cannot create the VM: " + ffi.string(err).decode(errors="replace"))
+        self._err = err
+
+    # -------------------------------------------------------------- loading / starting
+
+    def _load(self, fn, *args, what: str) -> None:
+        rc = fn(self._vm, *args, self._err, 512)
+        if rc < 0:
+            self.close()
+            _check(rc, self._err, self._ffi, what)
+
+    def load_firmware(self, image: bytes) -> None:
+        self._load(self._lib.kt_vm_load_firmware, image, len(image), what="firmware")
+
+    def load_kernel(self, kernel: Path, cmdline: str, initramfs: Path | None) -> None:
+        ffi = self._ffi
+        try:
+            with open(kernel, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as img:
+                rd = initramfs.read_bytes() if initramfs else b""
+                buf = ffi.from_buffer(img)
+                try:
+                    self._load(self._lib.kt_vm_load_kernel, buf, len(img),
+                               cmdline.encode(), rd, len(rd), what=f"cannot boot {kernel}")
+                finally:
+                    ffi.release(buf)
+        except (OSError, ValueError) as e:
+            self.close()
+            raise EngineError(f"cannot read {kernel}: {e}") from e
+
+    def start(self) -> None:
+        self.started_ns = time.monotonic_ns()
+        rc = self._lib.kt_vm_start(self._vm, self._err, 512)
+        if rc < 0:
+            msg = self._ffi.string(self._err).decode(errors="replace")
+            self.close()
+            raise EngineError(f"cannot start the VM: {msg}")
+
+    # -------------------------------------------------------------- events
+
+    def _drain(self) -> None:
+        with self._lock:
+            if self._vm is None:
+                return
+            ev = self._ffi.new("struct kt_event *")
+            while self._lib.kt_vm_next_event(self._vm, ev):
+                e = _event(ev)
+                self._events.append(e)
+                if ev.kind in STOP_KINDS and self._stop is None:
+                    self._stop = e
+
+    def events(self) -> list[KvmEvent]:
+        self._drain()
+        return list(self._events)
+
+    def reports(self) -> dict[int, list[int]]:
+        """Dwords each vCPU wrote to the report port, in order."""
+        out: dict[int, list[int]] = {}
+        for e in self.events():
+            if e.kind == "report":
+                out.setdefault(e.vcpu, []).append(e.code)
+        return out
+
+    def stop_event(self) -> KvmEvent | None:
+        self._drain()
+        return self._stop
+
+    def wait(self, timeout: float) -> int | None:
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            self._drain()
+            if self._stop is not None:
+                return self._status(self._stop)
+            left = deadline - time.monotonic()
+            if left <= 0 or self._vm is None:
+                return None
+            with contextlib.suppress(InterruptedError):
+                select.select([self._lib.kt_vm_event_fd(self._vm)], [], [], min(left, 0.1))
+
+    @staticmethod
+    def _status(ev: KvmEvent) -> int:
+        if ev.kind == "exit-port":
+            return ev.code
+        if ev.kind == "killed":
+            return -9
+        return 1 if ev.kind in CRASH_NAMES else 0
+
+    def exit_reason(self) -> str | None:
+        ev = self.stop_event()
+        if ev is None:
+            return None
+        if ev.kind in CRASH_NAMES and ev.kind != "triple fault":
+            return "crashed: " + ev.describe()
+        return ev.kind
+
+    def crash_report(self) -> str | None:
+        """For a guest that crashed: what happened, where, and the vCPU's registers."""
+        ev = self.stop_event()
+        if ev is None or ev.kind not in CRASH_NAMES:
+            return None
+        return ev.describe() + "\n" + ev.registers()
+
+    # -------------------------------------------------------------- control
+
+    def _call(self, fn, what: str) -> None:
+        with self._lock:
+            if self._vm is None:
+                raise EngineError(f"cannot {what}: the VM is closed")
+            rc = fn(self._vm)
+        if rc == -errno.ETIMEDOUT:
+            raise EngineError(f"cannot {what}: the vCPUs did not stop within 5 s")
+        if rc < 0 and self.stop_event() is None:
+            raise EngineError(f"cannot {what}: the VM is not running")
+
+    def pause(self) -> None:
+        self._call(self._lib.kt_vm_pause, "pause")
+
+    def resume(self) -> None:
+        self._call(self._lib.kt_vm_resume, "resume")
+
+    def kill(self) -> None:
+        with self._lock:
+            if self._vm is not None:
+                self._lib.kt_vm_kill(self._vm)
+
+    def state(self) -> str:
+        with self._lock:
+            if self._vm is None:
+                return "closed"
+            s = self._lib.kt_vm_state(self._vm)
+        return ("created", "running", "paused", "stopped")[s]
+
+    # -------------------------------------------------------------- wire and memory
+
+    def read_wire(self, timeout: float) -> bytes | None:
+        with self._lock:
+            fd = self._lib.kt_vm_wire_fd(self._vm) if self._vm is not None else -1
+        if fd < 0:
+            return None
+        r, _, _ = select.select([fd], [], [], max(0.0, timeout))
+        if r:
+            with contextlib.suppress(BlockingIOError):
+                return os.read(fd, 65536)
+        return None if self.stop_event() is not None else b""
+
+    def write_wire(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            with self._lock:
+                if self._vm is None:
+                    raise EngineError("cannot write to the wire: the VM is closed")
+                n = self._lib.kt_vm_wire_write(self._vm, bytes(view[:65536]), min(len(view), 65536))
+            view = view[n:]
+            if view:
+                if self.stop_event() is not None:
+                    raise EngineError("cannot write to the wire: the VM has stopped")
+                time.sleep(0.001)
+
+    def ram(self) -> list[RamRegion]:
+        ffi = self._ffi
+        with self._lock:
+            if self._vm is None:
+                return []
+            gpa, off, size = (ffi.new("uint64_t[4]") for _ in range(3))
+            n = self._lib.kt_vm_ram_regions(self._vm, gpa, off, size, 4)
+            fd = self._lib.kt_vm_mem_fd(self._vm)
+            if not self._maps:
+                for i in range(n):
+                    self._maps.append(mmap.mmap(fd, size[i], mmap.MAP_SHARED, mmap.PROT_READ,
+                                                offset=off[i]))
+            return [RamRegion(gpa[i], size[i], self._maps[i]) for i in range(n)]
+
+    def read_phys(self, gpa: int, length: int) -> bytes:
+        """Guest-physical bytes (within one RAM region)."""
+        for r in self.ram():
+            if r.gpa <= gpa and gpa + length <= r.gpa + r.size:
+                return bytes(r.buf[gpa - r.gpa:gpa - r.gpa + length])
+        raise EngineError(f"guest-physical range {gpa:#x}+{length:#x} is not RAM")
+
+    # -------------------------------------------------------------- teardown
+
+    def _close_console(self) -> None:
+        if self._console_fd >= 0:
+            os.close(self._console_fd)
+            self._console_fd = -1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._drain()
+        with self._lock:
+            vm, self._vm = self._vm, None
+            if vm is not None:
+                self._lib.kt_vm_destroy(vm)  # kills, joins the vCPU threads, frees all
+            for m in self._maps:
+                with contextlib.suppress(BufferError):  # a caller still holds a view
+                    m.close()
+            self._maps.clear()
+        self._close_console()
+
+    def __enter__(self) -> KvmMachine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class KvmEngine:
+    """Boots kernels (PVH vmlinux preferred, else bzImage) and firmware images."""
+
+    name = "kvm"
+
+    def __init__(self, hide_pvm: bool | None = None) -> None:
+        load_native()
+        if hide_pvm is None:
+            from ..kvmprobe import probe_kvm
+
+            hide_pvm = probe_kvm().kind == "emulated"
+        self.cpuid_flags = CPUID_VENDOR_INTEL | (CPUID_HIDE_PVM if hide_pvm else 0)
+
+    def start(self, boot: BootSpec) -> KvmMachine:
+        """Boot a kernel: `extra["kvm.boot"]` = "pvh" | "bzimage" | "auto" (PVH when
+        BootSpec.vmlinux or BootSpec.kernel is an ELF vmlinux)."""
+        mode = boot.extra.get("kvm.boot", "auto")
+        kernel = boot.kernel
+        if mode in ("auto", "pvh") and boot.vmlinux is not None:
+            kernel = boot.vmlinux
+        if mode == "bzimage":
+            kernel = boot.kernel
+        Path(boot.workdir).mkdir(parents=True, exist_ok=True)
+        m = KvmMachine(boot.topology, boot.memory_mib, boot.console_path, irqchip=True,
+                       cpuid_flags=self.cpuid_flags)
+        initrd = boot.initramfs if boot.initramfs and Path(boot.initramfs).is_file() else None
+        m.load_kernel(kernel, boot.cmdline, initrd)
+        m.start()
+        return m
+
+    def start_firmware(self, image: bytes, topology: Topology, memory_mib: int = 16,
+                       console_path: Path | None = None, irqchip: bool = False) -> KvmMachine:
+        """Run a raw firmware image from the reset vector (the synthetic test guests)."""
+        m = KvmMachine(topology, memory_mib, console_path, irqchip=irqchip,
+                       cpuid_flags=self.cpuid_flags)
+        m.load_firmware(image)
+        m.start()
+        return m
