@@ -25,3 +25,18 @@ def kernel():
         return fetch_kernel()
     except (FetchError, UsageError) as e:
         pytest.skip(f"no sched_ext kernel: {e.one_line()}")
+
+
+@pytest.fixture(scope="session")
+def schedulers(kernel):
+    """{name: Scheduler} built for the `kernel` fixture (`ktstr schedulers build`, cached per
+    kernel build id: instant after the first time): the kernel's tools/sched_ext schedulers
+    and scx_ktstr. Skips only when the kernel's source cannot be fetched; a failed build
+    fails."""
+    from ktstr_vmm.errors import FetchError
+    from ktstr_vmm.schedulers import build_schedulers
+
+    try:
+        return {s.name: s for s in build_schedulers(kernel)}
+    except FetchError as e:
+        pytest.skip(f"no kernel source to build schedulers from: {e.one_line()}")
