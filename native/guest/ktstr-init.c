@@ -669,9 +669,9 @@ static void send_exit(void)
 	jb_ku64(&j, "code", (uint64_t)run.exit_code);
 	jb_kstr(&j, "reason", run.exit_code ? run.exit_reason : "ok");
 	jb_close(&j, '}');
-	send_json(MSG_EXIT, &j);
 	note("done: exit %d (%s), %llu wire bytes, %lu frames dropped", run.exit_code,
 	     run.exit_code ? run.exit_reason : "ok", wire_bytes_sent(), wire_dropped());
+	send_json(MSG_EXIT, &j);
 }
 
 /* ---------------------------------------------------------------- phase: power off */
