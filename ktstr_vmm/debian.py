@@ -7,6 +7,7 @@ sources.list), never hard-coded. Used to fetch the sched_ext kernel and its sour
 
 from __future__ import annotations
 
+import glob
 import re
 import subprocess
 from dataclasses import dataclass
@@ -89,18 +90,29 @@ class PrivateApt:
         lines = [f"deb {self.uri} {suite} main\n" for suite in self.suites]
         (self.root / "sources.list").write_text("".join(lines))
         self._run("apt-get", "-q", "update", timeout=600)
+        # apt-get update exits 0 when it could not reach the archive: look for the lists.
+        prefix = re.sub(r"^[a-z+]+://", "", self.uri).rstrip("/").replace("/", "_")
+        for suite in self.suites:
+            if not any((self.root / "lists").glob(f"{glob.escape(prefix)}_dists_{suite}_*Packages*")):
+                raise FetchError(f"cannot reach the Debian archive {self.uri} (apt-get update got "
+                                 f"no package list for {suite})",
+                                 "check the network and the apt configuration, or pass --kernel PATH")
 
     def search(self, regex: str) -> list[str]:
         """Package names matching `regex` (apt-cache search --names-only)."""
         out = self._run("apt-cache", "search", "--names-only", regex)
         return [line.split(" - ", 1)[0].strip() for line in out.splitlines() if line.strip()]
 
-    def version(self, package: str) -> str:
+    def show(self, package: str) -> dict[str, str]:
+        """The newest candidate's control fields (Version, Size, ...)."""
         out = self._run("apt-cache", "show", "--no-all-versions", package)
-        m = re.search(r"^Version:\s*(\S+)", out, re.M)
-        if not m:
+        return dict(re.findall(r"^([A-Za-z0-9-]+):[ \t]*(.*)$", out, re.M))
+
+    def version(self, package: str) -> str:
+        v = self.show(package).get("Version")
+        if not v:
             raise FetchError(f"no version for {package} in {self.uri}")
-        return m.group(1)
+        return v
 
     def download(self, package: str, dest: Path) -> Path:
         """Download one .deb into `dest`; returns its path."""
