@@ -278,7 +278,8 @@ def make_schedulers(sched_ext_dir: Path, work: Path, vmlinux: Path, targets: Seq
             dst = sched_ext_dir / f.name
             shutil.copyfile(f, dst)
             copied.append(dst)
-        cmd = ["make", "-C", str(sched_ext_dir), f"-j{os.cpu_count() or 2}", "-k",
+        cmd = ["make", "--no-print-directory", "-C", str(sched_ext_dir),
+               f"-j{os.cpu_count() or 2}", "-k",
                f"CLANG={clang}", f"LLVM_STRIP={llvm_strip}", f"VMLINUX_BTF={vmlinux}",
                f"O={work}", f"c-sched-targets={' '.join(targets)}", "all"]
         rc = _run_logged(cmd, log, timeout, work / "build" / "bin", targets, progress)
