@@ -105,8 +105,16 @@ class Store:
         return self.index.rebuild(self.runs_dir)
 
     def refresh(self) -> int:
-        """Bring the index up to date (done by every listing); returns rows changed."""
+        """Bring the index up to date (done by every listing); returns rows changed.
+        New runs and runs not yet finished are always re-checked; a finished run whose
+        files are replaced later is noticed within storeindex.FULL_RECHECK_S, at once
+        through refresh_run(), or by reindex()."""
         return self.index.sync(self.runs_dir)
+
+    def refresh_run(self, run_id: str) -> RunSummary | None:
+        """Re-read one run into the index now (the TUI calls this on a watcher event);
+        None when the run directory is gone."""
+        return self.index.sync_one(self.runs_dir, run_id)
 
     def list_runs(self, *, verdict: str | None = None, scheduler: str | None = None,
                   topology: str | None = None, since: float | None = None,

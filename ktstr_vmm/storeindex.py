@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import StoreError
-from .runsummary import LIVE_PHASES, RunSummary, summarize
+from .runsummary import VERDICTS, RunSummary, summarize
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,9 @@ SCHEMA_VERSION = 1
 UNSTABLE = -1
 RACY_WINDOW_NS = 2_000_000_000  # mtimes this close to "now" may hide a second write
 BUSY_TIMEOUT_S = 30.0
+FULL_RECHECK_S = 30.0  # how stale a finished run's row may get if its files are replaced
 
+FINAL = frozenset(VERDICTS)  # rows re-checked only by the periodic full pass
 _COLUMNS = ("run_id", "path", "started", "name", "scheduler", "topology", "preset", "verdict",
             "duration_s", "first_line", "parent", "phase", "error")
 
@@ -57,6 +59,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS runs_by_parent ON runs (parent);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
@@ -65,6 +68,15 @@ def scan_runs(runs_dir: Path) -> dict[str, tuple[Path, int]]:
     """run id -> (path, directory mtime in ns) for every run directory (dot names skipped:
     they are runs being created or deleted)."""
     found: dict[str, tuple[Path, int]] = {}
+    for name, path in list_run_dirs(runs_dir).items():
+        with contextlib.suppress(OSError):  # removed while we looked
+            found[name] = (Path(path), os.stat(path, follow_symlinks=False).st_mtime_ns)
+    return found
+
+
+def list_run_dirs(runs_dir: Path) -> dict[str, str]:
+    """run id -> path string of every run directory, without a stat per entry."""
+    found: dict[str, str] = {}
     try:
         it = os.scandir(runs_dir)
     except FileNotFoundError:
@@ -75,12 +87,9 @@ def scan_runs(runs_dir: Path) -> dict[str, tuple[Path, int]]:
         for entry in it:
             if entry.name.startswith("."):
                 continue
-            try:
-                if not entry.is_dir(follow_symlinks=False):
-                    continue
-                found[entry.name] = (Path(entry.path), entry.stat(follow_symlinks=False).st_mtime_ns)
-            except OSError:
-                continue  # removed while we looked
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False):
+                    found[entry.name] = entry.path
     return found
 
 
@@ -158,28 +167,59 @@ class Index:
     # ------------------------------------------------------------------ writes
 
     def sync(self, runs_dir: Path, *, full: bool = False) -> int:
-        """Bring the index up to date with `runs_dir`; returns rows (re)written or dropped."""
+        """Bring the index up to date with `runs_dir`; returns rows (re)written or dropped.
+
+        Directories are listed by name; a stat (and, if the stamp moved, a re-read) is paid
+        for new runs, runs not yet final (live, interrupted, corrupt, unstable stamp), and
+        for every run once per FULL_RECHECK_S, so a finished run's file replaced behind
+        our back is still noticed without a stat of 10,000 directories on every listing.
+        """
         with self._lock:
             conn = self._connect()
-            on_disk = scan_runs(runs_dir)
+            on_disk = list_run_dirs(runs_dir)
             known = {rid: (stamp, verdict) for rid, stamp, verdict in conn.execute(
                 "SELECT run_id, stamp, verdict FROM runs")}
-            now_ns = time.time_ns()
-            stale: list[tuple[str, Path, int]] = []
-            for rid, (path, mtime) in on_disk.items():
+            now = time.time()
+            due = full or self._full_recheck_due(conn, now)
+            stale: list[tuple[str, str, int]] = []
+            for rid, path in on_disk.items():
                 row = known.get(rid)
-                if (full or row is None or row[0] == UNSTABLE or row[0] != mtime
-                        or row[1] in LIVE_PHASES):
-                    stamp = UNSTABLE if now_ns - mtime < RACY_WINDOW_NS else mtime
+                if row is not None and not due and row[0] != UNSTABLE and row[1] in FINAL:
+                    continue
+                try:
+                    mtime = os.stat(path, follow_symlinks=False).st_mtime_ns
+                except OSError:
+                    continue
+                if row is None or row[0] != mtime or row[0] == UNSTABLE or row[1] not in FINAL:
+                    stamp = UNSTABLE if now * 1e9 - mtime < RACY_WINDOW_NS else mtime
                     stale.append((rid, path, stamp))
             gone = [rid for rid in known if rid not in on_disk]
-            fresh = [(summarize(path, rid), stamp) for rid, path, stamp in stale]
+            fresh = [(summarize(Path(path), rid), stamp) for rid, path, stamp in stale]
             fresh = [(s, st) for s, st in fresh
                      if full or known.get(s.run_id) is None or _row_changed(conn, s, st)]
-            if not fresh and not gone:
+            if not fresh and not gone and not due:
                 return 0
-            self._write(conn, fresh, gone, replace_all=False)
+            self._write(conn, fresh, gone, replace_all=False, checked_at=now if due else None)
             return len(fresh) + len(gone)
+
+    def sync_one(self, runs_dir: Path, run_id: str) -> RunSummary | None:
+        """Re-read one run now (after a change event); None when its directory is gone."""
+        path = runs_dir / run_id
+        with self._lock:
+            conn = self._connect()
+            try:
+                mtime = os.stat(path, follow_symlinks=False).st_mtime_ns
+            except OSError:
+                self._write(conn, [], [run_id], replace_all=False)
+                return None
+            s = summarize(path, run_id)
+            stamp = UNSTABLE if time.time_ns() - mtime < RACY_WINDOW_NS else mtime
+            self._write(conn, [(s, stamp)], [], replace_all=False)
+            return s
+
+    def _full_recheck_due(self, conn: sqlite3.Connection, now: float) -> bool:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'full_check'").fetchone()
+        return row is None or not (now - FULL_RECHECK_S < row[0] <= now)
 
     def rebuild(self, runs_dir: Path) -> int:
         """Drop every row and index `runs_dir` from scratch; returns the number of runs."""
@@ -191,11 +231,11 @@ class Index:
             now_ns = time.time_ns()
             rows = [(summarize(path, rid), UNSTABLE if now_ns - mtime < RACY_WINDOW_NS else mtime)
                     for rid, (path, mtime) in scan_runs(runs_dir).items()]
-            self._write(conn, rows, [], replace_all=True)
+            self._write(conn, rows, [], replace_all=True, checked_at=time.time())
             return len(rows)
 
     def _write(self, conn: sqlite3.Connection, rows: Iterable[tuple[RunSummary, int]],
-               gone: list[str], *, replace_all: bool) -> None:
+               gone: list[str], *, replace_all: bool, checked_at: float | None = None) -> None:
         placeholders = ", ".join("?" for _ in range(len(_COLUMNS) + 1))
         sql = f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}, stamp) VALUES ({placeholders})"
         try:
@@ -205,6 +245,9 @@ class Index:
                     conn.execute("DELETE FROM runs")
                 conn.executemany("DELETE FROM runs WHERE run_id = ?", [(g,) for g in gone])
                 conn.executemany(sql, [(*_row(s), stamp) for s, stamp in rows])
+                if checked_at is not None:
+                    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('full_check', ?)",
+                                 (checked_at,))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -217,7 +260,7 @@ class Index:
             log.info("index %s not writable (%s); listing from memory", self.path, e)
             conn.close()
             self._conn = self._open_memory(e)
-            self._write(self._conn, rows, gone, replace_all=False)
+            self._write(self._conn, rows, gone, replace_all=False, checked_at=checked_at)
 
     def delete(self, run_id: str) -> None:
         with self._lock:

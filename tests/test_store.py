@@ -79,6 +79,20 @@ def test_a_replaced_status_or_result_shows_without_reindex(tmp_path):
     assert (run.verdict, run.first_line, run.duration_s) == ("fail", "BUG SUMMARY: stall", 3.0)
 
 
+def test_a_finished_run_rewritten_later_is_seen_by_refresh_run_and_reindex(tmp_path):
+    s = Store(tmp_path)
+    d = make_run(tmp_path, "20261125-173942-done", verdict="pass")
+    age(d)
+    assert s.list_runs()[0].verdict == "pass"
+    write_json(d / "result.json", {"verdict": "fail", "message": "re-evaluated"})
+    assert s.refresh_run("20261125-173942-done").verdict == "fail"
+    assert s.list_runs()[0].first_line == "re-evaluated"
+    write_json(d / "result.json", {"verdict": "skip"})
+    assert s.reindex() == 1 and s.list_runs()[0].verdict == "skip"
+    shutil.rmtree(d)
+    assert s.refresh_run("20261125-173942-done") is None and s.list_runs() == []
+
+
 def test_reindex_equals_the_incremental_index(tmp_path):
     s = Store(tmp_path)
     for i, v in enumerate(["pass", "fail", "skip", "inconclusive", None]):
