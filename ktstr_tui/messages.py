@@ -49,12 +49,12 @@ class RunUpdate(Message):
     """New state of a watched run directory (posted by the live tail worker)."""
 
     def __init__(self, status=None, events=(), samples=(), result_ready: bool = False,
-                 gone: bool = False, control: bool = False, error: str | None = None) -> None:
+                 gone: bool = False, control_live: bool = False, error: str | None = None) -> None:
         super().__init__()
         self.status = status
         self.events = tuple(events)
         self.samples = tuple(samples)
         self.result_ready = result_ready
         self.gone = gone
-        self.control = control
+        self.control_live = control_live
         self.error = error

@@ -24,6 +24,7 @@ from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
 from ktstr_vmm import rundir
 from ktstr_vmm.errors import KtstrError
+from ktstr_vmm.runsummary import pid_alive
 from ktstr_vmm.spec import parse_topology
 
 from ..messages import RunUpdate
@@ -42,6 +43,8 @@ def _fmt_secs(s: float) -> str:
 
 
 class LiveRunScreen(Screen):
+    clock = staticmethod(time.time)  # tests pin it for reproducible screens
+
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("space", "pause", "Pause/resume"),
@@ -150,7 +153,7 @@ class LiveRunScreen(Screen):
             result_ready = (self.path / rundir.RESULT).exists()
             control = (self.path / rundir.CONTROL).exists()
             self.post_message(RunUpdate(status=status, events=new_events, samples=new_samples,
-                                        result_ready=result_ready, control=control,
+                                        result_ready=result_ready, control_live=control,
                                         error=error))
             if first:
                 first = False
@@ -181,6 +184,10 @@ class LiveRunScreen(Screen):
         if u.status is not None:
             self.status = u.status
         self.error = u.error
+        if (self.status is not None and self.status.live and self.status.pid
+                and not u.control_live and not pid_alive(self.status.pid)):
+            self.error = (f"the run's process {self.status.pid} is gone without a result "
+                          "(interrupted)")
         if u.samples:
             self.query_one("#monitor", MonitorGrid).add_samples(u.samples)
         if u.events:
@@ -192,11 +199,11 @@ class LiveRunScreen(Screen):
                     self.paused = False
         t0 = self.status.started if self.status else None
         if u.events or u.status is not None:
-            self.query_one("#timeline", Timeline).add_events(u.events, t0=t0, now=time.time()
+            self.query_one("#timeline", Timeline).add_events(u.events, t0=t0, now=self.clock()
                                                              if self.status and self.status.live
                                                              else None)
-        if u.control != self.control:
-            self.control = u.control
+        if u.control_live != self.control:
+            self.control = u.control_live
             self.refresh_bindings()
         self.result_ready = u.result_ready
         self._draw_status()
@@ -218,7 +225,7 @@ class LiveRunScreen(Screen):
             "cyan" if st and st.live else "green" if phase == "done" else "yellow"))
         if self.paused:
             out.append(" PAUSED ", style="bold reverse yellow")
-        now = time.time()
+        now = self.clock()
         if st and st.started:
             end = now if st.live else (st.updated or now)
             out.append(f"  elapsed {_fmt_secs(end - st.started)}")

@@ -54,5 +54,6 @@ def cmd_tui(args: argparse.Namespace) -> int:
         launch = ["run", *args.run_args]
     from ktstr_tui.app import KtstrApp  # lazily: Textual only for this command
 
-    KtstrApp(store, open_path=target, launch_args=launch).run()
-    return 0
+    app = KtstrApp(store, open_path=target, launch_args=launch)
+    app.run()
+    return app.return_code or 0

@@ -1,0 +1,76 @@
+"""Fixtures of the TUI tests: a run store built from real recorded artifacts, the app on it,
+and a helper that waits for a condition by pausing the app (never by sleeping)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fixture_store import RUN_IDS, make_store  # noqa: E402
+
+# Snapshots show absolute paths and local times: a fixed store path and UTC keep them
+# the same on every machine.
+SNAPSHOT_STORE = Path("/tmp/ktstr-tui-snapshots/store")
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch):
+    """{key: run dir} of a fresh fixture store at tmp_path/store (KTSTR_HOME too)."""
+    root = tmp_path / "store"
+    monkeypatch.setenv("KTSTR_HOME", str(root))
+    monkeypatch.setenv("KTSTR_CACHE", str(tmp_path / "cache"))
+    return make_store(root)
+
+
+@pytest.fixture
+def store_root(runs) -> Path:
+    return next(iter(runs.values())).parent.parent
+
+
+@pytest.fixture
+def snapshot_runs(monkeypatch, tmp_path):
+    if SNAPSHOT_STORE.exists():
+        shutil.rmtree(SNAPSHOT_STORE)
+    monkeypatch.setenv("KTSTR_CACHE", str(tmp_path / "cache"))
+    return make_store(SNAPSHOT_STORE)
+
+
+def make_app(store_root: Path, **kw):
+    from ktstr_tui.app import KtstrApp
+
+    kw.setdefault("watch", False)
+    return KtstrApp(store_root, **kw)
+
+
+async def wait_for(pilot, predicate, timeout: float = 10.0, what: str = "condition"):
+    """Pause the app until predicate() is true; fail naming `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await pilot.pause()
+        try:
+            if predicate():
+                return
+        except Exception:  # noqa: BLE001 - widgets may not be mounted yet
+            pass
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+__all__ = ["RUN_IDS", "make_app", "wait_for", "os"]
+

@@ -1,0 +1,34 @@
+"""The `ktstr tui` command line: paths, --demo, exit codes; and the fixture store itself."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import RUN_IDS
+
+pytestmark = pytest.mark.tui
+
+
+def test_missing_path_exits_2_with_one_line(capsys):
+    from ktstr_vmm.cli import main
+
+    assert main(["tui", "/nonexistent/run"]) == 2
+    assert capsys.readouterr().err == (
+        "ktstr: error: no such file or directory: /nonexistent/run\n")
+
+
+def test_demo_without_demo_store_is_a_usage_error(monkeypatch, tmp_path, capsys):
+    from ktstr_vmm import paths
+    from ktstr_vmm.cli import main
+
+    monkeypatch.setattr(paths, "repo_root", lambda: tmp_path)
+    assert main(["tui", "--demo"]) == 2
+    assert capsys.readouterr().err.startswith(f"ktstr: error: no demo store at {tmp_path}")
+
+
+def test_spec_json_round_trip_of_fixture_is_a_real_runspec(runs):
+    from ktstr_vmm.spec import RunSpec
+
+    spec = RunSpec.from_json(json.loads((runs["rerun"] / "spec.json").read_text()))
+    assert spec.parent == RUN_IDS["fail"] and spec.topology.notation == "1n2l2c2t"

@@ -1,0 +1,379 @@
+"""Pilot tests: every screen and action key of the workstation on the fixture store."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import RUN_IDS, make_app, wait_for
+from textual.widgets import Collapsible, DataTable, Input, Static, Tree
+
+from ktstr_tui.screens.browser import BrowserScreen
+from ktstr_tui.screens.confirm import ConfirmScreen
+from ktstr_tui.screens.dump_screen import DumpScreen
+from ktstr_tui.screens.help_screen import HelpScreen
+from ktstr_tui.screens.launcher import LauncherScreen
+from ktstr_tui.screens.live_run import LiveRunScreen
+from ktstr_tui.screens.rerun_dialog import RerunDialog
+from ktstr_tui.screens.result import ResultScreen
+from ktstr_tui.screens.too_small import TooSmallScreen
+from ktstr_tui.widgets.failure_dump_view import FailureDumpView
+from ktstr_tui.widgets.log_view import LogPane
+from ktstr_tui.widgets.scx_dump_view import ScxDumpView
+from ktstr_tui.widgets.verdict_banner import VerdictBanner
+
+pytestmark = [pytest.mark.tui, pytest.mark.asyncio]
+SIZE = (120, 40)
+
+
+def text(widget) -> str:
+    return str(widget.render())
+
+
+def table_column(table: DataTable, col: str) -> list[str]:
+    return [str(table.get_cell(row_key, col)) for row_key in table.rows]
+
+
+class Launches:
+    """Records app.launch calls instead of spawning `ktstr` (spawning has its own test)."""
+
+    def __init__(self, app) -> None:
+        self.calls: list[list[str]] = []
+        app.launch = lambda args, **kw: self.calls.append(list(args))
+
+
+async def open_browser(pilot):
+    screen = pilot.app.screen
+    assert isinstance(screen, BrowserScreen)
+    await wait_for(pilot, lambda: screen.query_one("#runs", DataTable).row_count > 0,
+                   what="runs listed")
+    return screen
+
+
+async def select_run(pilot, browser: BrowserScreen, run_id: str) -> None:
+    table = browser.query_one("#runs", DataTable)
+    row = next(i for i, s in enumerate(browser.runs) if s.run_id == run_id)
+    table.move_cursor(row=row)
+    await pilot.pause()
+
+
+async def open_result(pilot, key: str) -> ResultScreen:
+    browser = await open_browser(pilot)
+    await select_run(pilot, browser, RUN_IDS[key])
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ResultScreen)
+                   and pilot.app.screen.view is not None, what=f"result of {key}")
+    return pilot.app.screen
+
+
+# ----------------------------------------------------------------------------- browser
+
+
+async def test_browser_lists_runs_newest_first_with_verdicts(store_root):
+    async with make_app(store_root).run_test(size=SIZE) as pilot:
+        browser = await open_browser(pilot)
+        table = browser.query_one("#runs", DataTable)
+        assert [s.run_id for s in browser.runs] == sorted(RUN_IDS.values(), reverse=True)
+        assert table_column(table, "verdict") == ["running", "corrupt", "fail", "fail", "pass"]
+        assert text(browser.query_one("#browser-status", Static)).startswith("5 runs · ")
+
+
+async def test_browser_filters_by_text_and_cycles_verdicts(store_root):
+    async with make_app(store_root).run_test(size=SIZE) as pilot:
+        browser = await open_browser(pilot)
+        table = browser.query_one("#runs", DataTable)
+        await pilot.press("v")  # -> fail
+        await wait_for(pilot, lambda: table.row_count == 2, what="fail filter")
+        assert text(browser.query_one("#verdict-filter", Static)) == "verdict: fail (v)"
+        await pilot.press("v")  # -> pass
+        await wait_for(pilot, lambda: table.row_count == 1, what="pass filter")
+        for _ in range(4):  # inconclusive, skip, running, all
+            await pilot.press("v")
+        await wait_for(pilot, lambda: table.row_count == 5, what="all again")
+        await pilot.press("slash")
+        await pilot.press(*"smt-2llc")
+        await wait_for(pilot, lambda: table.row_count == 2, what="text filter")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: table.row_count == 5, what="filter cleared")
+
+
+async def test_browser_updates_live_when_a_run_appears(runs, store_root):
+    async with make_app(store_root, watch=True).run_test(size=SIZE) as pilot:
+        browser = await open_browser(pilot)
+        await wait_for(pilot, lambda: browser._watcher._observer is not None,
+                       what="watcher started")
+        new = store_root / "runs" / "20261118-103000-late-tiny-2llc-7777"
+        shutil.copytree(runs["pass"], new)
+        await wait_for(pilot, lambda: browser.query_one("#runs", DataTable).row_count == 6,
+                       what="new run listed by the watcher")
+        assert new.name in [s.run_id for s in browser.runs]
+
+
+async def test_browser_delete_asks_and_removes(runs, store_root):
+    async with make_app(store_root).run_test(size=SIZE) as pilot:
+        browser = await open_browser(pilot)
+        await select_run(pilot, browser, RUN_IDS["pass"])
+        await pilot.press("d")
+        assert isinstance(pilot.app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert runs["pass"].exists()
+        await pilot.press("d")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not runs["pass"].exists(), what="run deleted")
+        await wait_for(pilot, lambda: browser.query_one("#runs", DataTable).row_count == 4,
+                       what="table reloaded")
+
+
+async def test_browser_new_run_opens_launcher_and_launches_ktstr_run(store_root):
+    app = make_app(store_root)
+    launches = Launches(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_browser(pilot)
+        await pilot.press("n")
+        assert isinstance(app.screen, LauncherScreen)
+        launcher = app.screen
+        topo = launcher.query_one("#f-topology", Input)
+        topo.value = "1n3l2c1t"
+        await pilot.pause()
+        assert text(launcher.query_one("#err-topology", Static)) == ""
+        assert "1n3l2c1t: 1 node(s), 3 LLC(s)" in text(launcher.query_one("#topo-drawing"))
+        topo.value = "2n3l2c1t"
+        await pilot.pause()
+        assert text(launcher.query_one("#err-topology", Static)) == (
+            "topology '2n3l2c1t': LLCs (3) must be a multiple of NUMA nodes (2)")
+        await pilot.press("ctrl+s")
+        assert isinstance(app.screen, LauncherScreen)  # refused while a field is bad
+        launcher.query_one("#f-duration", Input).value = "10x"
+        await pilot.pause()
+        assert "duration" in text(launcher.query_one("#err-duration", Static))
+        launcher.query_one("#f-duration", Input).value = "3s"
+        topo.value = "smt-2llc"
+        launcher.query_one("#f-workload", Input).value = "spin:2,sleep:1"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: launches.calls, what="launch")
+        assert launches.calls == [["run", "--scheduler", "scx_simple", "--topology", "smt-2llc",
+                                   "--workload", "spin:2,sleep:1", "--duration", "3s"]]
+        assert isinstance(app.screen, BrowserScreen)
+
+
+async def test_browser_rerun_dialog_validates_and_launches_rerun(store_root):
+    app = make_app(store_root)
+    launches = Launches(app)
+    async with app.run_test(size=SIZE) as pilot:
+        browser = await open_browser(pilot)
+        await select_run(pilot, browser, RUN_IDS["fail"])
+        await pilot.press("r")
+        assert isinstance(app.screen, RerunDialog)
+        dialog = app.screen
+        box = dialog.query_one("#rerun-topology", Input)
+        await wait_for(pilot, lambda: box.value == "tiny-2llc", what="parent topology prefilled")
+        assert "scheduler: scx_errsim" in text(dialog.query_one("#rerun-settings", Static))
+        box.value = "tiny-9llc"
+        await pilot.pause()
+        assert text(dialog.query_one("#rerun-error", Static)).startswith(
+            "unknown topology 'tiny-9llc' (did you mean")
+        assert dialog.query_one("#rerun-go").disabled
+        box.value = "smt-3llc"
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: launches.calls, what="rerun launch")
+        assert launches.calls == [["rerun", RUN_IDS["fail"], "--topology", "smt-3llc"]]
+
+
+# ----------------------------------------------------------------------------- result
+
+
+async def test_result_shows_verdict_sections_and_stats(store_root):
+    async with make_app(store_root).run_test(size=SIZE) as pilot:
+        screen = await open_result(pilot, "fail")
+        banner = screen.query_one("#verdict", VerdictBanner)
+        assert banner.verdict == "fail"
+        assert banner.has_class("-fail")
+        assert text(banner).startswith(" FAIL   ktstr_test 'errsim' [sched=scx_errsim]")
+        titles = [c.title for c in screen.query(Collapsible)]
+        assert titles == ["--- info ---", "--- stats ---", "--- scheduler log ---",
+                          "--- sched_ext dump ---"]
+        stats = screen.query_one("#stats", DataTable)
+        assert ["stats.workers", "4"] in [[str(c) for c in stats.get_row(k)] for k in stats.rows]
+        info = text(screen.query_one("#run-info", Static))
+        assert "observed 1n2l2c1t" in info and "1 child run(s) (k)" in info
+
+
+async def test_result_tabs_logs_and_sched_ext_dump_jumps(store_root):
+    async with make_app(store_root).run_test(size=SIZE) as pilot:
+        screen = await open_result(pilot, "fail")
+        await pilot.press("l")
+        pane = screen.query_one("#tab-sched LogPane", LogPane)
+        await wait_for(pilot, lambda: pane.view.line_count == 110, what="sched.log indexed")
+        await pilot.press("D")
+        dump = screen.query_one("#scx-dump", ScxDumpView)
+        await wait_for(pilot, lambda: dump.cpus, what="dump landmarks")
+        dump.focus()
+        await pilot.press("c")
+        assert dump.lines[dump.pointer].startswith("CPU 2   :")
+        await pilot.press("c")
+        assert dump.lines[dump.pointer].startswith("CPU 0   :")
+        await pilot.press("t")
+        assert dump.lines[dump.pointer].strip().startswith("*R init[123]")
+        await pilot.press("C")
+        assert dump.lines[dump.pointer].startswith("CPU 0   :")
+
+
+async def test_result_failure_dump_tree_and_per_cpu_table(store_root):
+    async with make_app(store_root).run_test(size=SIZE) as pilot:
+        screen = await open_result(pilot, "fail")
+        await pilot.press("F")
+        view = screen.query_one(FailureDumpView)
+        await wait_for(pilot, lambda: view.query(DataTable), what="dump loaded")
+        table = view.query_one(DataTable)
+        cpus = table_column(table, "cpu") if False else [str(table.get_row_at(i)[0])
+                                                         for i in range(table.row_count)]
+        assert cpus == ["0", "0", "1", "1", "2", "2", "3"]
+        tree = view.query_one(Tree)
+        assert [str(c.label).split(":")[0] for c in tree.root.children][:3] == [
+            "schema", "maps", "rq_scx_states"]
+
+
+async def test_placeholder_dump_says_so_and_parent_child_navigation(store_root):
+    async with make_app(store_root).run_test(size=SIZE) as pilot:
+        screen = await open_result(pilot, "rerun")
+        await pilot.press("F")
+        view = screen.query_one(FailureDumpView)
+        await wait_for(pilot, lambda: view.query(".placeholder-note"), what="placeholder note")
+        note = text(view.query_one(".placeholder-note"))
+        assert note.startswith("placeholder dump: the VM's state was not captured: test failed "
+                               "at stage `scheduler attach`")
+        await pilot.press("p")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, ResultScreen)
+                       and pilot.app.screen.path.name == RUN_IDS["fail"]
+                       and pilot.app.screen.view is not None, what="parent opened")
+        await pilot.press("k")
+        await wait_for(pilot, lambda: pilot.app.screen.path.name == RUN_IDS["rerun"],
+                       what="child opened")
+
+
+async def test_result_actions_auto_repro_and_rerun(store_root):
+    app = make_app(store_root)
+    launches = Launches(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_result(pilot, "fail")
+        await pilot.press("a")
+        await pilot.press("r")
+        assert isinstance(app.screen, RerunDialog)
+        box = app.screen.query_one("#rerun-topology", Input)
+        await wait_for(pilot, lambda: box.value == "tiny-2llc", what="prefilled")
+        box.value = "1n2l2c2t"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(launches.calls) == 2, what="launches")
+        assert launches.calls == [["repro", RUN_IDS["fail"]],
+                                  ["rerun", RUN_IDS["fail"], "--topology", "1n2l2c2t"]]
+
+
+async def test_corrupt_result_opens_as_error_view(store_root):
+    async with make_app(store_root).run_test(size=SIZE) as pilot:
+        screen = await open_result(pilot, "corrupt")
+        assert screen.query_one("#verdict", VerdictBanner).verdict == "error"
+        err = text(screen.query_one(".error-view"))
+        assert "result.json is not valid JSON: Unterminated string" in err
+        assert "(truncated or corrupt)" in err
+        await pilot.press("escape")
+        assert isinstance(pilot.app.screen, BrowserScreen)
+
+
+async def test_command_palette_runs_screen_actions(store_root):
+    app = make_app(store_root)
+    launches = Launches(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_result(pilot, "fail")
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Auto-repro")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: launches.calls, what="palette action")
+        assert launches.calls == [["repro", RUN_IDS["fail"]]]
+
+
+async def test_help_lists_keys_of_the_screen(store_root):
+    async with make_app(store_root).run_test(size=SIZE) as pilot:
+        await open_result(pilot, "fail")
+        await pilot.press("question_mark")
+        assert isinstance(pilot.app.screen, HelpScreen)
+        keys = text(pilot.app.screen.query_one("#help-keys", Static))
+        for line in ("a               Auto-repro", "r               Rerun",
+                     "q               Quit", "f               Follow"):
+            assert line in keys
+        await pilot.press("escape")
+        assert isinstance(pilot.app.screen, ResultScreen)
+
+
+# ----------------------------------------------------------------------------- other inputs
+
+
+async def test_terminal_too_small_says_so_and_recovers(store_root):
+    async with make_app(store_root).run_test(size=(50, 12)) as pilot:
+        await pilot.pause()
+        assert isinstance(pilot.app.screen, TooSmallScreen)
+        assert text(pilot.app.screen.query_one("#too-small")) == (
+            "Terminal too small: 50x12, ktstr tui needs at least 60x16. Enlarge the window "
+            "(q quits).")
+        await pilot.resize_terminal(100, 30)
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, BrowserScreen),
+                       what="browser back")
+
+
+async def test_dump_file_opens_viewer_and_corrupt_dump_is_an_error_view(tmp_path, store_root):
+    from fixture_store import DUMPS
+
+    async with make_app(store_root, open_path=DUMPS / "badtypes.failure-dump.json").run_test(
+            size=SIZE) as pilot:
+        assert isinstance(pilot.app.screen, DumpScreen)
+        view = pilot.app.screen.query_one(FailureDumpView)
+        await wait_for(pilot, lambda: view.query(".error-view"), what="error view")
+        assert text(view.query_one(".error-view")).startswith(
+            f"cannot show this dump: failure dump {DUMPS / 'badtypes.failure-dump.json'}: "
+            "maps must be an array, got string")
+    truncated = tmp_path / "t.failure-dump.json"
+    truncated.write_text('{"schema": "single", "maps": [')
+    async with make_app(store_root, open_path=truncated).run_test(size=SIZE) as pilot:
+        view = pilot.app.screen.query_one(FailureDumpView)
+        await wait_for(pilot, lambda: view.query(".error-view"), what="error view")
+        assert "is not valid JSON" in text(view.query_one(".error-view"))
+        await pilot.press("escape")
+        assert isinstance(pilot.app.screen, BrowserScreen)
+
+
+async def test_artifact_directory_opens_its_failure_dump(store_root):
+    from fixture_store import REPO
+
+    arts = REPO / "tests" / "data" / "store" / "ktstr-artifacts"
+    async with make_app(store_root, open_path=arts).run_test(size=SIZE) as pilot:
+        assert isinstance(pilot.app.screen, DumpScreen)
+        view = pilot.app.screen.query_one(FailureDumpView)
+        await wait_for(pilot, lambda: view.query(".placeholder-note"), what="placeholder")
+
+
+async def test_launch_of_a_command_that_makes_no_run_is_reported(store_root):
+    """Real spawn: `ktstr --version` exits at once without a run directory."""
+    app = make_app(store_root)
+    notes = []
+    async with app.run_test(size=SIZE) as pilot:
+        orig = app.notify
+        app.notify = lambda msg, **kw: (notes.append(msg), orig(msg, **kw))
+        app.launch(["--version"])
+        await wait_for(pilot, lambda: any("before a run appeared" in n for n in notes),
+                       timeout=30, what="launch failure")
+    assert any(n.startswith("ktstr --version exited (0) before a run appeared: ktstr ")
+               for n in notes), notes
+
+
+async def test_result_json_written_after_open_is_not_needed_for_logs(runs, store_root):
+    """A run directory deleted while its result is open: the app stays up and says so."""
+    async with make_app(store_root, open_path=runs["live"]).run_test(size=SIZE) as pilot:
+        assert isinstance(pilot.app.screen, LiveRunScreen)
+        screen = pilot.app.screen
+        await wait_for(pilot, lambda: screen.status is not None, what="status read")
+        shutil.rmtree(runs["live"])
+        await wait_for(pilot, lambda: screen.gone, what="gone noticed")
+        assert text(screen.query_one("#live-status")).startswith(" run directory deleted ")
+        assert screen.check_action("snapshot", ()) is None
