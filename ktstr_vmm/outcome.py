@@ -62,12 +62,13 @@ def sched_exit_from(state: GuestState, console: str) -> ev.SchedExit | None:
 
 def _error_text_after(console: str, disabled_line: str) -> str | None:
     """The kernel prints the exit message on the line after `disabled (...)`:
-    `sched_ext: simple: <msg>` or `   <msg>`."""
+    `sched_ext: NAME: <msg>` (or an indented `<msg>` on older kernels)."""
     lines = console.splitlines()
     for i, line in enumerate(lines):
         if disabled_line in line and i + 1 < len(lines):
             nxt = re.sub(r"^\[\s*\d+\.\d+\]\s*", "", lines[i + 1]).strip()
-            if nxt and "sched_ext:" not in nxt[:10] and not nxt.startswith("CPU:"):
+            nxt = re.sub(r"^sched_ext: [^: ]+: ", "", nxt)
+            if nxt and not nxt.startswith(("sched_ext:", "CPU:")) and "+0x" not in nxt:
                 return nxt
     return None
 
