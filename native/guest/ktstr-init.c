@@ -439,14 +439,42 @@ static void phase_sysrdy(void)
 
 /* ---------------------------------------------------------------- phase: probes */
 
+/* A probe line ">FILE VALUE" writes VALUE to the tracefs file FILE, relative to the
+ * tracefs root (auto-repro: `>buffer_size_kb 64`, `>events/sched_ext/sched_ext_exit/enable 1`,
+ * `>events/sched_ext/sched_ext_exit/trigger traceoff`, which freezes the buffer at the exit). */
+static void probe_tracefs_write(const char *line)
+{
+	const char *sp = strchr(line, ' ');
+	char path[320], log[1024];
+	int rc;
+
+	if (!sp || sp == line + 1 || sp - line > 256 || strstr(line, "..")) {
+		warn("probe refused: %s: not >FILE VALUE", line);
+		return;
+	}
+	snprintf(path, sizeof(path), TRACEFS "/%.*s", (int)(sp - line - 1), line + 1);
+	rc = write_str(path, sp + 1);
+	if (rc) {
+		if (read_small(TRACEFS "/error_log", log, sizeof(log)) < 0)
+			log[0] = '\0';
+		warn("probe refused: %s: %s %s", line, strerror(-rc), log);
+	}
+}
+
 /* "f:grp/name args" -> enable events/grp/name after adding the line to dynamic_events. */
 static void phase_probes(void)
 {
 	for (int i = 0; i < run.spec.nprobes; i++) {
 		const char *line = run.spec.probes[i], *colon = strchr(line, ':');
 		char event[128] = "", path[256], log[1024];
-		int fd = open(TRACEFS "/dynamic_events", O_WRONLY | O_APPEND | O_CLOEXEC);
-		int ok = fd >= 0 && write(fd, line, strlen(line)) == (ssize_t)strlen(line);
+		int fd, ok;
+
+		if (line[0] == '>') {
+			probe_tracefs_write(line);
+			continue;
+		}
+		fd = open(TRACEFS "/dynamic_events", O_WRONLY | O_APPEND | O_CLOEXEC);
+		ok = fd >= 0 && write(fd, line, strlen(line)) == (ssize_t)strlen(line);
 
 		if (fd >= 0)
 			close(fd);
@@ -471,9 +499,19 @@ static void send_probe_output(void)
 
 	if (!run.spec.nprobes)
 		return;
-	trace = read_all(TRACEFS "/trace", WIRE_MAX_PAYLOAD, &len);
-	if (trace)
-		wire_send(MSG_PROBE_OUTPUT, len >= WIRE_MAX_PAYLOAD ? FLAG_TRUNCATED : 0, trace, len);
+	/* The tail is what matters (the lead-up to the exit): read up to 16 MiB and send the
+	 * last lines that fit one frame. */
+	trace = read_all(TRACEFS "/trace", 16u << 20, &len);
+	if (trace) {
+		size_t max = WIRE_MAX_PAYLOAD - 4096, off = 0;
+
+		if (len > max) {
+			char *nl = memchr(trace + len - max, '\n', max);
+
+			off = nl ? (size_t)(nl + 1 - trace) : len - max;
+		}
+		wire_send(MSG_PROBE_OUTPUT, off ? FLAG_TRUNCATED : 0, trace + off, len - off);
+	}
 	free(trace);
 }
 
