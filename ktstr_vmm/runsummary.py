@@ -194,8 +194,9 @@ def summarize(path: Path, run_id: str | None = None) -> RunSummary:
         if phase == "done":
             raise BadFile(f"{RESULT}: missing although the run is done")
         if phase == INTERRUPTED:
-            return _summary(run_id, path, started, info, INTERRUPTED, None,
-                            str(status.get("reason") or "") if isinstance(status.get("reason"), str) else "",
+            why = next((v for v in (status.get("error"), status.get("reason"))
+                        if isinstance(v, str) and v), "")
+            return _summary(run_id, path, started, info, INTERRUPTED, None, first_line(why),
                             phase, None)
         pid = field(status, STATUS, "pid", int)
         if not pid_alive(pid):
