@@ -167,6 +167,12 @@ class Index:
     # ------------------------------------------------------------------ writes
 
     def sync(self, runs_dir: Path, *, full: bool = False) -> int:
+        try:
+            return self._sync(runs_dir, full=full)
+        except _SwitchedToMemory:
+            return self._sync(runs_dir, full=True)  # the new in-memory index starts empty
+
+    def _sync(self, runs_dir: Path, *, full: bool) -> int:
         """Bring the index up to date with `runs_dir`; returns rows (re)written or dropped.
 
         Directories are listed by name; a stat (and, if the stamp moved, a re-read) is paid
@@ -204,6 +210,13 @@ class Index:
 
     def sync_one(self, runs_dir: Path, run_id: str) -> RunSummary | None:
         """Re-read one run now (after a change event); None when its directory is gone."""
+        try:
+            return self._sync_one(runs_dir, run_id)
+        except _SwitchedToMemory:
+            self._sync(runs_dir, full=True)
+            return self._sync_one(runs_dir, run_id)
+
+    def _sync_one(self, runs_dir: Path, run_id: str) -> RunSummary | None:
         path = runs_dir / run_id
         with self._lock:
             conn = self._connect()
@@ -260,7 +273,7 @@ class Index:
             log.info("index %s not writable (%s); listing from memory", self.path, e)
             conn.close()
             self._conn = self._open_memory(e)
-            self._write(self._conn, rows, gone, replace_all=False, checked_at=checked_at)
+            raise _SwitchedToMemory from e
 
     def delete(self, run_id: str) -> None:
         with self._lock:
@@ -289,6 +302,10 @@ class Index:
     def ids(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self._connect().execute("SELECT run_id FROM runs")]
+
+
+class _SwitchedToMemory(Exception):
+    """The index file stopped taking writes; the in-memory index must be filled anew."""
 
 
 def _row(s: RunSummary) -> tuple[object, ...]:

@@ -368,6 +368,7 @@ def test_full_or_read_only_disk_gives_a_clear_error_and_leaves_the_index(tmp_pat
         pytest.skip(why)
     seed = tmp_path / "seed"
     make_run(seed, "20261125-173942-a")
+    make_run(seed, "20261125-173943-b", verdict="fail", started=T0 + 1)
     s = Store(seed)
     s.list_runs()
     s.close()
@@ -376,7 +377,10 @@ def test_full_or_read_only_disk_gives_a_clear_error_and_leaves_the_index(tmp_pat
     root = tmp_path / "mnt"
     root.mkdir()
     if case == "full":
-        prepare = ("big = root / 'filler'\n"
+        # A run the index has not seen yet, then no space left for the index to grow.
+        prepare = ("import shutil\n"
+                   "shutil.copytree(root / 'runs/20261125-173942-a', root / 'runs/20261125-173944-c')\n"
+                   "big = root / 'filler'\n"
                    "try:\n    big.write_bytes(b'x' * (64 << 20))\nexcept OSError:\n    pass")
     else:
         prepare = "os.system(f'mount -o remount,ro {root}')"
@@ -395,7 +399,8 @@ def test_full_or_read_only_disk_gives_a_clear_error_and_leaves_the_index(tmp_pat
         assert lines[0] == (f"error: cannot create a run directory in {root}/runs: Read-only file "
                             "system (the location is not writable: set KTSTR_HOME / KTSTR_CACHE to "
                             "a writable directory)")
-    assert lines[1] == "listed: ['pass']"
+    assert lines[1] == ("listed: ['fail', 'pass', 'pass']" if case == "full" else
+                        "listed: ['fail', 'pass']")
     assert lines[2].startswith("reindex: cannot ")
     assert lines[3] == "index untouched: True"
 
