@@ -241,3 +241,22 @@ def test_show_a_directory_with_nothing_known(capsys, tmp_path):
     assert code == 2
     assert err == (f"ktstr: error: nothing to show in {tmp_path} (expected a run directory or the "
                    "Rust ktstr's *.ktstr.json / *.failure-dump.json files)\n")
+
+
+def test_table_is_cut_to_the_terminal_and_coloured_only_when_asked(populated):
+    from ktstr_vmm.commands.runs import format_table
+    from ktstr_vmm.store import Store
+
+    runs = Store(populated).list_runs(verdict="fail")
+    plain = format_table(runs, width=80)
+    assert [len(line) for line in plain] == [80, 80] and plain[1].endswith("…")
+    coloured = format_table(runs, width=None, color=True)
+    assert "\x1b[31mfail\x1b[0m" in coloured[1] and "\x1b" not in coloured[0]
+    assert "\x1b" not in "".join(format_table(runs))
+
+
+def test_show_section_json(capsys, populated):
+    code, out, _ = run(capsys, "show", "3f9a", "--section", "stats", "--json")
+    assert code == 0 and json.loads(out) == {
+        "run_id": "20261125-173942-basic-scx_simple-tiny-2llc-3f9a", "section": "stats",
+        "text": SECTIONS["stats"]}
