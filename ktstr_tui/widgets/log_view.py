@@ -131,10 +131,14 @@ class LogView(ScrollView, can_focus=True):
         self.line_count = event.lines
         self.scan_fraction = event.fraction
         self.virtual_size = Size(self.log_file.max_width + 1, self.line_count)
+        if self.follow:  # after layout, when the new virtual size bounds the scroll
+            self.call_after_refresh(self._follow_end)
+        self.refresh()
+
+    def _follow_end(self) -> None:
         if self.follow:
             self.scroll_to(y=max(0, self.line_count - self.scrollable_content_region.height),
                            animate=False, immediate=True)
-        self.refresh()
 
     @on(FileGone)
     def _on_gone(self, event: FileGone) -> None:

@@ -1,0 +1,117 @@
+"""The live screen follows a run directory that a writer is filling, and drives the run's
+real control socket (ktstr_vmm.control.ControlServer)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import make_app, wait_for
+
+from ktstr_tui.screens.confirm import ConfirmScreen
+from ktstr_tui.screens.live_run import NO_CONTROL, LiveRunScreen
+from ktstr_tui.screens.result import ResultScreen
+from ktstr_tui.widgets.log_view import LogPane
+from ktstr_tui.widgets.monitor_grid import MonitorGrid
+from ktstr_tui.widgets.timeline import Timeline
+from ktstr_vmm.control import ControlServer
+from ktstr_vmm.fsutil import append_json_line, atomic_write_json
+from ktstr_vmm.rundir import RunDir
+
+pytestmark = [pytest.mark.tui, pytest.mark.asyncio]
+
+
+def status_text(screen) -> str:
+    return str(screen.query_one("#live-status").render())
+
+
+def sample(t: float, n: int) -> dict:
+    return {"t": t, "cpus": [{"cpu": c, "nr_running": n, "scx_nr_running": n,
+                              "local_dsq_nr": 0, "curr_pid": 100 + c, "curr_comm": f"spin-{c}",
+                              "curr_class": "ext_sched_class", "clock_ns": 1}
+                             for c in range(4)],
+            "scx": {"state": "enabled", "exit_kind": None, "events": {}}, "flags": []}
+
+
+async def test_live_screen_follows_a_writer_and_controls_the_run(store_root):
+    run = RunDir(store_root / "runs" / "20261125-120000-scx_simple-tiny-2llc-beef")
+    run.path.mkdir()
+    atomic_write_json(run / "spec.json", {"name": "scx_simple", "scheduler": "scx_simple",
+                                          "topology": "1n2l2c1t", "preset": "tiny-2llc"})
+    run.write_status("pending")
+    calls: list[str] = []
+    server = ControlServer(run.path, {c: (lambda req, c=c: calls.append(c) or {})
+                                      for c in ("pause", "resume", "snapshot", "stop")})
+    try:
+        async with make_app(store_root, open_path=run.path).run_test(size=(120, 40)) as pilot:
+            screen = pilot.app.screen
+            assert isinstance(screen, LiveRunScreen)
+            run.write_status("booting", engine="qemu", watchdog_deadline=time.time() + 60)
+            await wait_for(pilot, lambda: " BOOTING " in status_text(screen), what="booting")
+            assert "watchdog 5" in status_text(screen) or "watchdog 6" in status_text(screen)
+
+            run.append_event("lifecycle", phase="scheduler enabled")
+            run.append_event("scenario_start", name="spin")
+            timeline = screen.query_one("#timeline", Timeline)
+            await wait_for(pilot, lambda: len(timeline.events) == 2, what="events")
+            assert "scenario start: spin" in str(timeline.render())
+
+            now = time.time()
+            for i in range(5):
+                append_json_line(run / "monitor.jsonl", sample(now + i * 0.1, i % 3))
+            grid = screen.query_one("#monitor", MonitorGrid)
+            await wait_for(pilot, lambda: grid.samples == 5, what="samples")
+            assert "node 0 · llc 1" in str(grid.render())
+
+            with open(run / "sched.log", "ab") as f:
+                f.write(b"".join(b"local=%d global=%d\n" % (i, i // 2) for i in range(1000)))
+            pane = screen.query_one("#sched-pane", LogPane)
+            await wait_for(pilot, lambda: pane.view.line_count == 1000, what="log lines")
+            height = pane.view.scrollable_content_region.height
+            await wait_for(pilot, lambda: pane.view.scroll_offset.y == 1000 - height,
+                           what="follow to the end")
+
+            await pilot.press("space")
+            await wait_for(pilot, lambda: calls == ["pause"], what="pause sent")
+            await wait_for(pilot, lambda: " PAUSED " in status_text(screen), what="paused")
+            await pilot.press("space")
+            await wait_for(pilot, lambda: calls == ["pause", "resume"], what="resume sent")
+            await pilot.press("s")
+            await wait_for(pilot, lambda: calls[-1] == "snapshot", what="snapshot sent")
+            await pilot.press("x")
+            assert isinstance(pilot.app.screen, ConfirmScreen)
+            await pilot.press("y")
+            await wait_for(pilot, lambda: calls[-1] == "stop", what="stop sent")
+
+            server.close()
+            run.write_status("evaluating")
+            await wait_for(pilot, lambda: screen.check_action("snapshot", ()) is None,
+                           what="actions disabled without the socket")
+            run.write_status("done")
+            await wait_for(pilot, lambda: NO_CONTROL in status_text(screen), what="said why")
+
+            atomic_write_json(run / "result.json", {
+                "run_id": run.run_id, "verdict": "pass", "message": "", "reason": "",
+                "sections": {}, "engine": "qemu", "topology": {"preset": "tiny-2llc"},
+                "scheduler": "scx_simple", "kernel": "k", "stats": {}, "timings": {},
+                "parent": None, "artifacts": []})
+            await wait_for(pilot, lambda: isinstance(pilot.app.screen, ResultScreen)
+                           and pilot.app.screen.view is not None, what="result opened")
+            assert pilot.app.screen.query_one("#verdict").verdict == "pass"
+    finally:
+        server.close()
+
+
+async def test_interrupted_run_without_result_says_so(store_root):
+    run = RunDir(store_root / "runs" / "20261125-120500-scx_simple-tiny-2llc-dead")
+    run.path.mkdir()
+    atomic_write_json(run / "spec.json", {"name": "x", "scheduler": "scx_simple",
+                                          "topology": "1n2l2c1t"})
+    dead = 2 ** 22 + 12345  # above pid_max on this machine: no such process
+    atomic_write_json(run / "status.json", {"phase": "running", "pid": dead,
+                                            "started": time.time(), "updated": time.time()})
+    async with make_app(store_root, open_path=run.path).run_test(size=(120, 40)) as pilot:
+        screen = pilot.app.screen
+        await wait_for(pilot, lambda: "(interrupted)" in status_text(screen), what="interrupted")
+        assert f"the run's process {dead} is gone without a result" in status_text(screen)
+        assert screen.check_action("pause", ()) is None
