@@ -53,10 +53,12 @@ def sched_exit_from(state: GuestState, console: str) -> ev.SchedExit | None:
             return ev.SchedExit(scheduler_name=name, message=message, kind=EXIT_KINDS.get(why),
                                 kind_name=_kind_name(why))
     if se is not None:
-        how = (f"exited with status {se.code}" if se.code is not None
+        how = (f"exit status {se.code}" if se.code is not None
                else f"killed by signal {se.signal}" if se.signal is not None
                else f"sched_ext state {se.state}")
-        return ev.SchedExit(message=f"scheduler process {how}", kind_name="other")
+        if not state.phase_reached("scx_enabled"):
+            how += " before sched_ext was enabled (see the scheduler log)"
+        return ev.SchedExit(message=how, kind_name="other")
     return None
 
 
@@ -88,7 +90,8 @@ def build_outcome(*, test: str, scheduler: str | None, topology: str, state: Gue
                   expect_err: bool, monitor: ev.MonitorReport | None = None,
                   repro: str | None = None, extra_notes: tuple[str, ...] = ()) -> ev.RunOutcome:
     tr = None
-    if state.test_result is not None:
+    enabled = state.phase_reached("scx_enabled") or state.phase_reached("baseline")
+    if state.test_result is not None and (enabled or state.sched_exit is None):
         g = state.test_result
         details = []
         if state.sched_exit is not None:
