@@ -205,13 +205,13 @@ static void report_injections(struct scx_ktstr *skel, const struct config *cfg, 
 	__u32 fresh = now & ~*seen;
 
 	if (fresh & INJ_ERROR)
-		printf("scx_ktstr: injecting error after %llums (--error-after)\n",
+		printf("scx_ktstr: injected error after %llums (--error-after)\n",
 		       (unsigned long long)cfg->error_after_ms);
 	if (fresh & INJ_STALL)
-		printf("scx_ktstr: injecting stall after %llums (--stall-after): user tasks are no longer dispatched\n",
+		printf("scx_ktstr: injected stall after %llums (--stall-after): user tasks are no longer dispatched\n",
 		       (unsigned long long)cfg->stall_after_ms);
 	if (fresh & INJ_BAD_DSQ)
-		printf("scx_ktstr: injecting dispatch to non-existent DSQ 0xbad0d5c after %llums (--bad-dsq-after)\n",
+		printf("scx_ktstr: injected dispatch to non-existent DSQ 0xbad0d5c after %llums (--bad-dsq-after)\n",
 		       (unsigned long long)cfg->bad_dsq_after_ms);
 	if (fresh & INJ_EXIT)
 		printf("scx_ktstr: exiting with code %lld after %llums (--exit-after)\n",
