@@ -94,6 +94,7 @@ class SchedLogLexer(RegexLexer):
         "root": [
             (r"^EXIT:.*$", Generic.Error),
             (r"^(DEBUG DUMP)\s*$", Generic.Heading),
+            (r"^(libbpf:)(.*(?i:fail|error|invalid|denied).*)$", bygroups(Name.Namespace, Generic.Error)),
             (r"^(libbpf:)(.*)$", bygroups(Name.Namespace, Generic.Traceback)),
             (r"^(\s*)(\d+)(: )(\([0-9a-f]{2}\))(.*)$",  # verifier instruction line
              bygroups(Whitespace, Number.Integer, Operator, Number.Hex, String)),
