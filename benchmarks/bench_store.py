@@ -7,7 +7,8 @@ then times, as separate processes the way a person runs them:
   ls -R RUNS         every file of every run
   ktstr runs --limit 50, cold (no index.sqlite: builds the index from 10,000 directories)
   ktstr runs --limit 50, warm (index up to date: one scandir + stat per run, one query)
-and, in process, Store.list_runs(limit=50) warm (what the TUI's run browser pays).
+and, in process, Store.list_runs(limit=50) warm (what the TUI's run browser pays) and
+StoreWatcher.start() (one inotify watch per directory of the store).
 
 Usage: python benchmarks/bench_store.py [--runs N] [--repeat R] [--keep]
 """
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ktstr_vmm.spec import PRESETS, RunSpec  # noqa: E402
 from ktstr_vmm.store import Store  # noqa: E402
+from ktstr_vmm.storewatch import StoreWatcher  # noqa: E402
 
 SCHEDULERS = ("scx_simple", "scx_lavd", "scx_rusty", "scx_bpfland", "ktstr_faulty")
 VERDICTS = ("pass", "pass", "pass", "fail", "inconclusive", "skip")
@@ -122,6 +124,11 @@ def main() -> int:
 
         lib = median(in_process, args.repeat)
         store.close()
+        watcher = StoreWatcher(tmp, lambda ev: None)
+        t = time.perf_counter()
+        watcher.start()
+        watch_s = time.perf_counter() - t
+        watcher.stop()
 
         print(f"{'ls RUNS':<42}{ls * 1000:8.1f} ms")
         print(f"{'ls -R RUNS':<42}{ls_r * 1000:8.1f} ms")
@@ -132,6 +139,7 @@ def main() -> int:
         print(f"{'  of which python + ktstr start-up':<42}{startup * 1000:8.1f} ms")
         print(f"{'Store.list_runs(limit=50) in process (warm)':<42}{lib * 1000:8.1f} ms"
               f"   {lib / ls:5.1f}x ls")
+        print(f"{'StoreWatcher.start() (watches every run)':<42}{watch_s * 1000:8.1f} ms")
     finally:
         if args.keep:
             print(f"kept {tmp}")
