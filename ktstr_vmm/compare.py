@@ -1,0 +1,222 @@
+"""Two runs side by side: verdicts, topologies, stats (run-wide and per cgroup), the
+monitor's summary and the first failure line, from their result.json files; and the
+regression check `--fail-on METRIC:+N%` for scripts.
+
+Pure functions over result.json dicts; commands/compare.py reads the files and prints.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import UsageError
+
+# metric -> (path in result.json, unit); "higher is worse" for all but iterations/workers.
+METRICS: dict[str, str] = {
+    "workers": "worker count",
+    "cpus": "CPUs the workers ran on",
+    "migrations": "worker migrations, total",
+    "spread": "worst per-cgroup CPU-time spread, percent",
+    "gap": "worst scheduling gap, ms",
+    "iterations": "work iterations, total",
+    "duration": "workload duration, ms",
+    "boot": "boot to guest ready, s",
+    "vm": "VM wall time, s",
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    group: str
+    field: str
+    a: str
+    b: str
+
+    @property
+    def differs(self) -> bool:
+        return self.a != self.b
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.1f}" if not v.is_integer() else str(int(v))
+    if isinstance(v, (list, tuple)):
+        return " ".join(str(x) for x in v) or "-"
+    return str(v)
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def metrics(result: dict[str, Any]) -> dict[str, float | None]:
+    """The comparable numbers of one run (None when the run has no such number)."""
+    stats = _dict(result.get("stats"))
+    groups = [g for g in stats.get("groups") or [] if isinstance(g, dict)]
+    workers = [w for w in stats.get("workers") or [] if isinstance(w, dict)]
+    timings = _dict(result.get("timings"))
+    cpus: set[Any] = set()
+    for w in workers:
+        if isinstance(w.get("cpus"), list):
+            cpus.update(c for c in w["cpus"] if isinstance(c, int))
+    has = bool(stats)
+
+    def total(key: str) -> float | None:
+        vals = [_num(g.get(key)) for g in groups]
+        return sum(v for v in vals if v is not None) if has else None
+
+    def worst(key: str) -> float | None:
+        vals = [v for v in (_num(g.get(key)) for g in groups) if v is not None]
+        return max(vals, default=0.0) if has else None
+
+    out: dict[str, float | None] = {
+        "workers": float(len(workers)) if has else None,
+        "cpus": float(len(cpus)) if has else None,
+        "migrations": total("migrations"),
+        "spread": worst("spread"),
+        "gap": worst("max_gap_ms"),
+        "iterations": total("iterations"),
+        "duration": _num(stats.get("duration_ms")),
+        "boot": _num(timings.get("boot_to_ready_s")),
+        "vm": _num(timings.get("vm_s")),
+    }
+    for k, v in monitor_summary(result).items():
+        out[f"monitor.{k}"] = _num(v)
+    return out
+
+
+def monitor_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The monitor's scalar summary fields, when result.json has a monitor block."""
+    mon = _dict(result.get("monitor"))
+    summary = _dict(mon.get("summary")) or mon
+    return {k: v for k, v in summary.items()
+            if isinstance(v, (int, float, str)) and not isinstance(v, bool) or v is None}
+
+
+def first_failure_line(result: dict[str, Any]) -> str:
+    if result.get("verdict") == "pass" and not result.get("expected_failure"):
+        return ""
+    details = _dict(result.get("sections")).get("details")
+    if isinstance(details, str) and details.strip():
+        return details.strip().splitlines()[0]
+    reason = str(result.get("reason") or "")
+    return reason.splitlines()[0] if reason else ""
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+
+    def add(group: str, field: str, va: Any, vb: Any) -> None:
+        rows.append(Row(group, field, _fmt(va), _fmt(vb)))
+
+    add("run", "id", a.get("run_id"), b.get("run_id"))
+    add("run", "kind", a.get("kind") or "run", b.get("kind") or "run")
+    add("run", "parent", a.get("parent"), b.get("parent"))
+    add("run", "scheduler", a.get("scheduler"), b.get("scheduler"))
+    add("run", "sched_args", a.get("sched_args"), b.get("sched_args"))
+    add("run", "kernel", _dict(a.get("kernel")).get("version"), _dict(b.get("kernel")).get("version"))
+    add("run", "engine", a.get("engine"), b.get("engine"))
+    add("verdict", "verdict", a.get("verdict"), b.get("verdict"))
+    add("verdict", "reason", str(a.get("reason") or "").split("\n")[0],
+        str(b.get("reason") or "").split("\n")[0])
+    add("verdict", "first failure", first_failure_line(a), first_failure_line(b))
+    ta, tb = _dict(a.get("topology")), _dict(b.get("topology"))
+    for key in ("preset", "requested", "observed"):
+        add("topology", key, ta.get(key), tb.get(key))
+    ma, mb = metrics(a), metrics(b)
+    for key in METRICS:
+        add("stats", key, ma.get(key), mb.get(key))
+    ga = {g.get("index"): g for g in _dict(a.get("stats")).get("groups") or [] if isinstance(g, dict)}
+    gb = {g.get("index"): g for g in _dict(b.get("stats")).get("groups") or [] if isinstance(g, dict)}
+    for idx in sorted(set(ga) | set(gb), key=lambda i: (not isinstance(i, int), str(i))):
+        x, y = _dict(ga.get(idx)), _dict(gb.get(idx))
+        for key in ("kind", "workers", "cpus", "migrations", "spread", "max_gap_ms", "iterations"):
+            add(f"cg{idx}", key, x.get(key), y.get(key))
+    sa, sb = monitor_summary(a), monitor_summary(b)
+    for key in sorted(set(sa) | set(sb)):
+        add("monitor", key, sa.get(key), sb.get(key))
+    return rows
+
+
+# --------------------------------------------------------------------------- --fail-on
+
+@dataclass(frozen=True)
+class FailOn:
+    metric: str
+    amount: float
+    percent: bool
+    sign: int  # +1: fail when B rose by more than amount; -1: fail when B fell by more
+
+    def __str__(self) -> str:
+        return f"{self.metric}:{'+' if self.sign > 0 else '-'}{self.amount:g}{'%' if self.percent else ''}"
+
+
+_FAIL_ON = re.compile(r"^([a-z_.]+):([+-])(\d+(?:\.\d+)?)(%?)$")
+
+
+def parse_fail_on(text: str) -> FailOn:
+    """`migrations:+20%` (B more than 20% above A fails), `iterations:-10%`, `gap:+50`
+    (absolute). Unknown metrics are refused with the list."""
+    m = _FAIL_ON.match(text.strip())
+    if not m:
+        raise UsageError(f"bad --fail-on '{text}'",
+                         "use METRIC:+N% or METRIC:-N% (or an absolute METRIC:+N), e.g. migrations:+20%")
+    metric, sign, amount, pct = m.groups()
+    if metric not in METRICS and not metric.startswith("monitor."):
+        raise UsageError(f"unknown metric '{metric}' in --fail-on",
+                         f"metrics: {', '.join(METRICS)}, monitor.<summary field>")
+    return FailOn(metric, float(amount), bool(pct), 1 if sign == "+" else -1)
+
+
+def regressions(a: dict[str, Any], b: dict[str, Any], rules: list[FailOn]) -> list[str]:
+    """One line per rule B breaks against A; a metric missing on either side is a
+    regression too (the script asked about something the runs cannot answer)."""
+    ma, mb = metrics(a), metrics(b)
+    out = []
+    for r in rules:
+        va, vb = ma.get(r.metric), mb.get(r.metric)
+        if va is None or vb is None:
+            out.append(f"{r}: {r.metric} is missing in {'A' if va is None else 'B'}")
+            continue
+        delta = (vb - va) * r.sign
+        if r.percent:
+            limit = abs(va) * r.amount / 100.0
+            change = f"{(vb - va) / abs(va) * 100.0:+.1f}%" if va else "from 0"
+        else:
+            limit = r.amount
+            change = f"{vb - va:+g}"
+        if delta > limit:
+            out.append(f"{r}: {r.metric} {_fmt(va)} -> {_fmt(vb)} ({change})")
+    return out
+
+
+def render(rows: list[Row], a_label: str = "A", b_label: str = "B") -> str:
+    """A three-column table; differing rows marked with `*` in the first column."""
+    wf = max([len(f"{r.group}.{r.field}") for r in rows] + [5])
+    wa = min(max([len(r.a) for r in rows] + [len(a_label)]), 48)
+    lines = [f"  {'FIELD':<{wf}}  {a_label:<{wa}}  {b_label}"]
+    for r in rows:
+        mark = "*" if r.differs else " "
+        lines.append(f"{mark} {r.group + '.' + r.field:<{wf}}  {r.a:<{wa}}  {r.b}".rstrip())
+    n = sum(r.differs for r in rows)
+    lines.append(f"{n} difference{'s' if n != 1 else ''}" if n else "no differences")
+    return "\n".join(lines)
+
+
+def to_json(rows: list[Row], regress: list[str]) -> dict[str, Any]:
+    return {"rows": [{"group": r.group, "field": r.field, "a": r.a, "b": r.b,
+                      "differs": r.differs} for r in rows],
+            "differences": sum(r.differs for r in rows), "regressions": regress}
