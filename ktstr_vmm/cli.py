@@ -25,6 +25,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "doctor",
     "runs",
     "tui",
+    "repro",
+    "rerun",
+    "compare",
 )
 
 
