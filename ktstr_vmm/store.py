@@ -123,7 +123,8 @@ class Store:
         """Runs newest first. `verdict` "running" matches every live phase; `topology`
         takes a preset name or notation; `since` is a Unix time; `text` is a substring of
         the id, name, scheduler, topology or first line of the message."""
-        self.refresh()
+        if self.runs_dir.is_dir():
+            self.refresh()
         where: list[str] = []
         params: list[object] = []
         if verdict:
@@ -156,6 +157,8 @@ class Store:
             where.append(" OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in
                                      ("run_id", "name", "scheduler", "topology", "first_line")))
             params += [pat] * 5
+        if not self.runs_dir.is_dir():
+            return []  # no store yet: nothing to list, nothing to create
         return self.index.query(where, params, limit=limit, offset=offset)
 
     def get(self, run_ref: str) -> RunSummary:

@@ -74,6 +74,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     since = parse_since(args.since) if args.since else None
     runs = store.list_runs(verdict=args.verdict, scheduler=args.scheduler, topology=args.topology,
                            since=since, text=args.grep, limit=args.limit)
+    if store.index.degraded:
+        print(f"ktstr: note: {store.index.degraded}", file=sys.stderr)
     if args.json:
         print(json.dumps([r.to_json() for r in runs], indent=2))
         return 0
