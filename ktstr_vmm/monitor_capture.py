@@ -1,0 +1,182 @@
+"""A real failure dump read from the frozen guest: per-CPU run queues and their local DSQs,
+the current and runnable tasks, the attached scheduler's exit (kind, reason, message) and
+the event-counter timeline of the monitor's samples. docs/failure-dump.md lists the fields.
+
+Every list walk is capped (a corrupt list cannot loop forever) and every read may fail:
+what could not be read is left out, as absent means "not captured" in the format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .dumps import (
+    REASON_NO_NUMA_WALKER,
+    REASON_PROG_ACCESSOR_UNAVAILABLE,
+    REASON_SCX_ROOT_NULL,
+    DsqState,
+    EventCounterSample,
+    FailureDump,
+    RqScxState,
+    ScxSchedState,
+    TaskEnrichment,
+)
+from .guestmem import is_bad
+from .monitor_read import MAX_PID, Sampler
+
+LIST_CAP = 256
+REASON_NO_SDT = "sdt_alloc views are not captured by ktstr-vmm"
+_EV_FIELDS = {f.name for f in dataclasses.fields(EventCounterSample)} - {"elapsed_ms"}
+_CLASS_NAMES = {"ext": "ext_sched_class", "fair": "fair_sched_class",
+                "idle": "idle_sched_class", "rt": "rt_sched_class", "dl": "dl_sched_class",
+                "stop": "stop_sched_class"}
+
+
+def _int(mem, va: int, size: int, signed: bool = False) -> int | None:
+    b = mem.read(va, size)
+    return None if is_bad(b) else int.from_bytes(b, "little", signed=signed)
+
+
+def _walk(mem, head: int, node_off: int | None) -> tuple[list[int], bool]:
+    """Entries of a list_head at `head` as container addresses (node - node_off)."""
+    if node_off is None:
+        return [], False
+    out: list[int] = []
+    nxt = _int(mem, head, 8)
+    seen = {head}
+    while nxt and nxt not in seen:
+        if len(out) >= LIST_CAP:
+            return out, True
+        seen.add(nxt)
+        out.append(nxt - node_off)
+        nxt = _int(mem, nxt, 8)
+    return out, False
+
+
+def _task(s: Sampler, va: int, cpu: int | None = None) -> TaskEnrichment | None:
+    mem, L, x = s.mem, s.L, s.L.extra
+    t = s._task(va)
+    if is_bad(t) or not 0 <= t[0] <= MAX_PID:
+        return None
+    pid, comm, cls = t
+    kw: dict[str, Any] = {"pid": pid, "comm": comm,
+                          "sched_class": _CLASS_NAMES.get(cls, cls)}
+    tgid = _int(mem, va + L.task_tgid, 4, True)
+    kw["tgid"] = tgid if tgid is not None else 0
+    for key, off, size, signed in (("prio", x["task_prio"], 4, True),
+                                   ("scx_weight", x["task_weight"], 4, False),
+                                   ("nvcsw", x["task_nvcsw"], 8, False),
+                                   ("nivcsw", x["task_nivcsw"], 8, False),
+                                   ("cpu", x["task_cpu"], 4, False)):
+        if off is not None:
+            v = _int(mem, va + off, size, signed)
+            if v is not None:
+                kw[key] = v
+    if cpu is not None and "cpu" not in kw:
+        kw["cpu"] = cpu
+    for key, off in (("real_parent", x["task_real_parent"]),
+                     ("group_leader", x["task_group_leader"])):
+        p = _int(mem, va + off, 8) if off is not None else None
+        if p:
+            pt = s._task(p)
+            if not is_bad(pt):
+                kw[f"{key}_pid"] = pt[0]
+                if key == "real_parent":
+                    kw["real_parent_comm"] = pt[1]
+    return TaskEnrichment(**kw)
+
+
+def _rq(s: Sampler, cpu: int, tasks: dict[int, TaskEnrichment]) -> tuple[RqScxState, DsqState]:
+    mem, L, x = s.mem, s.L, s.L.extra
+    rq = s.rq_addrs[cpu]
+    c = s.read_cpu(cpu)
+    runnable, trunc = _walk(mem, rq + x["rq_runnable_list"], x["task_runnable_node"]) \
+        if x["rq_runnable_list"] is not None else ([], False)
+    kw: dict[str, Any] = {"cpu": cpu, "runnable_task_kvas": tuple(runnable),
+                          "runnable_truncated": trunc}
+    if "error" not in c:
+        kw.update(nr_running=c["scx_nr_running"], flags=c["scx_flags"], rq_clock=c["clock_ns"],
+                  rq_nr_running=c["nr_running"], local_dsq_depth=c["local_dsq_nr"],
+                  curr_pid=c.get("curr_pid"), curr_comm=c.get("curr_comm"),
+                  curr_class=_CLASS_NAMES.get(c.get("curr_class"), c.get("curr_class")))
+    for key, off, size in (("cpu_released", x["rq_cpu_released"], 1),
+                           ("ops_qseq", x["rq_ops_qseq"], 8), ("kick_sync", x["rq_kick_sync"], 8),
+                           ("nr_immed", x["rq_nr_immed"], 4)):
+        if off is not None:
+            v = _int(mem, rq + off, size)
+            if v is not None:
+                kw[key] = bool(v) if key == "cpu_released" else v
+    curr = _int(mem, rq + L.rq_curr, 8)
+    for va in ([curr] if curr else []) + runnable:
+        if va not in tasks:
+            t = _task(s, va, cpu)
+            if t is not None:
+                tasks[va] = t
+    queued, dtrunc = _walk(mem, rq + x["local_dsq_list"], x["task_dsq_node"]) \
+        if x["local_dsq_list"] is not None else ([], False)
+    seq = _int(mem, rq + x["local_dsq_seq"], 4) if x["local_dsq_seq"] is not None else None
+    dsq_id = _int(mem, rq + x["local_dsq_id"], 8) if x["local_dsq_id"] is not None else None
+    d = DsqState(id=dsq_id or 0, origin=f"local cpu {cpu}", nr=c.get("local_dsq_nr", 0),
+                 seq=seq or 0, task_kvas=tuple(queued), truncated=dtrunc)
+    return RqScxState(**kw), d
+
+
+def _sched(s: Sampler) -> ScxSchedState | None:
+    mem, L, x = s.mem, s.L, s.L.extra
+    root = L.sym.get("scx_root")
+    sch = _int(mem, root, 8) if root is not None else None
+    if not sch:
+        sch = s.last_sch  # freed at disable, but its memory usually still holds the exit
+    if not sch:
+        return None
+    kind = _int(mem, sch + L.sch_exit_kind, 4) if L.sch_exit_kind is not None else None
+    if kind is None or kind > 0xFFFF:
+        return None
+    kw: dict[str, Any] = {"exit_kind": kind}
+    if L.sch_aborting is not None:
+        kw["aborting"] = bool(_int(mem, sch + L.sch_aborting, 1))
+    if L.sch_bypass_depth is not None:
+        kw["bypass_depth"] = _int(mem, sch + L.sch_bypass_depth, 4, True) or 0
+    if L.sch_watchdog_timeout is not None:
+        kw["watchdog_timeout"] = _int(mem, sch + L.sch_watchdog_timeout, 8)
+    ei = _int(mem, sch + L.sch_exit_info, 8) if L.sch_exit_info is not None else None
+    if ei:
+        for key, off in (("exit_reason", x["ei_reason"]), ("exit_msg", x["ei_msg"])):
+            p = _int(mem, ei + off, 8) if off is not None else None
+            if p:
+                text = mem.cstr(p, 1024)
+                if not is_bad(text) and text:
+                    kw[key] = text
+    return ScxSchedState(**kw)
+
+
+def _timeline(samples: list[dict]) -> tuple[EventCounterSample, ...]:
+    out = []
+    for smp in samples:
+        ev = (smp.get("scx") or {}).get("events")
+        if not isinstance(ev, dict):
+            continue
+        kw = {k: v for k, v in ev.items() if k in _EV_FIELDS and isinstance(v, int)}
+        if "reenq_repeat" in ev and "reenq_local_repeat" not in kw:
+            kw["reenq_local_repeat"] = ev["reenq_repeat"]
+        out.append(EventCounterSample(elapsed_ms=int(float(smp.get("t", 0)) * 1000), **kw))
+    return tuple(out)
+
+
+def capture(s: Sampler, samples: list[dict]) -> FailureDump:
+    tasks: dict[int, TaskEnrichment] = {}
+    rqs, dsqs = [], []
+    for cpu in range(s.ncpus):
+        r, d = _rq(s, cpu, tasks)
+        rqs.append(r)
+        dsqs.append(d)
+    sched = _sched(s)
+    return FailureDump(
+        rq_scx_states=tuple(rqs), dsq_states=tuple(dsqs), scx_sched_state=sched,
+        scx_walker_unavailable=None if sched is not None else REASON_SCX_ROOT_NULL,
+        task_enrichments=tuple(tasks.values()),
+        task_enrichments_unavailable=None if tasks else "no task could be read",
+        event_counter_timeline=_timeline(samples),
+        prog_runtime_stats_unavailable=REASON_PROG_ACCESSOR_UNAVAILABLE,
+        per_node_numa_unavailable=REASON_NO_NUMA_WALKER, sdt_alloc_unavailable=REASON_NO_SDT)

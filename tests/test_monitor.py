@@ -1,0 +1,203 @@
+"""Monitor on synthetic guest images laid out with the real kernel's BTF: sample shape,
+thresholds and their pinned messages, capture, unavailable/garbage cases."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from ktstr_vmm import btf as B
+from ktstr_vmm import thresholds as T
+from ktstr_vmm.dumps import dump_to_json, failure_dump_from_json
+from ktstr_vmm.eval_sections import monitor_body
+from ktstr_vmm.monitor import Monitor, MonitorUnavailable
+
+sys.path.insert(0, str(Path(__file__).parent))
+import monitor_image as MI  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def kbtf(kernel):
+    return B.load_btf(kernel.vmlinux, kernel.build_id)
+
+
+@pytest.fixture
+def image(kbtf):
+    return MI.build(kbtf, 4)
+
+
+def make(kernel, image, tmp_path, **kw) -> Monitor:
+    mon = Monitor.create(image.regions(), image.sysrdy(kw.pop("kallsyms", None)),
+                         kernel.vmlinux, tmp_path / "monitor.jsonl", 0.01, image.ncpus,
+                         build_id=kernel.build_id, **kw)
+    assert isinstance(mon, Monitor), mon
+    return mon
+
+
+def test_sample_reads_every_field(kernel, image, tmp_path):
+    image.set_cpu(2, nr_running=3, scx_nr=2, dsq=1, clock=5_000, pid=42, comm="worker",
+                  cls="fair_sched_class")
+    image.set_scx(events=7)
+    mon = make(kernel, image, tmp_path)
+    s = mon.sample_once()
+    assert s["cpus"][2] == {"cpu": 2, "nr_running": 3, "scx_nr_running": 2, "local_dsq_nr": 1,
+                            "clock_ns": 5000, "scx_flags": 0, "curr_pid": 42,
+                            "curr_comm": "worker", "curr_class": "fair"}
+    assert s["cpus"][0]["curr_class"] == "ext"
+    assert s["scx"]["state"] == "enabled" and s["scx"]["exit_kind"] == 0
+    assert s["scx"]["events"]["select_cpu_fallback"] == 7 * 4
+    assert s["flags"] == []
+    line = json.loads((tmp_path / "monitor.jsonl").read_text().splitlines()[0])
+    assert line == s
+
+
+def test_exit_is_seen_and_captured(kernel, image, tmp_path):
+    image.set_scx(events=1)
+    mon = make(kernel, image, tmp_path)
+    fired = []
+    mon._on_exit = lambda: fired.append(True)
+    mon.sample_once()
+    assert not mon.scheduler_exited()
+    image.set_scx(exit_kind=1025, reason="scx_bpf_error", msg="injected error after 2500ms")
+    mon.sample_once()
+    assert mon.scheduler_exited() and mon.scheduler_failed() and mon.exit_kind() == 1025
+    assert fired == [True]
+    d = mon.capture()
+    assert not d.is_placeholder
+    assert d.scx_sched_state.exit_kind == 1025
+    assert d.scx_sched_state.exit_reason == "scx_bpf_error"
+    assert d.scx_sched_state.exit_msg == "injected error after 2500ms"
+    assert [(r.cpu, r.curr_pid, r.curr_class) for r in d.rq_scx_states] == [
+        (0, 100, "ext_sched_class"), (1, 101, "ext_sched_class"), (2, 102, "ext_sched_class"),
+        (3, 103, "ext_sched_class")]
+    assert {t.pid for t in d.task_enrichments} == {100, 101, 102, 103}
+    assert len(d.event_counter_timeline) == 2
+    assert failure_dump_from_json(json.loads(json.dumps(dump_to_json(d)))) == d
+    report = mon.stop()
+    assert report.verdict.details[-1].startswith(
+        "scheduler state left enabled: enabled (SCX_EXIT_ERROR_BPF) at sample 1")
+
+
+def _series(n: int, per_cpu, **scx) -> list[dict]:
+    """n samples; per_cpu(i, cpu) -> dict of fields."""
+    out = []
+    for i in range(n):
+        cpus = [{"cpu": c, "nr_running": 1, "scx_nr_running": 1, "local_dsq_nr": 0,
+                 "clock_ns": 1000 + i * 100 + c, "curr_pid": 10 + c + i * 4,
+                 "curr_comm": "x", "curr_class": "ext", **per_cpu(i, c)} for c in range(4)]
+        out.append({"t": i * 0.1, "cpus": cpus,
+                    "scx": {"state": "enabled", "exit_kind": 0, **scx}, "flags": []})
+    return out
+
+
+def test_thresholds_pass_on_a_healthy_series():
+    r = T.report(_series(40, lambda i, c: {}))
+    assert r.verdict.kind == "pass" and r.verdict.summary == "monitor OK"
+    assert r.summary.total_samples == 20  # 20 settle samples trimmed
+    assert monitor_body(r).splitlines()[0] == (
+        "samples=20 max_imbalance=1.00 max_dsq_depth=0 stuck=0")
+
+
+def test_sustained_imbalance_dsq_and_stuck_cpu_fail_with_seed_messages():
+    def cpu(i, c):
+        if c == 0 and i >= 25:
+            return {"nr_running": 9, "local_dsq_nr": 60, "clock_ns": 5000, "curr_pid": 7}
+        return {}
+    r = T.report(_series(40, cpu))
+    assert r.verdict.kind == "fail"
+    assert r.verdict.summary == "monitor FAILED: 3 violation(s)"
+    assert r.verdict.details == (
+        "imbalance ratio 9.0 exceeded threshold 4.0 for 15 consecutive samples "
+        "(ending at sample 19)",
+        "local DSQ depth 60 on cpu0 exceeded threshold 50 for 15 consecutive samples "
+        "(ending at sample 19)",
+        "stuck cpu0 for 14 consecutive samples (ending at sample 19, clock=5000)")
+    assert r.summary.stuck_count == 14
+
+
+def test_idle_curr_with_runnable_work_is_stuck_short_runs_are_not():
+    def cpu(i, c):
+        if c == 1 and i >= 30:
+            return {"curr_pid": 0, "curr_class": "idle", "nr_running": 2}
+        if c == 2 and 30 <= i < 33:  # 3 samples: below the sustained window
+            return {"clock_ns": 1, "nr_running": 1}
+        return {}
+    r = T.report(_series(40, cpu))
+    assert r.verdict.details == (
+        "stuck cpu1 for 9 consecutive samples (ending at sample 19, clock=4901)",)
+
+
+def test_no_usable_samples_is_inconclusive():
+    assert T.report([]).verdict.summary == "no monitor samples"
+    bad = [{"t": 0, "cpus": [{"cpu": 0, "error": "run queue is not in guest RAM"}],
+            "scx": {}, "flags": ["read_error cpu0: run queue is not in guest RAM"]}]
+    v = T.report(bad).verdict
+    assert v.kind == "inconclusive"
+    assert v.summary == ("no usable monitor samples (1 read, none plausible: read_error cpu0: "
+                         "run queue is not in guest RAM)")
+    same = _series(5, lambda i, c: {"clock_ns": 77})
+    assert T.report(same).verdict.summary == "monitor data not yet initialized"
+    r = MonitorUnavailable("no .BTF").report()
+    assert (r.verdict.kind, r.verdict.summary) == ("inconclusive", "monitor unavailable: no .BTF")
+
+
+def test_event_deltas_and_rates():
+    s = _series(30, lambda i, c: {})
+    for i, smp in enumerate(s):
+        smp["scx"]["events"] = {"select_cpu_fallback": i * 50, "dispatch_keep_last": 0,
+                                "bypass_duration": 3 * i}
+    r = T.report(s)
+    ev = r.summary.event_deltas
+    assert ev.total_fallback == 450 and round(ev.fallback_rate) == 500
+    assert ev.total_bypass_duration == 27
+    assert r.verdict.details == (
+        "fallback rate 500.0/s exceeded threshold 200.0/s for 9 consecutive intervals "
+        "(ending at sample 9)",)
+
+
+def test_unavailable_without_btf_or_symbols(kernel, image, tmp_path):
+    mon = Monitor.create(image.regions(), image.sysrdy(), Path(shutil.which("true")),
+                         tmp_path / "m.jsonl", 0.1, 4)
+    assert isinstance(mon, MonitorUnavailable)
+    assert mon.reason.endswith("has no .BTF section")
+    syms = {k: v for k, v in image.kallsyms.items() if k != "runqueues"}
+    mon = Monitor.create(image.regions(), image.sysrdy(syms), kernel.vmlinux,
+                         tmp_path / "m.jsonl", 0.1, 4)
+    assert isinstance(mon, MonitorUnavailable)
+    assert mon.reason == ("kernel symbols missing: runqueues (kallsyms from the guest did not "
+                          "include them)")
+    mon = Monitor.create([], image.sysrdy(), kernel.vmlinux, tmp_path / "m.jsonl", 0.1, 4)
+    assert mon.reason == "the VM engine does not share guest RAM"
+
+
+def test_garbage_memory_gives_inconclusive_not_a_crash(kernel, image, tmp_path):
+    import random
+    rnd = random.Random(7)
+    mon = make(kernel, image, tmp_path)
+    for _ in range(30):
+        for c in range(4):  # scribble over run queues and tasks
+            for base in (image.rq_pa(c), image.task_pa(c)):
+                for _ in range(200):
+                    image.buf[base + rnd.randrange(0x3000)] = rnd.randrange(256)
+        image.put(image.rq_pa(1) + image.m("rq", "curr"), "Q", rnd.getrandbits(64))
+        image.put(image.rq_pa(2) + image.m("rq", "scx.local_dsq.nr"), "I", 0xFFFFFF)
+        mon.sample_once()
+    r = mon.stop()
+    assert r.verdict.kind == "inconclusive"
+    assert any(f.startswith("implausible cpu2") for s in mon.samples for f in s["flags"])
+    mon.capture()  # never raises
+
+
+def test_thread_samples_at_the_interval(kernel, image, tmp_path):
+    import time
+    mon = make(kernel, image, tmp_path)
+    mon.start()
+    time.sleep(0.3)
+    mon.stop()
+    n = len(mon.samples)
+    assert 10 <= n <= 40
+    assert len((tmp_path / "monitor.jsonl").read_text().splitlines()) == n
