@@ -1,0 +1,125 @@
+"""Whole-screen snapshots (pytest-textual-snapshot) of each screen on the fixture store.
+
+Update after a deliberate UI change with `pytest tests/tui/test_snapshots.py
+--snapshot-update` and review the SVGs. The store lives at a fixed path and times are UTC
+(conftest), the live screen's clock is pinned, so the pictures are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import RUN_IDS, SNAPSHOT_STORE, make_app, wait_for
+from textual.widgets import DataTable, Input
+
+from ktstr_tui.screens.live_run import LiveRunScreen
+from ktstr_tui.screens.result import ResultScreen
+from ktstr_tui.widgets.failure_dump_view import FailureDumpView
+from ktstr_tui.widgets.log_view import LogPane
+
+pytestmark = pytest.mark.tui
+SIZE = (120, 40)
+
+
+def app_on(run: str | None = None, **kw):
+    path = SNAPSHOT_STORE / "runs" / RUN_IDS[run] if run else None
+    return make_app(SNAPSHOT_STORE, open_path=path, **kw)
+
+
+async def _browser_ready(pilot):
+    table = pilot.app.screen.query_one("#runs", DataTable)
+    await wait_for(pilot, lambda: table.row_count == 5, what="runs")
+
+
+async def _result_ready(pilot):
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ResultScreen)
+                   and pilot.app.screen.view is not None, what="result")
+
+
+def test_browser(snap_compare, snapshot_runs):
+    assert snap_compare(app_on(), terminal_size=SIZE, run_before=_browser_ready)
+
+
+def test_result_failure_message(snap_compare, snapshot_runs):
+    assert snap_compare(app_on("fail"), terminal_size=SIZE, run_before=_result_ready)
+
+
+def test_result_sched_ext_dump_after_cpu_jump(snap_compare, snapshot_runs):
+    async def run_before(pilot):
+        await _result_ready(pilot)
+        await pilot.press("D")
+        pilot.app.screen.query_one("#scx-dump").focus()
+        await pilot.press("c", "c")
+
+    assert snap_compare(app_on("fail"), terminal_size=SIZE, run_before=run_before)
+
+
+def test_result_failure_dump_viewer(snap_compare, snapshot_runs):
+    async def run_before(pilot):
+        await _result_ready(pilot)
+        await pilot.press("F")
+        view = pilot.app.screen.query_one(FailureDumpView)
+        await wait_for(pilot, lambda: view.query(DataTable), what="dump")
+
+    assert snap_compare(app_on("fail"), terminal_size=SIZE, run_before=run_before)
+
+
+def test_result_sched_log_search(snap_compare, snapshot_runs):
+    async def run_before(pilot):
+        await _result_ready(pilot)
+        await pilot.press("l")
+        pane = pilot.app.screen.query_one("#tab-sched LogPane", LogPane)
+        await wait_for(pilot, lambda: pane.view.line_count == 110, what="indexed")
+        pane.view.focus()
+        await pilot.press("slash", *"SCX_EV_BYPASS", "enter")
+        await wait_for(pilot, lambda: pane.view.pointer is not None, what="found")
+
+    assert snap_compare(app_on("fail"), terminal_size=SIZE, run_before=run_before)
+
+
+def test_result_corrupt(snap_compare, snapshot_runs):
+    assert snap_compare(app_on("corrupt"), terminal_size=SIZE, run_before=_result_ready)
+
+
+def test_live_run(snap_compare, snapshot_runs, monkeypatch):
+    from fixture_store import T0
+
+    monkeypatch.setattr(LiveRunScreen, "clock", staticmethod(lambda: T0 + 1200 + 12.5))
+
+    async def run_before(pilot):
+        screen = pilot.app.screen
+        await wait_for(pilot, lambda: screen.status is not None
+                       and screen.query_one("#sched-pane", LogPane).view.line_count == 1,
+                       what="live state")
+
+    # pid 1 stands for a live writer in the fixture
+    assert snap_compare(app_on("live"), terminal_size=SIZE, run_before=run_before)
+
+
+def test_launcher_with_topology_error(snap_compare, snapshot_runs):
+    async def run_before(pilot):
+        await _browser_ready(pilot)
+        await pilot.press("n")
+        pilot.app.screen.query_one("#f-topology", Input).value = "2n3l2c1t"
+        await pilot.pause()
+
+    assert snap_compare(app_on(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_rerun_dialog(snap_compare, snapshot_runs):
+    async def run_before(pilot):
+        await _result_ready(pilot)
+        await pilot.press("r")
+        box = pilot.app.screen.query_one("#rerun-topology", Input)
+        await wait_for(pilot, lambda: box.value == "tiny-2llc", what="prefilled")
+        box.value = "numa2-4llc"
+        await pilot.pause()
+
+    assert snap_compare(app_on("fail"), terminal_size=SIZE, run_before=run_before)
+
+
+def test_help(snap_compare, snapshot_runs):
+    async def run_before(pilot):
+        await _browser_ready(pilot)
+        await pilot.press("question_mark")
+
+    assert snap_compare(app_on(), terminal_size=SIZE, run_before=run_before)
