@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -62,14 +63,16 @@ def build_agent(progress: Progress | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     try:
         cmd = [cc, *CFLAGS, "-o", str(tmp / "ktstr-init"),
-               *[str(f) for f in files if f.suffix == ".c"]]
+               *[f.name for f in files if f.suffix == ".c"]]
+        env = {**os.environ, "LC_ALL": "C"}  # plain quotes in the compiler's messages
         try:
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
-                                 cwd=files[0].parent)
+                                 cwd=files[0].parent, env=env)
         except subprocess.TimeoutExpired as e:
             raise BuildError(f"building the guest agent took over {BUILD_TIMEOUT_S}s") from e
         if res.returncode != 0:
-            tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-5:])
+            lines = (res.stderr or res.stdout).strip().splitlines()
+            tail = " | ".join([x for x in lines if ": error:" in x][:3] or lines[-5:])
             hint = ("install the static C library: apt-get install libc6-dev"
                     if "cannot find -lc" in res.stderr else None)
             raise BuildError(f"building the guest agent failed: {tail}", hint)

@@ -27,6 +27,7 @@ class GuestSpec:
     kallsyms: tuple[str, ...]
     probes: tuple[str, ...]
     vcpus: int
+    wire_selftest_kib: int = 0
 
 
 def enable_timeout_ms(vcpus: int) -> int:
@@ -43,9 +44,11 @@ def _value(key: str, value: str) -> str:
 
 
 def render_guest_spec(spec: RunSpec, scheduler_guest_path: str | None,
-                      kallsyms_wanted: list[str]) -> str:
+                      kallsyms_wanted: list[str], *, wire_selftest_kib: int = 0) -> str:
     """The text of `/ktstr/spec` for `spec`. `scheduler_guest_path` None (or "") runs a
-    baseline under the default class. Raises UsageError for values the format cannot hold."""
+    baseline under the default class. `wire_selftest_kib` makes the agent send that much
+    filler right after SysRdy (a throughput measurement). Raises UsageError for values the
+    format cannot hold."""
     vcpus = spec.topology.vcpus
     groups = []
     for g in spec.workload:
@@ -73,6 +76,8 @@ def render_guest_spec(spec: RunSpec, scheduler_guest_path: str | None,
             raise UsageError(f"guest spec: bad kallsyms name {sym!r}")
         lines.append(f"kallsym={sym}")
     lines += [f"probe={_value('probe', p)}" for p in spec.probes]
+    if wire_selftest_kib:
+        lines.append(f"wire_selftest_kib={int(wire_selftest_kib)}")
     return "\n".join(lines) + "\n"
 
 
@@ -110,4 +115,5 @@ def parse_guest_spec(text: str) -> GuestSpec:
         sched_args=tuple(multi["sched_arg"]), duration_ms=num("duration_ms"),
         enable_timeout_ms=num("enable_timeout_ms"), stop_timeout_ms=num("stop_timeout_ms"),
         workload=tuple(workload), cgroups=single.get("cgroups") == "1",
-        kallsyms=tuple(multi["kallsym"]), probes=tuple(multi["probe"]), vcpus=num("vcpus"))
+        kallsyms=tuple(multi["kallsym"]), probes=tuple(multi["probe"]), vcpus=num("vcpus"),
+        wire_selftest_kib=num("wire_selftest_kib"))

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +78,8 @@ static struct {
 
 	struct workload wl;
 	int wl_started;
+
+	uint64_t pump_last_ms, pump_max_gap_ms; /* the agent's own responsiveness */
 
 	int exit_code;
 	char exit_reason[256];
@@ -396,6 +399,10 @@ static int pump(uint64_t deadline_ms, int (*done)(void))
 		int n = 0;
 		uint64_t now;
 
+		now = now_ms();
+		if (run.pump_last_ms && now - run.pump_last_ms > run.pump_max_gap_ms)
+			run.pump_max_gap_ms = now - run.pump_last_ms;
+		run.pump_last_ms = now;
 		reap_children();
 		watch_scheduler();
 		if (done && done())
@@ -435,6 +442,21 @@ static void phase_sysrdy(void)
 	jb_init(&j);
 	sysinfo_json(&run.spec, &j);
 	send_json(MSG_SYS_RDY, &j);
+}
+
+/* Wire throughput test: `wire_selftest_kib` KiB of RawPayloadOutput in 4 KiB frames. */
+static void phase_wire_selftest(void)
+{
+	static char chunk[4096];
+	uint64_t t0 = now_ms();
+
+	if (!run.spec.wire_selftest_kib)
+		return;
+	memset(chunk, 'w', sizeof(chunk));
+	for (uint64_t i = 0; i < run.spec.wire_selftest_kib / 4; i++)
+		wire_send(MSG_RAW_PAYLOAD_OUTPUT, 0, chunk, sizeof(chunk));
+	note("wire selftest: %llu KiB in %llu ms", (unsigned long long)run.spec.wire_selftest_kib,
+	     (unsigned long long)(now_ms() - t0));
 }
 
 /* ---------------------------------------------------------------- phase: probes */
@@ -707,8 +729,9 @@ static void send_exit(void)
 	jb_ku64(&j, "code", (uint64_t)run.exit_code);
 	jb_kstr(&j, "reason", run.exit_code ? run.exit_reason : "ok");
 	jb_close(&j, '}');
-	note("done: exit %d (%s), %llu wire bytes, %lu frames dropped", run.exit_code,
-	     run.exit_code ? run.exit_reason : "ok", wire_bytes_sent(), wire_dropped());
+	note("done: exit %d (%s), %llu wire bytes, %lu frames dropped, longest agent stall %llu ms",
+	     run.exit_code, run.exit_code ? run.exit_reason : "ok", wire_bytes_sent(), wire_dropped(),
+	     (unsigned long long)run.pump_max_gap_ms);
 	send_json(MSG_EXIT, &j);
 }
 
@@ -730,17 +753,30 @@ static void power_off(void)
 	_exit(1);
 }
 
+/* The agent runs SCHED_FIFO so that a busy or broken scheduler under test cannot starve
+ * the streams and the watch; RESET_ON_FORK gives the scheduler and the workers the
+ * normal class. The agent sleeps in poll() nearly all the time. */
+static void agent_priority(void)
+{
+	struct sched_param sp = { .sched_priority = 1 };
+
+	if (sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &sp) < 0)
+		fprintf(stderr, "ktstr-init: cannot run SCHED_FIFO: %s\n", strerror(errno));
+}
+
 int main(void)
 {
 	int rc;
 
 	phase_mount();
+	agent_priority();
 	rc = wire_open(WIRE_PATH);
 	if (rc)
 		fprintf(stderr, "ktstr-init: cannot open %s: %s; the host will see nothing\n",
 			WIRE_PATH, strerror(-rc));
 	if (phase_spec() == 0) {
 		phase_sysrdy();
+		phase_wire_selftest();
 		phase_probes();
 		if (phase_scheduler() == 0)
 			phase_workload();

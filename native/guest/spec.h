@@ -33,6 +33,7 @@ struct spec {
 	const char *probes[MAX_PROBES];
 	int nprobes;
 	int vcpus;
+	uint64_t wire_selftest_kib; /* send this much filler after SysRdy (throughput test) */
 };
 
 extern const char *const wkind_names[W_NKINDS];

@@ -1,0 +1,248 @@
+"""The guest agent: it builds static, and it does its job in a real VM (real kernel, QEMU)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from ktstr_vmm import agent as agent_mod
+from ktstr_vmm import guestmsg as gm
+from ktstr_vmm.errors import BuildError, SchedulerError
+from ktstr_vmm.wire import Decoder, Frame, MsgType, encode
+
+# --------------------------------------------------------------------------- building
+
+
+def test_agent_builds_static_and_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("KTSTR_CACHE", str(tmp_path))
+    binary = agent_mod.build_agent()
+    assert binary.name == "ktstr-init" and binary.parent.parent == tmp_path / "agent"
+    if shutil.which("file"):
+        out = subprocess.run(["file", str(binary)], capture_output=True, text=True, timeout=30)
+        assert "statically linked" in out.stdout
+    t = time.monotonic()
+    assert agent_mod.build_agent() == binary
+    assert time.monotonic() - t < 1.0
+    assert not [p for p in (tmp_path / "agent").iterdir() if p.name.startswith(".build-")]
+
+
+def test_broken_source_gives_build_error_with_compiler_words(tmp_path, monkeypatch):
+    native = tmp_path / "native"
+    (native / "guest").mkdir(parents=True)
+    (native / "guest" / "main.c").write_text("int main(void) { return undefined_thing; }\n")
+    monkeypatch.setenv("KTSTR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(agent_mod.paths, "native_dir", lambda: native)
+    with pytest.raises(BuildError) as e:
+        agent_mod.build_agent()
+    assert e.value.message.startswith("building the guest agent failed: ")
+    assert e.value.message == (
+        "building the guest agent failed: main.c:1:25: error: 'undefined_thing' undeclared "
+        "(first use in this function)")
+
+
+def test_source_hash_follows_every_source_byte(tmp_path):
+    a = tmp_path / "a.c"
+    a.write_text("int x;\n")
+    h1 = agent_mod.source_hash([a], "gcc 12")
+    a.write_text("int y;\n")
+    assert agent_mod.source_hash([a], "gcc 12") != h1
+    assert agent_mod.source_hash([a], "gcc 13") != agent_mod.source_hash([a], "gcc 12")
+
+
+# --------------------------------------------------------------------------- real VMs
+
+
+@dataclass
+class GuestRun:
+    frames: list[Frame]
+    values: list
+    exit_reason: str | None
+    console: str
+    elapsed: float
+    wire: dict
+    first_byte_at: dict = field(default_factory=dict)
+
+    def of(self, cls):
+        return [v for v in self.values if isinstance(v, cls)]
+
+    def one(self, cls):
+        got = self.of(cls)
+        assert len(got) == 1, f"expected one {cls.__name__}, got {got}\n{self.console[-3000:]}"
+        return got[0]
+
+    def phases(self):
+        return [v.phase for v in self.of(gm.Lifecycle)]
+
+
+def boot_agent(kernel, tmp_path, spec_text, files=None, topology="1n2l2c1t", timeout=240.0,
+               on_frame=None) -> GuestRun:
+    """Boot the real kernel with the agent and `spec_text` through QemuEngine and collect
+    every frame until the guest powers off."""
+    from ktstr_vmm.engine.base import BootSpec
+    from ktstr_vmm.engine.qemu import QemuEngine
+    from ktstr_vmm.initramfs import build_initramfs
+    from ktstr_vmm.spec import parse_topology
+
+    topo = parse_topology(topology)
+    initrd = build_initramfs(agent_mod.build_agent(), spec_text, files or {},
+                             tmp_path / "initrd.cpio.gz")
+    workdir = tmp_path / "vm"
+    workdir.mkdir()
+    console = tmp_path / "console.log"
+    boot = BootSpec(kernel=kernel.bzimage, initramfs=initrd,
+                    cmdline="console=ttyS0 panic=-1 nokaslr 8250.nr_uarts=2",
+                    topology=topo, memory_mib=topo.default_memory_mib(),
+                    console_path=console, workdir=workdir)
+    frames: list[Frame] = []
+    first: dict = {}
+    d = Decoder()
+    t0 = time.monotonic()
+    m = QemuEngine().start(boot)
+    try:
+        while time.monotonic() - t0 < timeout:
+            data = m.read_wire(0.1)
+            for f in d.feed(data or b""):
+                first.setdefault(f.type, time.monotonic())
+                frames.append(f)
+                if on_frame:
+                    on_frame(m, f)
+            if data is None or (not data and m.wait(0) is not None):
+                break
+        reason = m.exit_reason() if m.wait(10) is not None else "still running at the deadline"
+    finally:
+        m.close()
+    frames += d.finish()
+    values = [gm.parse_payload(f) for f in frames]
+    return GuestRun(frames, values, reason, console.read_text(errors="replace"),
+                    time.monotonic() - t0, d.stats(), first)
+
+
+def _spec_text(scheduler_guest_path=None, workload="", duration_s=2.0, topology="1n2l2c1t",
+               **kw):
+    from ktstr_vmm.guestspec import render_guest_spec
+    from ktstr_vmm.spec import RunSpec, parse_topology, parse_workload
+
+    spec = RunSpec(name="agent_test", scheduler="", topology=parse_topology(topology),
+                   duration_s=duration_s, workload=parse_workload(workload))
+    return render_guest_spec(spec, scheduler_guest_path, ["runqueues", "scx_root"], **kw)
+
+
+STATS = re.compile(r"^4 workers, \d cpus, \d+ migrations, worst_spread=\d+\.\d%, worst_gap=\d+ms$")
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_baseline_run_reports_topology_lifecycle_stats_and_powers_off(kernel, tmp_path):
+    run = boot_agent(kernel, tmp_path, _spec_text(), topology="1n2l2c1t")
+    assert not run.of(gm.PayloadError)
+    assert run.wire["bad_crc"] == 0 and run.wire["garbage_bytes"] == 0
+
+    rdy = run.one(gm.SysRdy)
+    assert rdy.observed_notation() == "1n2l2c1t"
+    assert rdy.llcs == ((0, 1), (2, 3)) and rdy.nodes == ((0, 1, 2, 3),)
+    assert rdy.release == kernel.release or kernel.release == ""
+    assert rdy.kallsyms["runqueues"] >= 0xFFFFFFFF80000000
+    assert rdy.ram and rdy.ram[-1].end > 200 << 20
+    assert rdy.scx_state == "disabled"
+
+    assert run.phases() == ["baseline", "workload_started", "workload_done"]
+    res = run.one(gm.TestResult)
+    assert res.baseline and res.notes == ("baseline: no scheduler",)
+    assert [(w.kind, w.group, w.index) for w in res.workers] == [("spin", 0, i) for i in range(4)]
+    for w in res.workers:
+        assert w.iterations > 0 and 0 < w.cpu_ns <= w.wall_ns + 50_000_000
+        assert 1.9e9 <= w.wall_ns <= 12e9 and w.cpus
+    assert STATS.match(res.stats_line()), res.stats_line()
+    assert run.one(gm.Exit) == gm.Exit(0, "ok")
+    assert [f.type for f in run.frames if f.type not in (MsgType.Dmesg, MsgType.Stdout)][-2:] == [
+        MsgType.TestResult, MsgType.Exit]
+    assert any(isinstance(v, gm.DmesgRecord) and "Run /init as init process" in v.text
+               for v in run.values)
+    assert run.exit_reason == "poweroff"
+    assert "reboot: Power down" in run.console
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_scx_simple_run_enables_serves_a_snapshot_and_stops_on_sigint(kernel, tmp_path):
+    from ktstr_vmm.schedulers import resolve_scheduler
+
+    try:
+        sched = resolve_scheduler("scx_simple", kernel)
+    except SchedulerError as e:
+        pytest.skip(f"scx_simple is not built: {e.one_line()}")
+    sent = []
+
+    def snapshot_when_running(m, f):
+        if f.type == MsgType.Lifecycle and b'"workload_started"' in f.payload and not sent:
+            m.write_wire(encode(MsgType.SnapshotRequest, '{"id": 7, "kind": "dump"}'))
+            sent.append(time.monotonic())
+
+    run = boot_agent(kernel, tmp_path, _spec_text("/usr/bin/scx_simple", "spin:4", 3.0),
+                     files={"/usr/bin/scx_simple": sched.path}, on_frame=snapshot_when_running)
+    assert not run.of(gm.PayloadError)
+    assert run.phases() == ["sched_started", "scx_enabled", "workload_started", "workload_done",
+                            "sched_stopped"]
+    enabled = [v for v in run.of(gm.Lifecycle) if v.phase == "scx_enabled"][0]
+    assert enabled.ops == "simple"
+    assert not run.of(gm.SchedExit)
+    logs = run.of(gm.SchedLogLine)
+    assert any(re.fullmatch(r"local=\d+ global=\d+", x.text) and x.stream == "stdout" for x in logs)
+    assert gm.SchedLogLine("stderr", "EXIT: unregistered from user space") in logs
+    ex = run.one(gm.ExecExit)
+    assert (ex.how, ex.code, ex.signal) == ("sigint", 0, None)
+    snap = run.one(gm.SnapshotReply)
+    assert snap.id == 7 and snap.ok and not snap.error
+    assert "Debug dump triggered by SysRq-D" in snap.dump and "CPU states" in snap.dump
+    assert any(isinstance(v, gm.DmesgRecord) and v.text == 'sched_ext: BPF scheduler "simple" enabled'
+               for v in run.values)
+    res = run.one(gm.TestResult)
+    assert res.scheduler == "/usr/bin/scx_simple" and len(res.workers) == 4
+    assert STATS.match(res.stats_line()), res.stats_line()
+    assert run.one(gm.Exit) == gm.Exit(0, "ok")
+    assert run.exit_reason == "poweroff"
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_missing_scheduler_binary_fails_fast_with_its_words(kernel, tmp_path):
+    run = boot_agent(kernel, tmp_path, _spec_text("/usr/bin/nope", duration_s=1.0))
+    assert run.phases() == ["sched_started"]
+    se = run.one(gm.SchedExit)
+    assert (se.reason, se.code) == ("process_exited", 127)
+    assert gm.SchedLogLine("stderr", "ktstr-init: cannot execute /usr/bin/nope: "
+                           "No such file or directory") in run.of(gm.SchedLogLine)
+    res = run.one(gm.TestResult)
+    assert res.workers == () and "no workload: the scheduler did not enable sched_ext" in res.notes
+    assert run.one(gm.Exit) == gm.Exit(1, "the scheduler failed during the run")
+    assert run.exit_reason == "poweroff"
+
+
+def measure_wire(kernel, tmp_path, kib: int) -> tuple[float, GuestRun]:
+    """MB/s of COM2 from the guest, first to last filler frame, as the host sees it."""
+    last = {}
+
+    def stamp(m, f):
+        if f.type == MsgType.RawPayloadOutput:
+            last["t"] = time.monotonic()
+
+    run = boot_agent(kernel, tmp_path, _spec_text(duration_s=0.1, wire_selftest_kib=kib),
+                     on_frame=stamp)
+    blobs = run.of(gm.Blob)
+    assert sum(len(b.data) for b in blobs) == kib * 1024
+    assert all(b.data == b"w" * 4096 for b in blobs)
+    seconds = last["t"] - run.first_byte_at[MsgType.RawPayloadOutput]
+    return kib * 1024 / 1e6 / max(seconds, 1e-6), run
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_wire_carries_a_megabyte_intact(kernel, tmp_path):
+    mbps, run = measure_wire(kernel, tmp_path, 1024)
+    assert run.wire["bad_crc"] == 0 and run.wire["garbage_bytes"] == 0
+    assert mbps > 0.05  # far below what COM2 does under TCG; catches a stalled wire
