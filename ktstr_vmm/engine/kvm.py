@@ -129,6 +129,7 @@ class KvmMachine:
         self._stop: KvmEvent | None = None
         self._maps: list[mmap.mmap] = []
         self._closed = False
+        self._kill_reason: str | None = None
         self.started_ns = time.monotonic_ns()
         err = ffi.new("char[512]")
         if lib.kt_kvm_check(err, 512) < 0:
@@ -248,6 +249,8 @@ class KvmMachine:
             return None
         if ev.kind in CRASH_NAMES and ev.kind != "triple fault":
             return "crashed: " + ev.describe()
+        if ev.kind == "killed":
+            return self._kill_reason or "killed"
         return ev.kind
 
     def crash_report(self) -> str | None:
@@ -269,15 +272,28 @@ class KvmMachine:
         if rc < 0 and self.stop_event() is None:
             raise EngineError(f"cannot {what}: the VM is not running")
 
+    def vcpu_registers(self, vcpu: int) -> KvmEvent:
+        """A vCPU's registers (pause first for a consistent picture)."""
+        ev = self._ffi.new("struct kt_event *")
+        with self._lock:
+            if self._vm is None or self._lib.kt_vm_vcpu_regs(self._vm, vcpu, ev) < 0:
+                raise EngineError(f"no vCPU {vcpu} to read registers from")
+        return _event(ev)
+
     def pause(self) -> None:
         self._call(self._lib.kt_vm_pause, "pause")
 
     def resume(self) -> None:
         self._call(self._lib.kt_vm_resume, "resume")
 
-    def kill(self) -> None:
+    def kill(self, reason: str = "killed") -> None:
+        """Stop the guest now (idempotent). `reason` becomes exit_reason() unless the
+        guest had already stopped by itself ("watchdog" from the Watchdog)."""
+        self._drain()
         with self._lock:
             if self._vm is not None:
+                if self._stop is None and self._kill_reason is None:
+                    self._kill_reason = reason
                 self._lib.kt_vm_kill(self._vm)
 
     def state(self) -> str:

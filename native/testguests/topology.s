@@ -12,13 +12,14 @@ _start:
         je      2f
         mov     4(%si), %ecx
         cpuid
+        mov     %edx, %edi              # DX is about to hold the port
         mov     $REPORT_PORT, %dx
         outl    %eax, %dx
         mov     %ebx, %eax
         outl    %eax, %dx
         mov     %ecx, %eax
         outl    %eax, %dx
-        mov     %edx, %eax
+        mov     %edi, %eax
         outl    %eax, %dx
         add     $8, %si
         jmp     1b

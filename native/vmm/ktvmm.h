@@ -122,6 +122,8 @@ int kt_vm_wire_write(struct kt_vm *vm, const uint8_t *data, size_t len); /* byte
 /* RAM: a memfd; regions map guest-physical ranges onto file offsets. */
 int kt_vm_mem_fd(struct kt_vm *vm);
 int kt_vm_ram_regions(struct kt_vm *vm, uint64_t *gpa, uint64_t *offset, uint64_t *size, int max);
+/* Registers of a vCPU; meaningful while paused or stopped. */
+int kt_vm_vcpu_regs(struct kt_vm *vm, int vcpu, struct kt_event *out);
 int kt_vm_boot_info(struct kt_vm *vm, uint64_t *entry, uint64_t *rsdp, int *kind);
 
 /* Host facts. */

@@ -287,18 +287,11 @@ int kt_vcpu_spawn(struct kt_vcpu *v, char *err, size_t errlen)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
-    pthread_mutex_lock(&v->vm->lock);
-    v->vm->live_vcpus++;
-    pthread_mutex_unlock(&v->vm->lock);
     int rc = pthread_create(&v->thread, NULL, vcpu_thread, v);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc) {
-        pthread_mutex_lock(&v->vm->lock);
-        v->vm->live_vcpus--;
-        pthread_mutex_unlock(&v->vm->lock);
+    if (rc)
         return kt_err(err, errlen, -rc, "cannot start the thread of vCPU %d: %s", v->id,
                       strerror(rc));
-    }
     v->started = true;
     char name[16];
     snprintf(name, sizeof(name), "ktstr-vcpu%d", v->id);

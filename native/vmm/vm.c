@@ -226,10 +226,14 @@ int kt_vm_start(struct kt_vm *vm, char *err, size_t errlen)
     }
     pthread_mutex_lock(&vm->lock);
     vm->state = KT_STATE_RUNNING;
+    vm->live_vcpus = vm->nvcpus; /* all of them count before the first can halt */
     pthread_mutex_unlock(&vm->lock);
     for (int i = 0; i < vm->nvcpus; i++) {
         int rc = kt_vcpu_spawn(&vm->vcpus[i], err, errlen);
         if (rc < 0) {
+            pthread_mutex_lock(&vm->lock);
+            vm->live_vcpus -= vm->nvcpus - i; /* the ones that never started */
+            pthread_mutex_unlock(&vm->lock);
             kt_vm_kill(vm);
             return rc;
         }
@@ -399,6 +403,16 @@ int kt_vm_ram_regions(struct kt_vm *vm, uint64_t *gpa, uint64_t *offset, uint64_
         n++;
     }
     return n;
+}
+
+int kt_vm_vcpu_regs(struct kt_vm *vm, int vcpu, struct kt_event *out)
+{
+    if (vcpu < 0 || vcpu >= vm->nvcpus)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    out->ns = kt_now_ns();
+    kt_vcpu_fill_regs(&vm->vcpus[vcpu], out);
+    return 0;
 }
 
 int kt_vm_boot_info(struct kt_vm *vm, uint64_t *entry, uint64_t *rsdp, int *kind)
