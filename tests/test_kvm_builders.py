@@ -6,9 +6,16 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kvm_oracle import (
+    cpuid_view,
+    linux_ids,
+    madt_apic_ids,
+    same_partition,
+    slit_matrix,
+    srat_affinity,
+    tables,
+)
 
-from kvm_oracle import (cpuid_view, linux_ids, madt_apic_ids, same_partition, slit_matrix,
-                        srat_affinity, tables)
 from ktstr_vmm.spec import Topology, parse_topology
 from ktstr_vmm.testguests import TOPOLOGY_QUERIES
 

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from kvm_oracle import cpuid_view, linux_ids, same_partition
+
 from ktstr_vmm.errors import EngineError
 from ktstr_vmm.kvmprobe import probe_kvm
 from ktstr_vmm.spec import parse_topology
