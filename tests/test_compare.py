@@ -1,0 +1,97 @@
+"""`ktstr compare` on recorded real run directories (a passing scx_simple run on tiny-1llc
+and its `ktstr rerun --topology 2n2l2c1t`, under QEMU TCG), and the pure comparison."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ktstr_vmm.compare import compare, metrics, parse_fail_on, regressions, render
+from ktstr_vmm.errors import UsageError
+
+DATA = Path(__file__).parent / "data" / "probes" / "compare"
+PARENT = "20261125-181803-scx_simple-tiny-1llc-6c13"
+CHILD = "20261125-181829-scx_simple-2n2l2c1t-ca92"
+KTSTR = [sys.executable, "-m", "ktstr_vmm"]
+
+
+def _result(run_id: str) -> dict:
+    return json.loads((DATA / run_id / "result.json").read_text())
+
+
+@pytest.fixture
+def recorded(store):
+    for run_id in (PARENT, CHILD):
+        shutil.copytree(DATA / run_id, store / "runs" / run_id)
+    return store
+
+
+def _compare(store: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*KTSTR, "compare", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "KTSTR_HOME": str(store)})
+
+
+def test_a_run_against_itself_has_no_difference(recorded):
+    p = _compare(recorded, "6c13", "6c13")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[-1] == "no differences"
+    assert not [ln for ln in p.stdout.splitlines() if ln.startswith("*")]
+
+
+def test_a_rerun_against_its_parent_shows_the_topology_change(recorded):
+    p = _compare(recorded, PARENT, CHILD)
+    assert p.returncode == 0, p.stderr
+    marked = {ln.split()[1]: ln.split()[2:] for ln in p.stdout.splitlines() if ln.startswith("* ")}
+    assert marked["topology.requested"] == ["1n1l4c1t", "2n2l2c1t"]
+    assert marked["topology.observed"] == ["1n1l4c1t", "2n2l2c1t"]
+    assert marked["run.parent"] == ["-", PARENT]
+    assert marked["run.kind"] == ["run", "rerun"]
+    assert "  verdict.verdict        pass" in p.stdout
+    assert "* stats.migrations       82" in p.stdout
+
+
+def test_fail_on_regression_exits_1_and_names_it(recorded):
+    p = _compare(recorded, PARENT, CHILD, "--fail-on", "iterations:-10%", "--fail-on", "migrations:+20%")
+    assert p.returncode == 1
+    assert p.stdout.splitlines()[-1] == "REGRESSION iterations:-10%: iterations 1318599 -> 404630 (-69.3%)"
+    p = _compare(recorded, PARENT, CHILD, "--fail-on", "migrations:+20%", "--json")
+    assert p.returncode == 0
+    out = json.loads(p.stdout)
+    assert out["regressions"] == [] and out["differences"] == 17
+    row = next(r for r in out["rows"] if r["field"] == "observed")
+    assert row == {"group": "topology", "field": "observed", "a": "1n1l4c1t", "b": "2n2l2c1t",
+                   "differs": True}
+
+
+def test_bad_fail_on_and_missing_run_are_usage_errors(recorded):
+    p = _compare(recorded, PARENT, CHILD, "--fail-on", "speed:+5%")
+    assert p.returncode == 2 and p.stderr.startswith("ktstr: error: unknown metric 'speed' in --fail-on")
+    p = _compare(recorded, PARENT, "nosuch")
+    assert p.returncode == 2
+    assert p.stderr.splitlines()[0].startswith("ktstr: error: no run 'nosuch' in ")
+
+
+@pytest.mark.parametrize("text", ["migrations", "migrations:20%", "migrations:+x%", ":+1", ""])
+def test_parse_fail_on_refuses(text):
+    with pytest.raises(UsageError):
+        parse_fail_on(text)
+
+
+def test_metrics_and_regressions_pure():
+    a, b = _result(PARENT), _result(CHILD)
+    m = metrics(a)
+    assert (m["workers"], m["cpus"], m["migrations"], m["gap"]) == (4.0, 4.0, 82.0, 82.0)
+    assert regressions(a, b, [parse_fail_on("gap:+50")]) == ["gap:+50: gap 82 -> 472 (+390)"]
+    assert regressions(a, a, [parse_fail_on("gap:+0")]) == []
+    missing = {"verdict": "fail", "reason": "guest crashed: x"}
+    assert regressions(a, missing, [parse_fail_on("migrations:+1%")]) == [
+        "migrations:+1%: migrations is missing in B"]
+    rows = compare(a, missing)
+    assert next(r for r in rows if r.field == "first failure").b == "guest crashed: x"
+    assert render(rows).splitlines()[0].startswith("  FIELD")
