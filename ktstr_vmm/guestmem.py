@@ -59,6 +59,7 @@ class GuestMemory:
             top = min(top, max(e for _s, e in self._ram))
         self.phys_top = top
         self._u64 = struct.Struct("<Q")
+        self._window: tuple[int, int, Any, int] | None = None
 
     # ------------------------------------------------------------------ physical
 
@@ -75,6 +76,38 @@ class GuestMemory:
             if s <= pa and pa + n <= e:
                 return buf, pa - s
         return None
+
+    def fast_window(self) -> tuple[int, int, Any, int]:
+        """(lo, hi, buf, gpa): the largest physical range that is both System RAM and one
+        mapping, for unchecked fast reads of `lo <= pa < hi` (buf offset `pa - gpa`)."""
+        if self._window is None:
+            best = (0, 0, b"", 0)
+            ram = self._ram or [(s, e) for s, e, _b in self._regions]
+            for s, e, buf in self._regions:
+                for rs, re_ in ram:
+                    lo, hi = max(s, rs), min(e, re_)
+                    if hi - lo > best[1] - best[0]:
+                        best = (lo, hi, buf, s)
+            self._window = best
+        return self._window
+
+    def locate_kva(self, va: int, n: int) -> tuple[Any, int] | None:
+        """(buffer, offset) holding `n` bytes at kernel virtual `va`, or None (counted as
+        an error): the monitor's fast path for unpacking straight from the mapping."""
+        pob = self.page_offset_base
+        if pob is not None and pob <= va < pob + self.phys_top:
+            pa = va - pob
+        else:
+            pa = self.kva_to_pa(va)
+            if pa.__class__ is BadRead:
+                return None
+            if (va & 0xFFF) + n > 0x1000 and va < START_KERNEL_MAP:
+                self.errors += 1  # a walked mapping is only contiguous within its page
+                return None
+        loc = self._locate(pa, n)
+        if loc is None:
+            self.errors += 1
+        return loc
 
     def read_phys(self, pa: int, n: int) -> bytes | BadRead:
         loc = self._locate(pa, n)

@@ -27,12 +27,11 @@ CLASS_SYMBOLS = {"ext_sched_class": "ext", "fair_sched_class": "fair",
                  "idle_sched_class": "idle", "rt_sched_class": "rt", "dl_sched_class": "dl",
                  "stop_sched_class": "stop"}
 MAX_PID = 4 * 1024 * 1024
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
 DSQ_PLAUSIBILITY_CEILING = 10_000  # the seed's: deeper means uninitialised memory
 NR_RUNNING_CEILING = 100_000
 
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-_I32 = struct.Struct("<i")
 
 
 def _opt(btf: Btf, s: str, path: str) -> int | None:
@@ -133,16 +132,50 @@ class Layout:
             sym=sym, classes=classes, extra=extra, **kw)
 
 
+def compile_fields(fields: list[tuple[str, int, str]]) -> tuple[struct.Struct, tuple[str, ...]]:
+    """One Struct reading several members at once: (name, byte offset, format) sorted by
+    offset, the gaps as pad bytes. Returns the Struct and the names in its order."""
+    fmt, pos, names = "<", 0, []
+    for name, off, f in sorted(fields, key=lambda x: x[1]):
+        if off < pos:
+            raise BtfError(f"member {name} at {off} overlaps the previous one")
+        if off > pos:
+            fmt += f"{off - pos}x"
+        fmt += f
+        pos = off + struct.calcsize("<" + f)
+        names.append(name)
+    return struct.Struct(fmt), tuple(names)
+
+
 class Sampler:
-    """Reads samples; `rq_addrs[cpu]` are the per-CPU run queue addresses."""
+    """Reads samples; `rq_addrs[cpu]` are the per-CPU run queue addresses.
+
+    The hot path unpacks each run queue and each current task with one precompiled Struct
+    (offsets from BTF) straight out of the RAM mapping; per-CPU event-stat locations are
+    resolved once per `scx_sched.pcpu` value."""
 
     def __init__(self, mem: GuestMemory, layout: Layout, ncpus: int) -> None:
+        L = layout
         self.mem, self.L, self.ncpus = mem, layout, ncpus
-        self._ev = struct.Struct(f"<{len(layout.events)}q") if layout.events else None
+        self._ev = struct.Struct(f"<{len(L.events)}q") if L.events else None
         self.per_cpu_offsets: list[int] = []
         self.rq_addrs: list[int] = []
         self._rq_loc: list[tuple[Any, int] | None] = []
         self.last_sch = 0
+        self._rq_s, rq_names = compile_fields([
+            ("nr_running", L.rq_nr_running, "I"), ("curr", L.rq_curr, "Q"),
+            ("clock_ns", L.rq_clock, "Q"), ("scx_nr_running", L.scx_nr_running, "I"),
+            ("local_dsq_nr", L.local_dsq_nr, "I"), ("scx_flags", L.scx_flags, "I")])
+        self._rq_idx = [rq_names.index(n) for n in (
+            "nr_running", "scx_nr_running", "local_dsq_nr", "clock_ns", "scx_flags", "curr")]
+        self._task_s, t_names = compile_fields([
+            ("pid", L.task_pid, "i"), ("sched_class", L.task_sched_class, "Q"),
+            ("comm", L.task_comm, f"{L.task_comm_len}s")])
+        self._task_idx = [t_names.index(n) for n in ("pid", "comm", "sched_class")]
+        self._comm_cache: dict[bytes, str] = {}
+        self._static: dict[tuple[int, int], tuple[Any, int] | None] = {}
+        self._ev_pcpu: int | None = None
+        self._ev_locs: list[tuple[Any, int] | None] = []
 
     def prepare(self) -> str | None:
         """Read __per_cpu_offset and locate each run queue; the reason when it fails."""
@@ -152,66 +185,86 @@ class Sampler:
         self.per_cpu_offsets = offs
         self.rq_addrs = [self.mem.per_cpu(self.L.sym["runqueues"], offs, c)
                          for c in range(self.ncpus)]
-        self._rq_loc = []
-        span = self.L.rq_clock + 8
-        for va in self.rq_addrs:
-            pa = self.mem.kva_to_pa(va)
-            self._rq_loc.append(None if is_bad(pa) else self.mem._locate(pa, span))
+        self._rq_loc = [self.mem.locate_kva(va, self._rq_s.size) for va in self.rq_addrs]
         if all(loc is None for loc in self._rq_loc):
             return "no CPU's run queue is in guest RAM (wrong symbols or page_offset_base?)"
         return None
 
+    def _comm(self, raw: bytes) -> str:
+        c = self._comm_cache.get(raw)
+        if c is None:
+            c = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+            if len(self._comm_cache) < 4096:
+                self._comm_cache[raw] = c
+        return c
+
     def _task(self, va: int) -> tuple[int, str, str] | BadRead:
-        L, mem = self.L, self.mem
-        pa = mem.kva_to_pa(va)
-        if is_bad(pa):
-            return pa
-        loc = mem._locate(pa, L.task_comm + L.task_comm_len)
+        loc = self.mem.locate_kva(va, self._task_s.size)
         if loc is None:
-            mem.errors += 1
             return BadRead(va, f"task {va:#x} is not in guest RAM")
-        buf, o = loc
-        pid = _I32.unpack_from(buf, o + L.task_pid)[0]
-        comm = bytes(buf[o + L.task_comm:o + L.task_comm + L.task_comm_len])
-        cls = _U64.unpack_from(buf, o + L.task_sched_class)[0]
-        return pid, comm.split(b"\0", 1)[0].decode("utf-8", "replace"), \
-            L.classes.get(cls, "other" if cls else "none")
+        v = self._task_s.unpack_from(*loc)
+        ip, ic, ik = self._task_idx
+        cls = v[ik]
+        return v[ip], self._comm(v[ic]), self.L.classes.get(cls, "other" if cls else "none")
 
     def read_cpu(self, cpu: int) -> dict[str, Any]:
-        L = self.L
         loc = self._rq_loc[cpu]
         if loc is None:
             return {"cpu": cpu, "error": "run queue is not in guest RAM"}
-        buf, o = loc
-        nr = _U32.unpack_from(buf, o + L.rq_nr_running)[0]
-        snr = _U32.unpack_from(buf, o + L.scx_nr_running)[0]
-        dsq = _U32.unpack_from(buf, o + L.local_dsq_nr)[0]
-        clock = _U64.unpack_from(buf, o + L.rq_clock)[0]
-        flags = _U32.unpack_from(buf, o + L.scx_flags)[0]
-        curr = _U64.unpack_from(buf, o + L.rq_curr)[0]
-        out: dict[str, Any] = {"cpu": cpu, "nr_running": nr, "scx_nr_running": snr,
-                               "local_dsq_nr": dsq, "clock_ns": clock, "scx_flags": flags}
+        v = self._rq_s.unpack_from(*loc)
+        a, b, c, d, e, f = self._rq_idx
+        out: dict[str, Any] = {"cpu": cpu, "nr_running": v[a], "scx_nr_running": v[b],
+                               "local_dsq_nr": v[c], "clock_ns": v[d], "scx_flags": v[e]}
+        curr = v[f]
         t = self._task(curr) if curr else BadRead(0, "rq->curr is NULL")
-        if is_bad(t):
+        if t.__class__ is BadRead:
             out["error"] = f"curr: {t.reason}"
         else:
-            pid, comm, cls = t
-            out["curr_pid"], out["curr_comm"], out["curr_class"] = pid, comm, cls
+            out["curr_pid"], out["curr_comm"], out["curr_class"] = t
         return out
+
+    def _events(self, pcpu: int, flags: list[str]) -> dict[str, int]:
+        L, mem, ev = self.L, self.mem, self._ev
+        if pcpu != self._ev_pcpu:
+            self._ev_pcpu = pcpu
+            self._ev_locs = [mem.locate_kva(mem.per_cpu(pcpu + L.ev_offset,
+                                                        self.per_cpu_offsets, c), ev.size)
+                             for c in range(self.ncpus)]
+        rows = []
+        for c, loc in enumerate(self._ev_locs):
+            if loc is None:
+                flags.append(f"read_error events cpu{c}")
+            else:
+                rows.append(ev.unpack_from(*loc))
+        return dict(zip(L.events, map(sum, zip(*rows, strict=True)), strict=True)) if rows \
+            else {}
+
+    def _u(self, fmt: struct.Struct, va: int | None) -> int | None:
+        """One integer at `va` via the fast locator; None when it cannot be read."""
+        if va is None:
+            return None
+        if va >= START_KERNEL_MAP:  # kernel image: the location never changes
+            key = (va, fmt.size)
+            loc = self._static.get(key)
+            if loc is None:
+                loc = self._static[key] = self.mem.locate_kva(va, fmt.size)
+        else:
+            loc = self.mem.locate_kva(va, fmt.size)
+        return None if loc is None else fmt.unpack_from(*loc)[0]
 
     def scx(self) -> tuple[dict[str, Any], list[str]]:
         """The scx block of a sample: state, exit_kind, summed events; and flags."""
-        L, mem = self.L, self.mem
+        L = self.L
         flags: list[str] = []
         out: dict[str, Any] = {}
         st = L.sym.get("scx_enable_state_var")
         if st is not None:
-            v = mem.u32(st)
-            out["state"] = L.enable_states.get(v, str(v)) if not is_bad(v) else None
+            v = self._u(_U32, st)
+            out["state"] = None if v is None else L.enable_states.get(v, str(v))
         root = L.sym.get("scx_root")
-        sch = mem.u64(root) if root is not None else 0
-        if is_bad(sch):
-            flags.append(f"read_error scx_root: {sch.reason}")
+        sch = self._u(_U64, root) if root is not None else 0
+        if sch is None:
+            flags.append("read_error scx_root")
             sch = 0
         out["root"] = sch
         if "state" not in out:
@@ -221,36 +274,67 @@ class Sampler:
             return out, flags
         self.last_sch = sch
         if L.sch_exit_kind is not None:
-            k = mem.u32(sch + L.sch_exit_kind)
-            out["exit_kind"] = None if is_bad(k) else k
-            if is_bad(k):
-                flags.append(f"read_error exit_kind: {k.reason}")
+            k = self._u(_U32, sch + L.sch_exit_kind)
+            out["exit_kind"] = k
+            if k is None:
+                flags.append(f"read_error exit_kind of scx_sched {sch:#x}")
         if self._ev is not None and L.sch_pcpu is not None:
-            pcpu = mem.u64(sch + L.sch_pcpu)
-            if is_bad(pcpu) or not pcpu:
+            pcpu = self._u(_U64, sch + L.sch_pcpu)
+            if not pcpu:
                 flags.append("read_error scx_sched.pcpu")
             else:
-                tot = [0] * len(L.events)
-                for c in range(self.ncpus):
-                    raw = mem.read(mem.per_cpu(pcpu + L.ev_offset, self.per_cpu_offsets, c),
-                                   self._ev.size)
-                    if is_bad(raw):
-                        flags.append(f"read_error events cpu{c}: {raw.reason}")
-                        continue
-                    for i, v in enumerate(self._ev.unpack(raw)):
-                        tot[i] += v
-                out["events"] = dict(zip(L.events, tot, strict=True))
+                events = self._events(pcpu, flags)
+                if events:
+                    out["events"] = events
         return out, flags
 
+    def read_cpus(self) -> list[dict[str, Any]]:
+        """Every CPU in one tight loop: run queue and current task unpacked straight from
+        the RAM mapping (the direct map's fast window), slow path only when needed."""
+        mem, rq_s, task_s = self.mem, self._rq_s, self._task_s
+        a, b, c, d, e, f = self._rq_idx
+        ip, ic, ik = self._task_idx
+        tsize = task_s.size
+        classes, comm_cache = self.L.classes, self._comm_cache
+        pob = mem.page_offset_base or 0
+        wlo, whi, wbuf, wgpa = mem.fast_window()
+        lo, hi = pob + wlo, pob + whi - tsize
+        out = []
+        for cpu, loc in enumerate(self._rq_loc):
+            if loc is None:
+                out.append({"cpu": cpu, "error": "run queue is not in guest RAM"})
+                continue
+            v = rq_s.unpack_from(*loc)
+            row = {"cpu": cpu, "nr_running": v[a], "scx_nr_running": v[b],
+                   "local_dsq_nr": v[c], "clock_ns": v[d], "scx_flags": v[e]}
+            curr = v[f]
+            if lo <= curr <= hi:
+                t = task_s.unpack_from(wbuf, curr - pob - wgpa)
+            else:
+                tl = mem.locate_kva(curr, tsize) if curr else None
+                if tl is None:
+                    row["error"] = f"curr: task {curr:#x} is not in guest RAM"
+                    out.append(row)
+                    continue
+                t = task_s.unpack_from(*tl)
+            comm = comm_cache.get(t[ic])
+            if comm is None:
+                comm = self._comm(t[ic])
+            cls = t[ik]
+            row["curr_pid"], row["curr_comm"] = t[ip], comm
+            row["curr_class"] = classes.get(cls) or ("other" if cls else "none")
+            out.append(row)
+        return out
+
     def sample(self, t: float) -> dict[str, Any]:
-        cpus = [self.read_cpu(c) for c in range(self.ncpus)]
+        cpus = self.read_cpus()
         scx, flags = self.scx()
         for c in cpus:
             if "error" in c:
                 flags.append(f"read_error cpu{c['cpu']}: {c['error']}")
             elif (c["local_dsq_nr"] > DSQ_PLAUSIBILITY_CEILING
                   or c["nr_running"] > NR_RUNNING_CEILING
-                  or not 0 <= c.get("curr_pid", 0) <= MAX_PID):
+                  or not 0 <= c["curr_pid"] <= MAX_PID):
                 flags.append(f"implausible cpu{c['cpu']}")
         return {"t": round(t, 4), "cpus": cpus, "scx": scx, "flags": flags}
 
