@@ -260,3 +260,26 @@ def test_show_section_json(capsys, populated):
     assert code == 0 and json.loads(out) == {
         "run_id": "20261125-173942-basic-scx_simple-tiny-2llc-3f9a", "section": "stats",
         "text": SECTIONS["stats"]}
+
+
+def test_a_recorded_real_run_lists_and_shows(capsys, tmp_path, monkeypatch):
+    """A run directory written by the real runner (QEMU TCG, scx_ktstr with an injected
+    scx_bpf_error, auto-repro nested in repro/), copied as recorded."""
+    import shutil
+
+    shutil.copytree(DATA / "recorded", tmp_path / "store")
+    monkeypatch.setenv("KTSTR_HOME", str(tmp_path / "store"))
+    code, out, _ = run(capsys, "runs", "--json")
+    [row] = json.loads(out)
+    assert (row["verdict"], row["duration_s"], row["preset"], row["first_line"]) == (
+        "fail", 47.316, "tiny-1llc",
+        "EXIT: scx_bpf_error (scx_ktstr.bpf.c:114: scx_ktstr: injected error after 1500ms "
+        "(--error-after)) on CPU 0")
+    assert run(capsys, "show", "edde", "--section", "stats")[1] == (
+        "4 workers, 4 cpus, 19 migrations, worst_spread=23.5%, worst_gap=422ms\n"
+        "  cg0: workers=4 cpus=4 spread=23.5% gap=422ms migrations=19 iter=135437\n")
+    code, out, _ = run(capsys, "show", "edde")
+    assert "children  20261125-180932-scx_ktstr-tiny-1llc-edde/repro\n" in out
+    code, out, _ = run(capsys, "show", "edde/repro", "--json")
+    assert json.loads(out)["summary"]["verdict"] == "fail"
+    assert json.loads(out)["summary"]["parent"] == "20261125-180932-scx_ktstr-tiny-1llc-edde"
