@@ -247,7 +247,9 @@ def reproduced(primary: Primary, repro: ReproRun) -> tuple[bool, str]:
 def _exit_words(se: ev.SchedExit) -> str:
     from .dumps import exit_kind_name
 
-    kind = exit_kind_name(se.kind) if se.kind is not None else se.kind_name or "exit"
+    if se.kind is None:
+        return se.message or "an exit of unknown kind"
+    kind = exit_kind_name(se.kind)
     return f"{kind}: {se.message}" if se.message else kind
 
 

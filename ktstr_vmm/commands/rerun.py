@@ -31,14 +31,23 @@ def rerun_spec(args: argparse.Namespace, store: Store | None = None) -> RunSpec:
         raise UsageError(f"run {summary.run_id} has no readable {SPEC}",
                          "a run directory without its spec cannot be rerun")
     parent = RunSpec.from_json(data)
-    base = parent.with_changes(probes=(), kind="run", parent=None)
-    # spec.json stores the derived watchdog and memory; a new shape or duration derives anew
-    if args.topology is not None or args.duration is not None:
-        base = base.with_changes(timeout_s=None)
-    if args.topology is not None:
-        base = base.with_changes(memory_mib=0)
+    base = child_base(parent, new_shape=args.topology is not None,
+                      new_duration=args.duration is not None)
     spec = spec_from_args(args, base=base)
     return spec.with_changes(parent=summary.run_id, kind="rerun")
+
+
+def child_base(parent: RunSpec, *, new_shape: bool, new_duration: bool) -> RunSpec:
+    """The parent's spec as the base of a rerun (the TUI's rerun dialog starts here too):
+    no probes, no link yet; spec.json stores the derived watchdog and memory, so a new
+    topology or duration derives them anew. The caller applies its overrides, then
+    `.with_changes(parent=PARENT_ID, kind="rerun")`."""
+    base = parent.with_changes(probes=(), kind="run", parent=None)
+    if new_shape or new_duration:
+        base = base.with_changes(timeout_s=None)
+    if new_shape:
+        base = base.with_changes(memory_mib=0)
+    return base
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
