@@ -118,7 +118,7 @@ path      {d}
 name      basic    scheduler scx_simple
 topology  1n2l2c1t (tiny-2llc)
 started   2026-11-25 17:39:42    duration 14.2s
-verdict   fail (failed)
+verdict   fail
 artifacts console.log, sched.log
 
 {MESSAGE}

@@ -265,7 +265,8 @@ def format_run(s: RunSummary, result: dict[str, Any] | None, status: dict[str, A
     verdict = s.verdict
     if s.error:
         verdict += f": {s.error}"
-    elif result and isinstance(result.get("reason"), str) and result["reason"]:
+    elif result and isinstance(result.get("reason"), str) \
+            and result["reason"] not in ("", "failed", s.verdict):
         verdict += f" ({result['reason']})"
     lines = [
         f"run       {s.run_id}",
