@@ -106,6 +106,20 @@ def host_memory_mib() -> int:
     return 1 << 30
 
 
+_LIMITS: tuple[int, int] | None = None
+
+
+def _host_limits(lib, ffi) -> tuple[int, int]:
+    """(KVM_CAP_MAX_VCPUS, host MiB), asked once per process; /dev/kvm problems raise."""
+    global _LIMITS
+    if _LIMITS is None:
+        err = ffi.new("char[512]")
+        if lib.kt_kvm_check(err, 512) < 0:
+            raise EngineError(ffi.string(err).decode(errors="replace"))
+        _LIMITS = (lib.kt_kvm_max_vcpus(), host_memory_mib())
+    return _LIMITS
+
+
 def _check(rc: int, err, ffi, what: str, hint: str | None = None) -> None:
     if rc < 0:
         msg = ffi.string(err).decode(errors="replace") or os.strerror(-rc)
@@ -121,6 +135,7 @@ class KvmMachine:
 
     def __init__(self, topology: Topology, memory_mib: int, console_path: Path | None,
                  *, irqchip: bool, cpuid_flags: int) -> None:
+        """Checks the request against the host (vCPU limit, memory), then creates the VM."""
         self._ffi, self._lib = load_native()
         ffi, lib = self._ffi, self._lib
         self.topology = topology
@@ -132,13 +147,10 @@ class KvmMachine:
         self._kill_reason: str | None = None
         self.started_ns = time.monotonic_ns()
         err = ffi.new("char[512]")
-        if lib.kt_kvm_check(err, 512) < 0:
-            raise EngineError(ffi.string(err).decode(errors="replace"))
-        max_vcpus = lib.kt_kvm_max_vcpus()
+        max_vcpus, host = _host_limits(lib, ffi)
         if topology.vcpus > max_vcpus:
             raise EngineError(f"topology {topology} has {topology.vcpus} vCPUs, more than this "
                               f"host's KVM allows ({max_vcpus})", "choose a smaller topology")
-        host = host_memory_mib()
         if memory_mib > host:
             raise EngineError(f"guest memory {memory_mib} MiB is more than this host has "
                               f"({host} MiB)", "ask for less memory (--memory)")

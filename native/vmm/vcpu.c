@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -52,34 +53,53 @@ int kt_vcpu_create(struct kt_vm *vm, int id, char *err, size_t errlen)
     return 0;
 }
 
+/* KVM_GET_SUPPORTED_CPUID answers the same for the life of the process: ask once. */
+static pthread_mutex_t cpuid_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct kvm_cpuid2 *cpuid_cache;
+
+static int supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&cpuid_cache_lock);
+    int nbase = 256, rc = 0;
+    while (!cpuid_cache) {
+        struct kvm_cpuid2 *sup =
+            calloc(1, sizeof(*sup) + (size_t)nbase * sizeof(struct kvm_cpuid_entry2));
+        if (!sup) {
+            rc = kt_err(err, errlen, -ENOMEM, "out of memory");
+            break;
+        }
+        sup->nent = (uint32_t)nbase;
+        if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, sup) == 0) {
+            cpuid_cache = sup;
+            break;
+        }
+        int e = errno;
+        free(sup);
+        if (e != E2BIG || nbase > 4096) {
+            rc = kt_err(err, errlen, -e, "KVM_GET_SUPPORTED_CPUID: %s", strerror(e));
+            break;
+        }
+        nbase *= 2;
+    }
+    *out = cpuid_cache;
+    pthread_mutex_unlock(&cpuid_cache_lock);
+    return rc;
+}
+
 static int set_cpuid(struct kt_vcpu *v, char *err, size_t errlen)
 {
     struct kt_vm *vm = v->vm;
-    int nbase = 256;
-    struct kvm_cpuid2 *sup = NULL;
-    for (;;) {
-        sup = calloc(1, sizeof(*sup) + (size_t)nbase * sizeof(struct kvm_cpuid_entry2));
-        if (!sup)
-            return kt_err(err, errlen, -ENOMEM, "out of memory");
-        sup->nent = (uint32_t)nbase;
-        if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, sup) == 0)
-            break;
-        int e = errno;
-        free(sup);
-        if (e != E2BIG || nbase > 4096)
-            return kt_err(err, errlen, -e, "KVM_GET_SUPPORTED_CPUID: %s", strerror(e));
-        nbase *= 2;
-    }
+    struct kvm_cpuid2 *sup;
+    int rc0 = supported_cpuid(vm->kvm_fd, &sup, err, errlen);
+    if (rc0 < 0)
+        return rc0;
     int max = (int)sup->nent + 64;
     struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + (size_t)max * sizeof(struct kvm_cpuid_entry2));
-    if (!c) {
-        free(sup);
+    if (!c)
         return kt_err(err, errlen, -ENOMEM, "out of memory");
-    }
     int n = kt_cpuid_build(&vm->cfg.topo, (uint32_t)v->id,
                            (const struct kt_cpuid_entry *)sup->entries, (int)sup->nent,
                            vm->cfg.cpuid_flags, (struct kt_cpuid_entry *)c->entries, max);
-    free(sup);
     if (n < 0) {
         free(c);
         return kt_err(err, errlen, n, "building CPUID for vCPU %d failed", v->id);
@@ -223,6 +243,9 @@ static void *vcpu_thread(void *arg)
     sigemptyset(&set);
     sigaddset(&set, KICK_SIGNAL);
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    char name[16];
+    snprintf(name, sizeof(name), "ktstr-vcpu%d", v->id);
+    prctl(PR_SET_NAME, name, 0, 0, 0);
 
     for (;;) {
         __atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
@@ -293,8 +316,5 @@ int kt_vcpu_spawn(struct kt_vcpu *v, char *err, size_t errlen)
         return kt_err(err, errlen, -rc, "cannot start the thread of vCPU %d: %s", v->id,
                       strerror(rc));
     v->started = true;
-    char name[16];
-    snprintf(name, sizeof(name), "ktstr-vcpu%d", v->id);
-    pthread_setname_np(v->thread, name);
     return 0;
 }
