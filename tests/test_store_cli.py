@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from store_helpers import T0, make_run, replace_bytes
 
 from ktstr_vmm.cli import main
@@ -283,3 +285,22 @@ def test_a_recorded_real_run_lists_and_shows(capsys, tmp_path, monkeypatch):
     code, out, _ = run(capsys, "show", "edde/repro", "--json")
     assert json.loads(out)["summary"]["verdict"] == "fail"
     assert json.loads(out)["summary"]["parent"] == "20261125-180932-scx_ktstr-tiny-1llc-edde"
+
+
+
+_KEYS = ["schema", "maps", "is_placeholder", "reason", "early", "late", "rq_scx_states",
+         "dsq_states", "scx_sched_state", "name", "cpu", "passed", "skipped", "inconclusive",
+         "stats", "total_workers", "cgroups", "test_name", "scx_walker_unavailable"]
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=6),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(_KEYS), c, max_size=5),
+    max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(obj=st.dictionaries(st.sampled_from(_KEYS), _JSON, max_size=8))
+def test_dump_and_sidecar_rendering_never_raise_on_any_json_object(obj):
+    from ktstr_vmm.commands.showartifacts import render_dump, render_sidecar
+
+    assert all(isinstance(line, str) for line in render_dump(obj))
+    assert render_sidecar(obj)[0].startswith("verdict ")
