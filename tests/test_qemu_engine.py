@@ -79,13 +79,13 @@ def boot(kernel, initrd, tmp_path):
     machines = []
 
     def start(mode: str, topology: Topology = PRESETS["tiny-2llc"], memory_mib: int = 256,
-              extra: str = "", kernel_path: Path | None = None):
+              extra: str = "", kernel_path: Path | None = None, accel: str = "tcg"):
         spec = BootSpec(kernel=kernel_path or kernel.bzimage, initramfs=initrd,
                         cmdline=f"{CMDLINE} ktmode={mode} {extra}".strip(),
                         topology=topology, memory_mib=memory_mib,
                         console_path=tmp_path / f"console-{len(machines)}.log",
                         workdir=tmp_path / f"work-{len(machines)}")
-        m = QemuEngine().start(spec)
+        m = QemuEngine(accel).start(spec)
         machines.append(m)
         return m
 
@@ -186,13 +186,7 @@ def parse_cpulist(text: str) -> list[int]:
     return out
 
 
-@pytest.mark.vm
-@pytest.mark.slow
-@needs_qemu
-@pytest.mark.parametrize("preset", ["tiny-2llc", "smt-2llc", "numa2-4llc"])
-def test_guest_sees_the_requested_topology(boot, preset):
-    topo = PRESETS[preset]
-    m = boot("topo", topo, memory_mib=max(256, 64 * topo.vcpus), extra="quiet")
+def check_topology(m, topo: Topology) -> None:
     assert m.wait(120) == 0 and m.exit_reason() == "poweroff"
     console = Path(m.boot.console_path).read_text()
     assert "KT topology done" in console
@@ -209,6 +203,31 @@ def test_guest_sees_the_requested_topology(boot, preset):
         got = facts.get(f"/sys/devices/system/node/node{node}/cpulist")
         assert got is not None and parse_cpulist(got) == topo.node_cpus(node)
     assert f"/sys/devices/system/node/node{topo.nodes}/cpulist" not in facts
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+@needs_qemu
+@pytest.mark.parametrize("preset", ["tiny-2llc", "smt-2llc", "numa2-4llc"])
+def test_guest_sees_the_requested_topology(boot, preset):
+    topo = PRESETS[preset]
+    check_topology(boot("topo", topo, memory_mib=max(256, 64 * topo.vcpus), extra="quiet"), topo)
+
+
+@pytest.mark.vm
+@pytest.mark.hardware_kvm
+@needs_qemu
+@pytest.mark.parametrize("preset", ["tiny-2llc", "smt-2llc", "numa2-4llc"])
+def test_guest_sees_the_requested_topology_under_kvm(boot, preset):
+    from ktstr_vmm.kvmprobe import probe_kvm
+
+    probe = probe_kvm()
+    if probe.kind != "hardware":
+        pytest.skip(f"needs hardware KVM: {probe.detail}")
+    topo = PRESETS[preset]
+    m = boot("topo", topo, memory_mib=max(256, 64 * topo.vcpus), extra="quiet", accel="kvm")
+    assert m.accel == "kvm"
+    check_topology(m, topo)
 
 
 @pytest.mark.vm

@@ -139,9 +139,17 @@ def is_pvm() -> bool:
     return Path("/sys/module/kvm_pvm").exists()
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+# Resolved once in the parent: the child between fork and exec must not dlopen (another
+# thread of ours may hold the loader's lock at fork time).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: SIGKILL when the parent goes away.
+
+    Linux delivers it when the *thread* that forked exits, so a Machine must be started
+    from a thread that outlives it (the runner's main or worker thread does)."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() == 1:  # the parent died before prctl took effect
         os._exit(1)
 
