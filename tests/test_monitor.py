@@ -201,3 +201,26 @@ def test_thread_samples_at_the_interval(kernel, image, tmp_path):
     n = len(mon.samples)
     assert 10 <= n <= 40
     assert len((tmp_path / "monitor.jsonl").read_text().splitlines()) == n
+
+
+def test_bad_page_offset_base_makes_the_monitor_unavailable(kernel, image, tmp_path):
+    image.put(image.kallsyms["page_offset_base"] - MI.KBASE, "Q", 0x1234)
+    mon = Monitor.create(image.regions(), image.sysrdy(), kernel.vmlinux,
+                         tmp_path / "m.jsonl", 0.1, 4, build_id=kernel.build_id)
+    assert isinstance(mon, MonitorUnavailable)
+    assert mon.reason == "cannot read page_offset_base: implausible value 0x1234"
+
+
+def test_capture_after_scx_root_cleared_reads_the_last_scheduler(kernel, image, tmp_path):
+    image.set_scx(exit_kind=1026, msg="runnable task stall")
+    mon = make(kernel, image, tmp_path)
+    mon.sample_once()
+    image.put(image.kallsyms["scx_root"] - MI.KBASE, "Q", 0)
+    image.put(image.kallsyms["scx_enable_state_var"] - MI.KBASE, "I", 3)
+    assert mon.sample_once()["scx"] == {"state": "disabled", "root": 0, "exit_kind": None}
+    d = mon.capture()
+    assert d.scx_sched_state.exit_kind == 1026 and d.scx_walker_unavailable is None
+    fresh = make(kernel, image, tmp_path)  # never saw a scheduler
+    d2 = fresh.capture()
+    assert d2.scx_sched_state is None
+    assert d2.scx_walker_unavailable == "scx_root is NULL (no scheduler attached)"
