@@ -76,6 +76,19 @@ def test_port_io_and_mmio_round_trips(run):
     assert status == 0x13
 
 
+def test_the_wire_carries_bytes_both_ways(engine):
+    with engine.start_firmware(guest_image("wire_echo"), ONE) as m:
+        m.write_wire(b"ping over COM2")
+        got = b""
+        deadline = time.monotonic() + 10
+        while len(got) < 14 and time.monotonic() < deadline:
+            got += m.read_wire(0.2) or b""
+        assert got == b"ping over COM2"
+        m.write_wire(b"\0")
+        assert (m.wait(10), m.exit_reason()) == (0x33, "exit-port")
+        assert m.read_wire(0.1) is None, "a stopped VM's wire reads as closed"
+
+
 def test_hlt_with_interrupts_off_stops_the_vm_as_halted(run):
     m, status, _ = run("hlt")
     assert (status, m.exit_reason()) == (0, "halted")
