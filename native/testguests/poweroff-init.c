@@ -10,6 +10,9 @@
  *   topo               print the CPU topology sysfs files, L3 shared_cpu_list and the
  *                      NUMA node cpulists as "KT name=value" lines, then power off
  *   hang               print one line and sleep forever (for the host's watchdog)
+ *   exec               run `ktexec=PATH` with the argument -h (a dynamically linked
+ *                      program proves its library closure loads), print its exit
+ *                      status as "KT exec status=N", then power off
  *   exit               print one line and return from main: the kernel panics
  *                      ("Attempted to kill init"), and with panic=-1 it resets
  *   wire               write a known byte pattern of `ktwire=` bytes (default 65536) to
@@ -28,6 +31,7 @@
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -186,6 +190,30 @@ static void wire_test(void)
 	say("KT wire echoed%s%s\n", "", "");
 }
 
+static void exec_test(void)
+{
+	const char *path = getenv("ktexec");
+	char status[32];
+	int st = 0;
+	pid_t pid;
+
+	if (!path)
+		return;
+	pid = fork();
+	if (pid == 0) {
+		char *const argv[] = { (char *)path, "-h", NULL };
+
+		dup2(1, 2);
+		execv(path, argv);
+		say("KT exec failed: %s%s\n", strerror(errno), "");
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &st, 0) < 0)
+		return;
+	snprintf(status, sizeof(status), "%d", WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+	say("KT exec status=%s%s\n", status, "");
+}
+
 int main(void)
 {
 	const char *mode = getenv("ktmode");
@@ -197,6 +225,8 @@ int main(void)
 		dump_topology();
 	else if (!strcmp(mode, "wire"))
 		wire_test();
+	else if (!strcmp(mode, "exec"))
+		exec_test();
 	else if (!strcmp(mode, "hang"))
 		for (;;)
 			pause();
