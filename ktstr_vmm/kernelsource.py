@@ -111,16 +111,15 @@ def fetch_source(kernel: Kernel, progress: Progress | None = None) -> KernelSour
         if (s := cached_source(series)) is not None:
             return s
         package = f"linux-source-{series}"
-        uri = archive_uri()
-        apt = PrivateApt(sources_dir() / ".apt", uri)
-        progress.step(f"updating package lists from {uri} ({', '.join(apt.suites)})")
-        apt.update()
-        if package not in apt.search(f"^{re.escape(package)}$"):
-            raise FetchError(f"no {package} package in {uri} ({', '.join(apt.suites)}) for "
-                             f"kernel {kernel.version}", NO_SOURCE_HINT)
-        version = apt.version(package)
         try:
-            deb = _cached_deb(package, version) or _download(apt, package, version, progress)
+            deb, version = _newest_deb(package, kernel, progress)
+        except FetchError:
+            # Offline, or the archive moved on: a .deb we downloaded before still does.
+            cached = _cached_debs(package)
+            if not cached:
+                raise
+            version, deb = max(cached, key=lambda vd: debian_version_key(vd[0]))
+        try:
             return _extract(deb, package, version, series, progress)
         except OSError as e:
             raise FetchError(f"cannot write the source cache {sources_dir()}: "
@@ -128,12 +127,32 @@ def fetch_source(kernel: Kernel, progress: Progress | None = None) -> KernelSour
                              "free some space, or set KTSTR_CACHE to another disk") from e
 
 
-def _cached_deb(package: str, version: str) -> Path | None:
+def _newest_deb(package: str, kernel: Kernel, progress: Progress) -> tuple[Path, str]:
+    """(the .deb, its version) of the archive's newest `package`, downloaded if not cached."""
+    uri = archive_uri()
+    apt = PrivateApt(sources_dir() / ".apt", uri)
+    progress.step(f"updating package lists from {uri} ({', '.join(apt.suites)})")
+    apt.update()
+    if package not in apt.search(f"^{re.escape(package)}$"):
+        raise FetchError(f"no {package} package in {uri} ({', '.join(apt.suites)}) for "
+                         f"kernel {kernel.version}; is the archive reachable?", NO_SOURCE_HINT)
+    version = apt.version(package)
+    deb = dict(_cached_debs(package)).get(version)
+    if deb is None:
+        try:
+            deb = _download(apt, package, version, progress)
+        except OSError as e:
+            raise FetchError(f"cannot write the source cache {sources_dir()}: "
+                             f"{e.strerror or e}",
+                             "free some space, or set KTSTR_CACHE to another disk") from e
+    return deb, version
+
+
+def _cached_debs(package: str) -> list[tuple[str, Path]]:
+    """(version, path) of every downloaded `package` .deb (apt writes an epoch's ':' as %3a)."""
     debs = sources_dir() / "debs"
-    # apt names files with the epoch's ':' as '%3a'
-    want = version.replace(":", "%3a")
-    return next((p for p in debs.glob(f"{package}_*.deb") if p.name.split("_")[1] == want),
-                None)
+    return [(p.name.split("_")[1].replace("%3a", ":"), p)
+            for p in debs.glob(f"{package}_*.deb") if p.name.count("_") >= 2]
 
 
 def _download(apt: PrivateApt, package: str, version: str, progress: Progress) -> Path:

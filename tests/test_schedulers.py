@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ktstr_vmm import cli
-from ktstr_vmm.errors import SchedulerError
+from ktstr_vmm import cli, kernelsource
+from ktstr_vmm.errors import FetchError, SchedulerError
 from ktstr_vmm.kernel import Kernel
-from ktstr_vmm.kernelsource import cached_source, source_series
+from ktstr_vmm.kernelsource import EXTRACT_PARTS, cached_source, fetch_source, source_series
 from ktstr_vmm.schedulers import (
     KTSTR,
     SchedulerBuildError,
@@ -229,3 +229,67 @@ def test_kernel_tool_targets_read_the_makefile(tmp_path):
         "all: all_targets\n\nc-sched-targets = scx_simple scx_cpu0  scx_qmap\n\n"
         "$(c-sched-targets): %: $(BINDIR)/%\n")
     assert kernel_tool_targets(tmp_path) == ["scx_simple", "scx_cpu0", "scx_qmap"]
+
+
+# --- the kernel source cache ----------------------------------------------------------------
+
+def _tiny_source_deb(tmp_path: Path, debs: Path) -> Path:
+    """A real (small) linux-source-9.9 .deb: usr/src/linux-source-9.9.tar.xz holding every
+    part the build extracts, plus one part it must leave out (drivers/)."""
+    top = tmp_path / "t" / "linux-source-9.9"
+    for part in EXTRACT_PARTS:
+        (top / part).parent.mkdir(parents=True, exist_ok=True)
+        if part == "Makefile":
+            (top / part).write_text("VERSION = 9\n")
+        else:
+            (top / part).mkdir(exist_ok=True)
+            (top / part / "README").write_text(part)
+    (top / "tools/sched_ext").mkdir()
+    (top / "tools/sched_ext/Makefile").write_text("c-sched-targets = scx_a scx_b\n")
+    (top / "drivers").mkdir()
+    (top / "drivers/x.c").write_text("")
+    pkg = tmp_path / "pkg"
+    (pkg / "usr/src").mkdir(parents=True)
+    (pkg / "DEBIAN").mkdir()
+    (pkg / "DEBIAN/control").write_text(
+        "Package: linux-source-9.9\nVersion: 9.9.1-1\nArchitecture: all\n"
+        "Maintainer: ktstr tests <t@example.org>\nDescription: tiny test source\n")
+    subprocess.run(["tar", "-cJf", str(pkg / "usr/src/linux-source-9.9.tar.xz"), "-C",
+                    str(top.parent), top.name], check=True, timeout=60)
+    debs.mkdir(parents=True)
+    deb = debs / "linux-source-9.9_9.9.1-1_all.deb"
+    subprocess.run(["dpkg-deb", "--build", str(pkg), str(deb)], check=True, timeout=60,
+                    capture_output=True)
+    return deb
+
+
+def test_source_tree_comes_from_a_downloaded_deb_when_the_archive_is_unreachable(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("KTSTR_CACHE", str(tmp_path / "cache"))
+    _tiny_source_deb(tmp_path, tmp_path / "cache/sources/debs")
+
+    def unreachable(*a, **k):
+        raise FetchError("cannot reach the Debian archive")
+
+    monkeypatch.setattr(kernelsource, "_newest_deb", unreachable)
+    k = _fake_kernel(version="9.9.1+test-amd64")
+    src = fetch_source(k)
+    assert (src.package, src.version, src.label) == ("linux-source-9.9", "9.9.1-1",
+                                                     "linux-source-9.9 9.9.1-1")
+    assert src.tree == tmp_path / "cache/sources/linux-source-9.9_9.9.1-1"
+    assert kernel_tool_targets(src.sched_ext_dir) == ["scx_a", "scx_b"]
+    assert (src.tree / "kernel/bpf/README").read_text() == "kernel/bpf"
+    assert not (src.tree / "drivers").exists()
+    assert not list((tmp_path / "cache/sources").glob(".tmp-*"))
+    assert fetch_source(k) == src  # cached: not even the fallback runs again
+
+
+def test_no_source_and_no_archive_is_a_fetch_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("KTSTR_CACHE", str(tmp_path / "cache"))
+
+    def unreachable(*a, **k):
+        raise FetchError("cannot reach the Debian archive")
+
+    monkeypatch.setattr(kernelsource, "_newest_deb", unreachable)
+    with pytest.raises(FetchError, match="cannot reach the Debian archive"):
+        fetch_source(_fake_kernel(version="9.9.1+test-amd64"))
