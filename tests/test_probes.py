@@ -135,3 +135,15 @@ def test_probe_set_from_the_real_kernel_btf(kernel):
     tables = DecodeTables.from_btf(btf)
     assert tables.dsq["SCX_DSQ_LOCAL"] == (1 << 63) | 2
     assert tables.enq["SCX_ENQ_WAKEUP"] == 1
+
+
+def test_bad_dsq_repro_trace_shows_the_bad_id_then_the_exit():
+    """Recorded with the final probe set (sched_ext path + the primary's backtrace)."""
+    chain = chain_to_exit(decode_trace((DATA / "bad-dsq-repro-trace.txt").read_text()), 5)
+    assert [render_hit(h, T).split(None, 3)[3] for h in chain] == [
+        "scx_dsq_insert_commit    pid=119 comm=init dsq_id=0xbad0d5c slice=20ms vtime=0 enq_flags=0",
+        "find_dsq_for_dispatch    cpu=0 dsq_id=0xbad0d5c tcpu=0",
+        "__scx_exit               kind=SCX_EXIT_ERROR exit_code=0 exit_cpu=0 fmt=non-existent DSQ 0x%llx",
+        "scx_vexit                kind=SCX_EXIT_ERROR exit_code=0 exit_cpu=0 fmt=non-existent DSQ 0x%llx",
+        "sched_ext_exit           sched=ktstr kind=SCX_EXIT_ERROR",
+    ]
