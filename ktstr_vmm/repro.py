@@ -329,6 +329,9 @@ def auto_repro_section(primary_dir: Path, spec: RunSpec, primary: Primary,
     except KtstrError as e:
         text = f"auto-repro: could not start the repro VM: {e.message}"
         return f"{NOT_REACHED}\n{text}" if not primary.reached_workload else text
+    except Exception as e:  # the primary's verdict stands whatever happens to its repro
+        log.exception("auto-repro failed")
+        return f"auto-repro: the repro run failed internally: {type(e).__name__}: {e}"
     return render_section(primary, repro, probes, tables)
 
 
