@@ -151,15 +151,6 @@ def summarize(path: Path, run_id: str | None = None) -> RunSummary:
     started: float | None = None
     phase: str | None = None
     try:
-        spec = load_json_object(path / SPEC)
-        if spec is None:
-            raise BadFile(f"{SPEC}: missing")
-        info["name"] = field(spec, SPEC, "name", str, required=True)
-        info["scheduler"] = field(spec, SPEC, "scheduler", str, required=True)
-        info["topology"] = field(spec, SPEC, "topology", str, required=True)
-        info["preset"] = field(spec, SPEC, "preset", str)
-        info["parent"] = field(spec, SPEC, "parent", str)
-
         status_error: str | None = None
         status: dict[str, Any] | None = None
         try:
@@ -174,6 +165,15 @@ def summarize(path: Path, run_id: str | None = None) -> RunSummary:
             status_error, phase, started = str(e), None, None
         if started is None:
             started = started_from_run_id(run_id)
+
+        spec = load_json_object(path / SPEC)
+        if spec is None:
+            raise BadFile(f"{SPEC}: missing")
+        info["name"] = field(spec, SPEC, "name", str, required=True)
+        info["scheduler"] = field(spec, SPEC, "scheduler", str, required=True)
+        info["topology"] = field(spec, SPEC, "topology", str, required=True)
+        info["preset"] = field(spec, SPEC, "preset", str)
+        info["parent"] = field(spec, SPEC, "parent", str)
 
         result = load_json_object(path / RESULT)
         if result is not None:
@@ -190,7 +190,7 @@ def summarize(path: Path, run_id: str | None = None) -> RunSummary:
         if status_error:
             raise BadFile(status_error)
         if status is None:
-            return _summary(run_id, path, started, info, "pending", None, "", None, None)
+            raise BadFile(f"{STATUS}: missing")
         if phase == "done":
             raise BadFile(f"{RESULT}: missing although the run is done")
         if phase == INTERRUPTED:

@@ -148,7 +148,10 @@ def test_missing_spec_done_without_result_and_bad_status_are_corrupt(tmp_path):
     make_run(tmp_path, "20261125-173943-noresult", verdict=None, phase="done", started=T0 + 1)
     c = make_run(tmp_path, "20261125-173944-badstatus", verdict=None, started=T0 + 2)
     replace_bytes(c / "status.json", b'{"phase": "flying"}')
+    d = make_run(tmp_path, "20261125-173945-nostatus", verdict=None, started=T0 + 3)
+    (d / "status.json").unlink()
     assert {r.run_id: r.error for r in Store(tmp_path).list_runs()} == {
+        "20261125-173945-nostatus": "status.json: missing",
         "20261125-173942-nospec": "spec.json: missing",
         "20261125-173943-noresult": "result.json: missing although the run is done",
         "20261125-173944-badstatus": "status.json: unknown phase 'flying'",
