@@ -179,7 +179,8 @@ class StoreWatcher:
             self._stopping = True
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            if self._thread is not threading.current_thread():  # stop() from a callback
+                self._thread.join(timeout=5)
             self._thread = None
 
     def __enter__(self) -> StoreWatcher:
