@@ -103,6 +103,27 @@ def test_triple_fault_is_reported_as_a_crash_with_registers(run):
     assert "CR0=0x" in report and "RSP=0x0000000000007000" in report
 
 
+def test_an_emulation_failure_is_a_crash_with_registers_not_a_hang(run):
+    m, status, _ = run("emulfail")
+    assert status == 1
+    assert m.exit_reason() == "crashed: emulation failure: vCPU 0 at RIP 0xe0000000 (CS 0x0008)"
+    assert "RIP=0x00000000e0000000" in m.crash_report()
+
+
+def test_a_missing_kvm_device_says_which_and_the_fix(monkeypatch, tmp_path):
+    from ktstr_vmm import _kvm
+
+    err = _kvm.ffi.new("char[512]")
+    monkeypatch.setenv("KTSTR_KVM_DEVICE", str(tmp_path / "kvm"))
+    assert _kvm.lib.kt_kvm_check(err, 512) < 0
+    assert _kvm.ffi.string(err).decode() == (f"{tmp_path}/kvm is missing (load the kvm_intel "
+                                             "or kvm_amd module, or use --engine qemu)")
+    (tmp_path / "kvm").write_bytes(b"")
+    assert _kvm.lib.kt_kvm_check(err, 512) < 0
+    assert _kvm.ffi.string(err).decode() == (f"{tmp_path}/kvm is not a KVM device "
+                                             "(KVM_GET_API_VERSION answered -1, not 12)")
+
+
 def test_spin_forever_is_ended_by_kill(engine):
     with engine.start_firmware(guest_image("spin"), ONE) as m:
         assert m.wait(0.3) is None and m.exit_reason() is None

@@ -18,22 +18,16 @@ import os
 import select
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EngineError
 from ..spec import Topology
 from .base import BootSpec, RamRegion
+from .kvmevents import CRASH_NAMES, STOP_KINDS, KvmEvent, event_from_c
 
 MiB = 1 << 20
 BUILD_HINT = "install gcc and run `pip install -e .` in the ktstr checkout, or use --engine qemu"
 
-# KT_EV_* -> name; the stop kinds end the VM, the others are informational.
-EVENT_NAMES = {1: "exit-port", 2: "halted", 3: "triple fault", 4: "entry failure",
-               5: "internal error", 6: "reset", 7: "poweroff", 8: "killed", 9: "report",
-               10: "paused", 11: "resumed", 12: "vcpu error", 13: "unhandled exit"}
-STOP_KINDS = {1, 2, 3, 4, 5, 6, 7, 8, 12, 13}
-CRASH_NAMES = {"triple fault", "entry failure", "internal error", "vcpu error", "unhandled exit"}
 CPUID_HIDE_PVM = 1
 CPUID_VENDOR_INTEL = 2
 
@@ -46,56 +40,6 @@ def load_native():
         raise EngineError(f"the KVM engine's C extension ktstr_vmm._kvm is not built ({e})",
                           BUILD_HINT) from e
     return _kvm.ffi, _kvm.lib
-
-
-@dataclass(frozen=True)
-class KvmEvent:
-    """One entry of the VMM's event ring (registers are those of `vcpu` at the time)."""
-
-    kind: str
-    vcpu: int
-    code: int
-    ns: int  # CLOCK_MONOTONIC, comparable with time.monotonic_ns()
-    rip: int = 0
-    rsp: int = 0
-    cs: int = 0
-    cr0: int = 0
-    cr3: int = 0
-    cr4: int = 0
-    efer: int = 0
-    regs: tuple[int, int, int, int] = (0, 0, 0, 0)  # rax rbx rcx rdx
-    insn: bytes = b""
-
-    def describe(self) -> str:
-        """One line a person can act on (used for crash reports)."""
-        where = f"vCPU {self.vcpu} at RIP {self.rip:#x} (CS {self.cs:#06x})"
-        if self.kind == "internal error":
-            what = "emulation failure" if self.code == 1 else f"internal error {self.code}"
-        elif self.kind == "entry failure":
-            what = f"VM entry failure, hardware reason {self.code:#x}"
-        elif self.kind == "vcpu error":
-            what = f"KVM_RUN failed: {os.strerror(self.code)}"
-        elif self.kind == "unhandled exit":
-            what = f"unhandled KVM exit reason {self.code}"
-        else:
-            what = self.kind
-        text = f"{what}: {where}"
-        if self.insn:
-            text += f", bytes {self.insn[:8].hex(' ')}"
-        return text
-
-    def registers(self) -> str:
-        rax, rbx, rcx, rdx = self.regs
-        return (f"RIP={self.rip:#018x} RSP={self.rsp:#018x} CS={self.cs:#06x}\n"
-                f"RAX={rax:#018x} RBX={rbx:#018x} RCX={rcx:#018x} RDX={rdx:#018x}\n"
-                f"CR0={self.cr0:#x} CR3={self.cr3:#x} CR4={self.cr4:#x} EFER={self.efer:#x}")
-
-
-def _event(ev) -> KvmEvent:
-    return KvmEvent(kind=EVENT_NAMES.get(ev.kind, f"event {ev.kind}"), vcpu=ev.vcpu,
-                    code=ev.code, ns=ev.ns, rip=ev.rip, rsp=ev.rsp, cs=ev.cs, cr0=ev.cr0,
-                    cr3=ev.cr3, cr4=ev.cr4, efer=ev.efer,
-                    regs=(ev.rax, ev.rbx, ev.rcx, ev.rdx), insn=bytes(ev.insn[0:ev.insn_len]))
 
 
 def host_memory_mib() -> int:
@@ -145,6 +89,7 @@ class KvmMachine:
         self._maps: list[mmap.mmap] = []
         self._closed = False
         self._kill_reason: str | None = None
+        self.workdir: Path | None = None  # BootSpec.workdir, removed (if empty) by close()
         self.started_ns = time.monotonic_ns()
         err = ffi.new("char[512]")
         max_vcpus, host = _host_limits(lib, ffi)
@@ -214,7 +159,7 @@ class KvmMachine:
                 return
             ev = self._ffi.new("struct kt_event *")
             while self._lib.kt_vm_next_event(self._vm, ev):
-                e = _event(ev)
+                e = event_from_c(ev)
                 self._events.append(e)
                 if ev.kind in STOP_KINDS and self._stop is None:
                     self._stop = e
@@ -290,7 +235,7 @@ class KvmMachine:
         with self._lock:
             if self._vm is None or self._lib.kt_vm_vcpu_regs(self._vm, vcpu, ev) < 0:
                 raise EngineError(f"no vCPU {vcpu} to read registers from")
-        return _event(ev)
+        return event_from_c(ev)
 
     def pause(self) -> None:
         self._call(self._lib.kt_vm_pause, "pause")
@@ -384,6 +329,9 @@ class KvmMachine:
                     m.close()
             self._maps.clear()
         self._close_console()
+        if self.workdir is not None:
+            with contextlib.suppress(OSError):  # we put nothing there; others may have
+                self.workdir.rmdir()
 
     def __enter__(self) -> KvmMachine:
         return self
@@ -421,6 +369,7 @@ class KvmEngine:
         Path(boot.workdir).mkdir(parents=True, exist_ok=True)
         m = KvmMachine(boot.topology, boot.memory_mib, boot.console_path, irqchip=True,
                        cpuid_flags=self.cpuid_flags)
+        m.workdir = Path(boot.workdir)
         initrd = boot.initramfs if boot.initramfs and Path(boot.initramfs).is_file() else None
         m.load_kernel(kernel, boot.cmdline, initrd)
         m.start()

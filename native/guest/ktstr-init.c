@@ -65,7 +65,10 @@ static struct {
 	struct spec spec;
 	char *spec_text;
 	int kmsg_fd;
-	char last_scx_kmsg[1024];
+	char last_scx_kmsg[1024];  /* the last kernel line with "sched_ext:" */
+	char scx_exit_kmsg[2048];  /* from its "disabled (reason)" line on: the kernel's words */
+	uint64_t scx_disabled_ms;  /* when that line arrived */
+	uint64_t scx_gone_ms;      /* when we first saw the scheduler gone or scx not enabled */
 
 	pid_t sched_pid;
 	int sched_exited;        /* reaped */
@@ -221,12 +224,16 @@ static void kmsg_drain(void)
 		wire_send(MSG_DMESG, 0, rec, (size_t)n);
 		char *msg = strchr(rec, ';');
 		if (msg && strstr(msg, "sched_ext:")) {
-			size_t l = strcspn(msg + 1, "\n");
+			size_t l = strcspn(msg + 1, "\n"), used = strlen(run.scx_exit_kmsg);
 
-			if (l >= sizeof(run.last_scx_kmsg))
-				l = sizeof(run.last_scx_kmsg) - 1;
-			memcpy(run.last_scx_kmsg, msg + 1, l);
-			run.last_scx_kmsg[l] = '\0';
+			snprintf(run.last_scx_kmsg, sizeof(run.last_scx_kmsg), "%.*s", (int)l, msg + 1);
+			if (strstr(run.last_scx_kmsg, "disabled (")) {
+				run.scx_disabled_ms = now_ms();
+				used = 0;
+			}
+			if (run.scx_disabled_ms && used + l + 2 < sizeof(run.scx_exit_kmsg))
+				snprintf(run.scx_exit_kmsg + used, sizeof(run.scx_exit_kmsg) - used, "%s%s",
+					 used ? "\n" : "", run.last_scx_kmsg);
 		}
 	}
 }
@@ -292,34 +299,44 @@ static const char *scx_state(void)
 	return run.scx_state;
 }
 
-/* A scheduler that died or a sched_ext that left "enabled" while we were watching. */
+#define KERNEL_WORDS_WAIT_MS 2000 /* for the kernel's "disabled (reason)" line */
+#define KERNEL_WORDS_TAIL_MS 200  /* for the error lines that follow it */
+
+/* A scheduler that died or a sched_ext that left "enabled" while we were watching:
+ * SchedExit, once, with the kernel's words (they follow the state change by a moment,
+ * so the report waits for them, boundedly). */
 static void watch_scheduler(void)
 {
 	const char *state, *reason;
+	uint64_t now = now_ms();
 	struct jbuf j;
 
 	if (!run.watching || run.sched_exit_sent)
 		return;
 	state = scx_state();
-	if (run.sched_exited)
-		reason = "process_exited";
-	else if (strcmp(state, "enabled"))
-		reason = "scx_disabled";
-	else
+	if (!run.sched_exited && !strcmp(state, "enabled"))
 		return;
+	if (!run.scx_gone_ms)
+		run.scx_gone_ms = now;
+	kmsg_drain();
+	if (!(run.scx_disabled_ms && now - run.scx_disabled_ms >= KERNEL_WORDS_TAIL_MS) &&
+	    now - run.scx_gone_ms < KERNEL_WORDS_WAIT_MS)
+		return;
+	run.state_read_ms = 0; /* report the state as it is now */
+	state = scx_state();
+	reason = run.sched_exited ? "process_exited" : "scx_disabled";
 	run.sched_exit_sent = 1;
 	run.watching = 0;
-	kmsg_drain(); /* the kernel's words about it, if they are already there */
 	jb_init(&j);
 	jb_open(&j, '{');
 	jb_kstr(&j, "reason", reason);
 	jb_kstr(&j, "state", state);
 	if (run.sched_exited)
 		status_json(&j, run.sched_status);
-	jb_kstr(&j, "kmsg", run.last_scx_kmsg);
+	jb_kstr(&j, "kmsg", run.scx_exit_kmsg[0] ? run.scx_exit_kmsg : run.last_scx_kmsg);
 	jb_ku64(&j, "t_ms", now_ms());
 	jb_close(&j, '}');
-	warn("scheduler failed mid-run: %s (state %s) %s", reason, state, run.last_scx_kmsg);
+	warn("scheduler failed: %s (state %s) %s", reason, state, run.last_scx_kmsg);
 	send_json(MSG_SCHED_EXIT, &j);
 	fail(EXIT_SCHED_FAILED, "the scheduler failed during the run");
 	if (run.wl_started)
@@ -544,6 +561,11 @@ static int sched_gone(void)
 	return run.sched_exited;
 }
 
+static int sched_exit_sent(void)
+{
+	return run.sched_exit_sent;
+}
+
 static int scx_enabled_or_sched_gone(void)
 {
 	return run.sched_exited || !strcmp(scx_state(), "enabled");
@@ -612,7 +634,7 @@ static int phase_scheduler(void)
 	}
 	if (run.sched_exited) {
 		run.watching = 1; /* let watch_scheduler() report it with the kernel's words */
-		watch_scheduler();
+		pump(now_ms() + KERNEL_WORDS_WAIT_MS + TICK_MS, sched_exit_sent);
 	} else {
 		snprintf(detail, sizeof(detail), "state '%s' after %llu ms", scx_state(),
 			 (unsigned long long)run.spec.enable_timeout_ms);
@@ -688,8 +710,13 @@ static void phase_workload(void)
 		add_note("%s", "some workers overran their deadline and were killed");
 	}
 	lifecycle("workload_done", 0, NULL, run.sched_exit_sent ? "stopped early" : NULL);
-	if (run.sched_exit_sent)
-		add_note("stopped early: %s", run.last_scx_kmsg[0] ? run.last_scx_kmsg : "the scheduler failed");
+	if (run.sched_exit_sent) {
+		const char *why = run.scx_exit_kmsg[0] ? run.scx_exit_kmsg : run.last_scx_kmsg;
+		char first[200];
+
+		snprintf(first, sizeof(first), "%.*s", (int)strcspn(why, "\n"), why);
+		add_note("stopped early: %s", first[0] ? first : "the scheduler failed");
+	}
 	scenario(MSG_SCENARIO_END);
 }
 

@@ -82,7 +82,7 @@ int kt_err(char *err, size_t errlen, int rc, const char *fmt, ...)
 uint64_t kt_now_ns(void);
 uint8_t *kt_gpa(struct kt_vm *vm, uint64_t gpa, uint64_t len); /* NULL when not RAM */
 
-/* vm.c */
+/* vm.c, control.c */
 void kt_vm_post(struct kt_vm *vm, const struct kt_event *ev);
 void kt_vm_stop_with(struct kt_vm *vm, const struct kt_event *ev); /* post + stop all */
 void kt_vm_set_irq(struct kt_vm *vm, int irq, int level);

@@ -2,7 +2,8 @@
  * ktvmm.h - public interface of the ktstr VMM (native/vmm), the C core of KvmEngine.
  *
  * Layering (after kvmtool and Firecracker):
- *   vm.c       VM lifetime: /dev/kvm, memfd-backed RAM, irqchip/PIT, start/stop, events
+ *   vm.c       VM lifetime: /dev/kvm, memfd-backed RAM, irqchip/PIT, start, teardown
+ *   control.c  event ring + eventfd, stop reasons, pause/resume/kill, wire and RAM access
  *   vcpu.c     one thread per vCPU running KVM_RUN, exit dispatch, pause/kill by signal
  *   serial.c   8250 UART (COM1 console -> fd, COM2 wire <-> pipe/fifo)
  *   i8042.c    keyboard controller: only the 0xFE reset pulse

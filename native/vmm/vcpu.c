@@ -149,14 +149,21 @@ void kt_vcpu_fill_regs(struct kt_vcpu *v, struct kt_event *ev)
         ev->cr4 = s.cr4;
         ev->efer = s.efer;
         ev->cs = s.cs.selector;
-        /* Instruction bytes at CS:RIP when that is plain RAM with paging off or identity. */
-        uint64_t lin = s.cs.base + ev->rip;
-        if (!(s.cr0 & 0x80000000u) && !ev->insn_len) {
-            uint8_t *p = kt_gpa(v->vm, lin, sizeof(ev->insn));
-            if (p) {
-                memcpy(ev->insn, p, sizeof(ev->insn));
-                ev->insn_len = sizeof(ev->insn);
-            }
+        /* Instruction bytes at CS:RIP, through the guest's page tables when paging is on. */
+        uint64_t lin = s.cs.base + ev->rip, gpa = lin;
+        bool ok = true;
+        if (s.cr0 & 0x80000000u) {
+            struct kvm_translation tr = {.linear_address = lin};
+            ok = ioctl(v->fd, KVM_TRANSLATE, &tr) == 0 && tr.valid;
+            gpa = tr.physical_address;
+        }
+        uint32_t n = (uint32_t)(0x1000 - (gpa & 0xfff));
+        if (n > sizeof(ev->insn))
+            n = sizeof(ev->insn);
+        uint8_t *p = ok && !ev->insn_len ? kt_gpa(v->vm, gpa, n) : NULL;
+        if (p) {
+            memcpy(ev->insn, p, n);
+            ev->insn_len = n;
         }
     }
 }

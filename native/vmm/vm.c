@@ -1,7 +1,7 @@
 /*
  * vm.c - VM lifetime: open /dev/kvm, create the VM and its memfd-backed RAM, the in-kernel
- * irqchip and PIT, the devices and vCPUs; start, pause, resume, kill; the event ring that
- * hands Python what happened (an eventfd wakes the reader).
+ * irqchip and PIT, the devices and vCPUs; start them; tear everything down. What happens
+ * while it runs (events, pause, kill) is in control.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -47,24 +47,28 @@ uint8_t *kt_gpa(struct kt_vm *vm, uint64_t gpa, uint64_t len)
     return NULL;
 }
 
+/* $KTSTR_KVM_DEVICE overrides the path (tests of the error messages). */
 static int open_kvm(char *err, size_t errlen)
 {
-    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    const char *dev = getenv("KTSTR_KVM_DEVICE");
+    if (!dev || !*dev)
+        dev = "/dev/kvm";
+    int fd = open(dev, O_RDWR | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
         if (e == ENOENT)
-            return kt_err(err, errlen, -e, "/dev/kvm is missing (load kvm_intel or kvm_amd, "
-                          "or use --engine qemu)");
+            return kt_err(err, errlen, -e, "%s is missing (load the kvm_intel or kvm_amd "
+                          "module, or use --engine qemu)", dev);
         if (e == EACCES || e == EPERM)
-            return kt_err(err, errlen, -e, "/dev/kvm is not permitted for this user (add "
-                          "yourself to the kvm group, or use --engine qemu)");
-        return kt_err(err, errlen, -e, "open /dev/kvm: %s", strerror(e));
+            return kt_err(err, errlen, -e, "%s is not permitted for this user (add yourself "
+                          "to the kvm group, or use --engine qemu)", dev);
+        return kt_err(err, errlen, -e, "cannot open %s: %s", dev, strerror(e));
     }
     int api = ioctl(fd, KVM_GET_API_VERSION, 0);
     if (api != KVM_API_VERSION) {
         close(fd);
-        return kt_err(err, errlen, -EINVAL, "/dev/kvm speaks KVM API %d, not %d", api,
-                      KVM_API_VERSION);
+        return kt_err(err, errlen, -EINVAL, "%s is not a KVM device (KVM_GET_API_VERSION "
+                      "answered %d, not %d)", dev, api, KVM_API_VERSION);
     }
     return fd;
 }
@@ -238,188 +242,6 @@ int kt_vm_start(struct kt_vm *vm, char *err, size_t errlen)
             return rc;
         }
     }
-    return 0;
-}
-
-static void kick_all(struct kt_vm *vm)
-{
-    for (int i = 0; i < vm->nvcpus; i++)
-        kt_vcpu_kick(&vm->vcpus[i]);
-}
-
-/* Queue an event; caller holds vm->lock. */
-static void post_locked(struct kt_vm *vm, const struct kt_event *ev)
-{
-    if (vm->ring_len == KT_EVENT_RING) {
-        vm->ring_dropped++;
-        return;
-    }
-    uint32_t slot = (vm->ring_head + vm->ring_len) % KT_EVENT_RING;
-    vm->ring[slot] = *ev;
-    if (!vm->ring[slot].ns)
-        vm->ring[slot].ns = kt_now_ns();
-    vm->ring_len++;
-    uint64_t one = 1;
-    ssize_t n = write(vm->event_fd, &one, sizeof(one));
-    (void)n;
-}
-
-void kt_vm_post(struct kt_vm *vm, const struct kt_event *ev)
-{
-    pthread_mutex_lock(&vm->lock);
-    post_locked(vm, ev);
-    pthread_mutex_unlock(&vm->lock);
-}
-
-void kt_vm_stop_with(struct kt_vm *vm, const struct kt_event *ev)
-{
-    pthread_mutex_lock(&vm->lock);
-    bool first = !vm->stop;
-    if (first) {
-        vm->stop = true;
-        post_locked(vm, ev); /* the first stop reason is the VM's exit reason */
-    }
-    pthread_cond_broadcast(&vm->cond);
-    pthread_mutex_unlock(&vm->lock);
-    if (first)
-        kick_all(vm);
-}
-
-void kt_vm_set_irq(struct kt_vm *vm, int irq, int level)
-{
-    if (!vm->cfg.irqchip)
-        return;
-    struct kvm_irq_level l = {.irq = (uint32_t)irq, .level = (uint32_t)level};
-    ioctl(vm->vm_fd, KVM_IRQ_LINE, &l);
-}
-
-int kt_vm_pause(struct kt_vm *vm)
-{
-    pthread_mutex_lock(&vm->lock);
-    if (vm->state != KT_STATE_RUNNING || vm->stop) {
-        int rc = vm->state == KT_STATE_PAUSED ? 0 : -EINVAL;
-        pthread_mutex_unlock(&vm->lock);
-        return rc;
-    }
-    vm->pause_req = true;
-    pthread_mutex_unlock(&vm->lock);
-    kick_all(vm);
-    pthread_mutex_lock(&vm->lock);
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += 5;
-    int rc = 0;
-    while (!vm->stop && vm->paused_vcpus + vm->halted_vcpus < vm->live_vcpus) {
-        if (pthread_cond_timedwait(&vm->cond, &vm->lock, &dl) == ETIMEDOUT) {
-            rc = -ETIMEDOUT;
-            break;
-        }
-    }
-    if (!rc && !vm->stop) {
-        vm->state = KT_STATE_PAUSED;
-        struct kt_event ev = {.kind = KT_EV_PAUSED, .vcpu = -1};
-        post_locked(vm, &ev);
-    }
-    pthread_mutex_unlock(&vm->lock);
-    return rc;
-}
-
-int kt_vm_resume(struct kt_vm *vm)
-{
-    pthread_mutex_lock(&vm->lock);
-    int rc = -EINVAL;
-    if (vm->state == KT_STATE_PAUSED || vm->pause_req) {
-        vm->pause_req = false;
-        if (!vm->stop) {
-            vm->state = KT_STATE_RUNNING;
-            struct kt_event ev = {.kind = KT_EV_RESUMED, .vcpu = -1};
-            post_locked(vm, &ev);
-        }
-        pthread_cond_broadcast(&vm->cond);
-        rc = 0;
-    }
-    pthread_mutex_unlock(&vm->lock);
-    return rc;
-}
-
-int kt_vm_kill(struct kt_vm *vm)
-{
-    struct kt_event ev = {.kind = KT_EV_KILLED, .vcpu = -1};
-    kt_vm_stop_with(vm, &ev);
-    return 0;
-}
-
-int kt_vm_state(struct kt_vm *vm)
-{
-    pthread_mutex_lock(&vm->lock);
-    int s = vm->state;
-    if (vm->stop)
-        s = KT_STATE_STOPPED;
-    pthread_mutex_unlock(&vm->lock);
-    return s;
-}
-
-int kt_vm_event_fd(struct kt_vm *vm) { return vm->event_fd; }
-int kt_vm_wire_fd(struct kt_vm *vm) { return vm->wire_rd; }
-int kt_vm_mem_fd(struct kt_vm *vm) { return vm->mem_fd; }
-
-int kt_vm_next_event(struct kt_vm *vm, struct kt_event *ev)
-{
-    pthread_mutex_lock(&vm->lock);
-    int got = 0;
-    if (vm->ring_len) {
-        *ev = vm->ring[vm->ring_head];
-        vm->ring_head = (vm->ring_head + 1) % KT_EVENT_RING;
-        vm->ring_len--;
-        got = 1;
-    }
-    if (!vm->ring_len) {
-        uint64_t n;
-        ssize_t r = read(vm->event_fd, &n, sizeof(n));
-        (void)r;
-    }
-    pthread_mutex_unlock(&vm->lock);
-    return got;
-}
-
-int kt_vm_wire_write(struct kt_vm *vm, const uint8_t *data, size_t len)
-{
-    return (int)kt_uart_rx_push(vm, &vm->com2, data, len);
-}
-
-int kt_vm_ram_regions(struct kt_vm *vm, uint64_t *gpa, uint64_t *offset, uint64_t *size, int max)
-{
-    int n = 0;
-    if (n < max) {
-        gpa[n] = 0;
-        offset[n] = 0;
-        size[n] = vm->low_size;
-        n++;
-    }
-    if (vm->high_size && n < max) {
-        gpa[n] = KT_HIGH_MEM_BASE;
-        offset[n] = vm->low_size;
-        size[n] = vm->high_size;
-        n++;
-    }
-    return n;
-}
-
-int kt_vm_vcpu_regs(struct kt_vm *vm, int vcpu, struct kt_event *out)
-{
-    if (vcpu < 0 || vcpu >= vm->nvcpus)
-        return -EINVAL;
-    memset(out, 0, sizeof(*out));
-    out->ns = kt_now_ns();
-    kt_vcpu_fill_regs(&vm->vcpus[vcpu], out);
-    return 0;
-}
-
-int kt_vm_boot_info(struct kt_vm *vm, uint64_t *entry, uint64_t *rsdp, int *kind)
-{
-    *entry = vm->entry;
-    *rsdp = vm->rsdp;
-    *kind = vm->boot_kind;
     return 0;
 }
 
