@@ -212,7 +212,9 @@ def test_scx_simple_run_enables_serves_a_snapshot_and_stops_on_sigint(kernel, tm
 @pytest.mark.slow
 def test_missing_scheduler_binary_fails_fast_with_its_words(kernel, tmp_path):
     run = boot_agent(kernel, tmp_path, _spec_text("/usr/bin/nope", duration_s=1.0))
-    assert run.phases() == ["sched_started"]
+    assert run.phases() == ["sched_started", "sched_stopped"]
+    ex = run.one(gm.ExecExit)
+    assert (ex.how, ex.code, ex.signal) == ("exited", 127, None)
     se = run.one(gm.SchedExit)
     assert (se.reason, se.code) == ("process_exited", 127)
     assert gm.SchedLogLine("stderr", "ktstr-init: cannot execute /usr/bin/nope: "
@@ -242,7 +244,41 @@ def measure_wire(kernel, tmp_path, kib: int) -> tuple[float, GuestRun]:
 
 @pytest.mark.vm
 @pytest.mark.slow
-def test_wire_carries_a_megabyte_intact(kernel, tmp_path):
-    mbps, run = measure_wire(kernel, tmp_path, 1024)
+def test_wire_carries_256_kib_intact(kernel, tmp_path):
+    mbps, run = measure_wire(kernel, tmp_path, 256)
     assert run.wire["bad_crc"] == 0 and run.wire["garbage_bytes"] == 0
     assert mbps > 0.05  # far below what COM2 does under TCG; catches a stalled wire
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_scheduler_error_mid_run_reports_sched_exit_with_the_kernels_words(kernel, tmp_path):
+    from ktstr_vmm.guestspec import render_guest_spec
+    from ktstr_vmm.schedulers import resolve_scheduler
+    from ktstr_vmm.spec import RunSpec, parse_topology, parse_workload
+
+    try:
+        sched = resolve_scheduler("scx_ktstr", kernel)
+    except SchedulerError as e:
+        pytest.skip(f"scx_ktstr is not built: {e.one_line()}")
+    spec = RunSpec(name="agent_err", scheduler="", topology=parse_topology("1n2l2c1t"),
+                   duration_s=6.0, workload=parse_workload("spin:4"),
+                   sched_args=("--error-after", "1000"))
+    run = boot_agent(kernel, tmp_path, render_guest_spec(spec, "/usr/bin/scx_ktstr", []),
+                     files={"/usr/bin/scx_ktstr": sched.path})
+    se = run.one(gm.SchedExit)
+    assert (se.reason, se.state, se.code) == ("scx_disabled", "disabled", None)
+    assert re.fullmatch(
+        r'sched_ext: BPF scheduler "ktstr" disabled \(scx_bpf_error\)\n'
+        r"sched_ext: ktstr: scx_ktstr\.bpf\.c:\d+: scx_ktstr: injected error after 1000ms "
+        r"\(--error-after\)", se.kmsg), se.kmsg
+    done = [v for v in run.of(gm.Lifecycle) if v.phase == "workload_done"]
+    assert [d.detail for d in done] == ["stopped early"]
+    assert "DEBUG DUMP" in [x.text for x in run.of(gm.SchedLogLine)]
+    ex = run.one(gm.ExecExit)
+    assert (ex.how, ex.code) == ("exited", 1)
+    res = run.one(gm.TestResult)
+    assert 'stopped early: sched_ext: BPF scheduler "ktstr" disabled (scx_bpf_error)' in res.notes
+    assert all(w.wall_ns < 5e9 for w in res.workers)  # cut short, not the full 6 s
+    assert run.one(gm.Exit) == gm.Exit(1, "the scheduler failed during the run")
+    assert run.exit_reason == "poweroff"
