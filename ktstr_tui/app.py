@@ -3,7 +3,7 @@
 `KtstrApp(store_root, open_path=None, launch_args=None)`:
 - no path: the run browser of the store;
 - a run directory: its live or result screen (the browser of its store underneath);
-- a failure-dump file: the dump viewer;
+- a failure-dump file (*.json): the dump viewer; any other file: the log view;
 - a directory of artifacts (Rust ktstr output: *.failure-dump.json, no spec): its dumps;
 - launch_args: spawn `ktstr run ARGS` and open the new run live.
 """
@@ -11,11 +11,14 @@
 from __future__ import annotations
 
 import threading
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import events, on, work
 from textual.app import App
 from textual.binding import Binding
+from textual.screen import Screen
 
 from ktstr_vmm import rundir
 
@@ -23,18 +26,28 @@ from . import launch as launcher
 from .commands import ScreenActionsProvider
 from .messages import LaunchFailed, OpenRun
 from .rundata import failure_dumps, is_run_dir
-from .screens.browser import BrowserScreen
-from .screens.dump_screen import DumpScreen
 from .screens.help_screen import HelpScreen
 from .screens.too_small import TooSmallScreen
-from .store_access import Store
+
+if TYPE_CHECKING:
+    from .screens.browser import BrowserScreen
+    from .store_access import Store
+
+class HomeScreen(Screen):
+    """Stands in for the run browser under a directly opened run or file, so opening a
+    200 MB log does not also build the browser; becomes the browser when shown."""
+
+    def on_screen_resume(self) -> None:
+        if self.app.screen is self:
+            self.app.push_screen(self.app.browser_screen())
+
 
 MIN_WIDTH = 60
 MIN_HEIGHT = 16
 
 
 class KtstrApp(App[int]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).parent / "app.tcss"
     TITLE = "ktstr"
     SUB_TITLE = "sched_ext workstation"
     COMMANDS = App.COMMANDS | {ScreenActionsProvider}
@@ -48,14 +61,27 @@ class KtstrApp(App[int]):
                  launch_args: list[str] | None = None, watch: bool = True) -> None:
         super().__init__()
         self.store_root = Path(store_root)
-        self.store = Store(self.store_root)
         self.open_path = Path(open_path) if open_path else None
         self.launch_args = launch_args
         self.watch_store = watch
         self._stop = threading.Event()
 
+    @cached_property
+    def store(self) -> Store:
+        """The run store, opened on first use (a directly opened log never needs it)."""
+        from .store_access import Store
+
+        return Store(self.store_root)
+
     # ------------------------------------------------------------------ startup
-    def get_default_screen(self) -> BrowserScreen:
+    def get_default_screen(self) -> Screen:
+        if self.open_path is not None or self.launch_args is not None:
+            return HomeScreen()  # the browser is built when someone goes back to it
+        return self.browser_screen()
+
+    def browser_screen(self) -> BrowserScreen:
+        from .screens.browser import BrowserScreen
+
         return BrowserScreen(self.store, watch=self.watch_store)
 
     def on_mount(self) -> None:
@@ -71,11 +97,19 @@ class KtstrApp(App[int]):
     def open_target(self, path: Path) -> None:
         if is_run_dir(path):
             self.open_run(path)
-        elif path.is_file():
+        elif path.is_file() and path.name.endswith(".json"):
+            from .screens.dump_screen import DumpScreen
+
             self.push_screen(DumpScreen(path))
+        elif path.is_file():
+            from .screens.log_screen import LogScreen
+
+            self.push_screen(LogScreen(path))
         elif path.is_dir():
             dumps = failure_dumps(path)
             if dumps:
+                from .screens.dump_screen import DumpScreen
+
                 self.push_screen(DumpScreen(dumps[0], others=dumps[1:]))
             elif not (path / "runs").is_dir():
                 self.notify(f"{path} holds no run, store or failure dump", severity="error")

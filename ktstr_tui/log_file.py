@@ -1,6 +1,6 @@
 """A log file indexed by line offsets, read lazily (the model is toolong's log_file.py).
 
-The file stays open; line breaks are found over an mmap of the new bytes in a worker thread
+The file stays open; line breaks are found in the new bytes (read in chunks) in a worker thread
 and kept as an array of end offsets (8 bytes a line); a line's text is read with os.pread
 only when it is shown. A 200 MB log never becomes a list of Python strings. The index
 grows as the file grows (live tail); a truncated or replaced file is re-indexed.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import mmap
 import os
 import re
 import threading
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CHUNK = 4 << 20
+FIRST_CHUNK = 256 << 10
 MAX_LINE_BYTES = 64 << 10  # a longer line is shown cut, never read whole
 
 
@@ -110,43 +110,47 @@ class LogFile:
         return None
 
     def scan(self, batch_seconds: float = 0.25) -> Iterator[ScanProgress]:
-        """Index new bytes; yields progress about every batch_seconds and once at the end."""
+        """Index new bytes; yields progress after the first small chunk (so the first
+        screen shows at once), then about every batch_seconds, and once at the end.
+
+        Reads with os.pread into one reused-size buffer rather than an mmap: the file's
+        pages stay in the page cache instead of counting as this process's memory."""
         if self.fd is None:
             return
         size = os.fstat(self.fd).st_size
-        start = self.scanned
-        if size <= start:
+        pos = self.scanned
+        if size <= pos:
             with self._lock:
                 self.size = size
             yield ScanProgress(self.line_count, size, size)
             return
-        mm = mmap.mmap(self.fd, size, prot=mmap.PROT_READ)
-        try:
-            last = time.monotonic()
-            pos = start
-            while pos < size:
-                buf = mm[pos: min(pos + CHUNK, size)]
-                parts = buf.split(b"\n")
-                tail = len(parts[-1])
-                del parts[-1]
-                if parts:
-                    lens = [len(p) + 1 for p in parts]
-                    width = max(lens) - 1
-                    new = list(itertools.accumulate(lens, initial=pos))[1:]
-                    with self._lock:
-                        self.ends.extend(new)
-                        self.max_width = max(self.max_width, min(width, MAX_LINE_BYTES))
-                pos += len(buf)
-                with self._lock:
-                    self.size = pos
-                    self.max_width = max(self.max_width, min(tail, MAX_LINE_BYTES))
-                now = time.monotonic()
-                if now - last >= batch_seconds:
-                    last = now
-                    yield ScanProgress(self.line_count, pos, size)
-        finally:
-            mm.close()
-        yield ScanProgress(self.line_count, size, size)
+        last = time.monotonic()
+        chunk = FIRST_CHUNK
+        first = True
+        while pos < size:
+            buf = os.pread(self.fd, min(chunk, size - pos), pos)
+            if not buf:  # truncated under us; the next poll() resets
+                break
+            chunk = CHUNK
+            parts = buf.split(b"\n")
+            tail = len(parts[-1])
+            del parts[-1]
+            lens = [len(p) + 1 for p in parts]
+            new = list(itertools.accumulate(lens, initial=pos))[1:]
+            pos += len(buf)
+            with self._lock:
+                self.ends.extend(new)
+                if lens:
+                    self.max_width = max(self.max_width, min(max(lens) - 1, MAX_LINE_BYTES))
+                self.max_width = max(self.max_width, min(tail, MAX_LINE_BYTES))
+                self.size = pos
+            del parts, lens, new, buf
+            now = time.monotonic()
+            if first or now - last >= batch_seconds:
+                first = False
+                last = now
+                yield ScanProgress(self.line_count, pos, size)
+        yield ScanProgress(self.line_count, pos, size)
 
     def line_span(self, index: int) -> tuple[int, int]:
         with self._lock:
@@ -183,37 +187,56 @@ class LogFile:
 
     def find(self, pattern: str, from_line: int, backwards: bool = False) -> int | None:
         """Line index of the next (or previous) line matching `pattern` (case-insensitive
-        text), starting after (before) from_line, wrapping once. Runs on a worker thread."""
+        text), starting after (before) from_line, wrapping once. Runs on a worker thread;
+        reads the file in chunks that overlap by the pattern's length."""
         if self.fd is None or not pattern:
             return None
-        rx = re.compile(re.escape(pattern.encode("utf-8", "replace")), re.IGNORECASE)
+        needle = pattern.encode("utf-8", "replace")
+        rx = re.compile(re.escape(needle), re.IGNORECASE)
         size = self.size
-        if not size:
+        n = self.line_count
+        if not size or not n:
             return None
-        mm = mmap.mmap(self.fd, size, prot=mmap.PROT_READ)
-        try:
-            n = self.line_count
-            if not backwards:
-                _, after = self.line_span(min(from_line, n - 1)) if from_line >= 0 else (0, 0)
-                for lo, hi in ((after, size), (0, after)):
-                    m = rx.search(mm, lo, hi)
-                    if m:
-                        return self.line_of_offset(m.start())
-                return None
-            before, _ = self.line_span(max(0, min(from_line, n - 1)))
-            for lo, hi in ((0, before), (before, size)):
+        if not backwards:
+            _, after = self.line_span(min(from_line, n - 1)) if from_line >= 0 else (0, 0)
+            for lo, hi in ((after, size), (0, after)):
+                hit = self._search(rx, len(needle), lo, hi, last=False)
+                if hit is not None:
+                    return self.line_of_offset(hit)
+            return None
+        before, _ = self.line_span(max(0, min(from_line, n - 1)))
+        for lo, hi in ((0, before), (before, size)):
+            hit = self._search(rx, len(needle), lo, hi, last=True)
+            if hit is not None:
+                return self.line_of_offset(hit)
+        return None
+
+    def _search(self, rx: re.Pattern[bytes], width: int, lo: int, hi: int,
+                last: bool) -> int | None:
+        """Offset of the first (last) match in [lo, hi)."""
+        step = CHUNK
+        if last:  # chunks from the end backwards
+            starts: list[int] | range = []
+            p = hi
+            while p > lo:
+                starts.append(max(lo, p - step))
+                p -= step
+        else:
+            starts = range(lo, hi, step)
+        for s in starts:
+            buf = os.pread(self.fd, min(hi, s + step + width - 1) - s, s)
+            if last:
                 found = None
-                pos = hi
-                while pos > lo and found is None:  # chunks from the end backwards
-                    cs = max(lo, pos - CHUNK)
-                    for m in rx.finditer(mm, cs, pos):
-                        found = m.start()
-                    pos = cs
+                for m in rx.finditer(buf):
+                    if s + m.start() < hi:
+                        found = s + m.start()
                 if found is not None:
-                    return self.line_of_offset(found)
-            return None
-        finally:
-            mm.close()
+                    return found
+            else:
+                m = rx.search(buf)
+                if m and s + m.start() < hi:
+                    return s + m.start()
+        return None
 
 
 def _decode(b: bytes) -> str:
