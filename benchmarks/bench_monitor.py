@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import monitor_image as MI  # noqa: E402
 
-from ktstr_vmm.btf import load_btf  # noqa: E402
+from ktstr_vmm.btf_load import load_btf  # noqa: E402
 from ktstr_vmm.kernel import fetch_kernel  # noqa: E402
 from ktstr_vmm.monitor import Monitor  # noqa: E402
 

@@ -6,7 +6,7 @@ offset the monitor uses comes from the kernel's own BTF.
 indexes every type record (all kinds 1-19: int, ptr, array, struct, union, enum, fwd,
 typedef, volatile, const, restrict, func, func_proto, var, datasec, float, decl_tag,
 type_tag, enum64); records are decoded lazily into frozen `BtfType` values. Bad input
-raises `BtfError` and nothing else. `load_btf(vmlinux)` reads the section from the ELF and
+raises `BtfError` and nothing else. `btf_load.load_btf(vmlinux)` reads the section from the ELF and
 caches the index (a pickle under paths.cache_dir()/"btf"/<build id>.pickle) so later runs
 skip the type walk.
 
@@ -18,106 +18,43 @@ nested and anonymous structs/unions; bitfields in `Field.bit_offset`/`bit_size`)
 
 from __future__ import annotations
 
-import logging
-import pickle
 import struct
 from array import array
-from dataclasses import dataclass
-from pathlib import Path
 
-from .errors import KernelError, StoreError
+from .btf_types import (  # noqa: F401  (re-exported: btf.INT, btf.Field, ...)
+    _MAX_DEPTH,
+    _MODIFIERS,
+    _SIZED,
+    ARRAY,
+    BTF_MAGIC,
+    CONST,
+    DATASEC,
+    DECL_TAG,
+    ENUM,
+    ENUM64,
+    FLOAT,
+    FUNC,
+    FUNC_PROTO,
+    FWD,
+    INT,
+    KIND_NAMES,
+    PTR,
+    RESTRICT,
+    STRUCT,
+    TYPE_TAG,
+    TYPEDEF,
+    UNION,
+    VAR,
+    VOLATILE,
+    BtfError,
+    BtfType,
+    Field,
+    Member,
+    _cstr,
+    _record_len,
+)
 
-log = logging.getLogger(__name__)
-
-BTF_MAGIC = 0xEB9F
-CACHE_VERSION = 1
-
-(INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC,
- FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64) = range(1, 20)
-KIND_NAMES = {0: "void", INT: "int", PTR: "ptr", ARRAY: "array", STRUCT: "struct",
-              UNION: "union", ENUM: "enum", FWD: "fwd", TYPEDEF: "typedef",
-              VOLATILE: "volatile", CONST: "const", RESTRICT: "restrict", FUNC: "func",
-              FUNC_PROTO: "func_proto", VAR: "var", DATASEC: "datasec", FLOAT: "float",
-              DECL_TAG: "decl_tag", TYPE_TAG: "type_tag", ENUM64: "enum64"}
-_MODIFIERS = frozenset({TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG})
-_SIZED = frozenset({INT, STRUCT, UNION, ENUM, DATASEC, FLOAT, ENUM64})
-_MAX_DEPTH = 64  # chains of typedefs / nested anonymous members
-
-
-class BtfError(KernelError):
-    """BTF that is missing, truncated or malformed, or a type/member it does not have."""
-
-
-@dataclass(frozen=True)
-class Member:
-    name: str  # "" for an anonymous struct/union member
-    type_id: int
-    bit_offset: int  # from the start of the enclosing struct
-    bit_size: int  # 0 unless a bitfield
-
-
-@dataclass(frozen=True)
-class BtfType:
-    id: int
-    kind: int
-    name: str
-    size: int = 0  # INT/STRUCT/UNION/ENUM/ENUM64/DATASEC/FLOAT
-    type_id: int = 0  # PTR/TYPEDEF/modifiers/FUNC/VAR/DECL_TAG/FUNC_PROTO (return type)
-    members: tuple[Member, ...] = ()  # STRUCT/UNION
-    values: tuple[tuple[str, int], ...] = ()  # ENUM/ENUM64
-    signed: bool = False  # INT (encoding), ENUM/ENUM64 (kind_flag)
-    int_bits: int = 0  # INT: nr_bits
-    int_offset: int = 0  # INT: bit offset
-    elem_type: int = 0  # ARRAY
-    index_type: int = 0  # ARRAY
-    nelems: int = 0  # ARRAY
-    params: tuple[tuple[str, int], ...] = ()  # FUNC_PROTO
-    linkage: int = 0  # FUNC (vlen) / VAR
-    vars: tuple[tuple[int, int, int], ...] = ()  # DATASEC: (type, offset, size)
-    component_idx: int = -1  # DECL_TAG
-    kind_flag: bool = False
-
-    @property
-    def kind_name(self) -> str:
-        return KIND_NAMES.get(self.kind, str(self.kind))
-
-
-@dataclass(frozen=True)
-class Field:
-    """A member reached by a dotted path: byte offset from the outer struct's start."""
-
-    path: str
-    offset: int  # bytes (bit_offset // 8)
-    bit_offset: int  # bits from the outer struct's start
-    bit_size: int  # 0 unless a bitfield
-    type_id: int  # the member's declared type
-    size: int  # bytes of the resolved type (0 for a bitfield's storage is not used)
-
-
-def _cstr(strings: bytes, off: int) -> str:
-    if off >= len(strings):
-        raise BtfError(f"BTF string offset {off} is past the string section ({len(strings)})")
-    end = strings.find(b"\0", off)
-    if end < 0:
-        raise BtfError(f"BTF string at {off} is not terminated")
-    return strings[off:end].decode("utf-8", "replace")
-
-
-def _record_len(kind: int, vlen: int) -> int:
-    """Bytes of a type record after its 12-byte common header."""
-    if kind in (INT, VAR, DECL_TAG):
-        return 4
-    if kind == ARRAY:
-        return 12
-    if kind in (STRUCT, UNION, DATASEC):
-        return 12 * vlen
-    if kind in (ENUM, FUNC_PROTO):
-        return 8 * vlen
-    if kind == ENUM64:
-        return 12 * vlen
-    if kind in (PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG):
-        return 0
-    raise BtfError(f"unknown BTF kind {kind}")
+CACHE_VERSION = 1  # of the index cache (btf_load)
 
 
 class Btf:
@@ -452,69 +389,3 @@ class Btf:
             kw = {STRUCT: "struct", UNION: "union", ENUM: "enum", ENUM64: "enum"}.get(t.kind)
             return f"{kw} {t.name}" if kw else t.name
         return t.name or t.kind_name
-
-
-# ---------------------------------------------------------------------- ELF + cache
-
-def elf_btf_bytes(path: Path) -> bytes:
-    """The `.BTF` section of an ELF; BtfError when the file has none."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-
-    try:
-        with open(path, "rb") as f:
-            sec = ELFFile(f).get_section_by_name(".BTF")
-            data = sec.data() if sec is not None else None
-    except (OSError, ELFError, ValueError) as e:
-        raise BtfError(f"cannot read {path}: {e}",
-                       "pass a vmlinux ELF (the kernel's own, with .BTF)") from e
-    if data is None:
-        raise BtfError(f"{path} has no .BTF section",
-                       "build the kernel with CONFIG_DEBUG_INFO_BTF=y")
-    return data
-
-
-def _cache_path(build_id: str) -> Path:
-    from .paths import cache_dir
-    return cache_dir() / "btf" / f"{build_id}.v{CACHE_VERSION}.pickle"
-
-
-_LOADED: dict[str, Btf] = {}
-
-
-def load_btf(vmlinux: Path, build_id: str | None = None) -> Btf:
-    """The kernel's BTF, index cached per build id (in memory and on disk)."""
-    from .fsutil import atomic_write_bytes
-    from .vmlinux import ImageError, elf_build_id
-
-    vmlinux = Path(vmlinux)
-    if build_id is None:
-        try:
-            build_id = elf_build_id(vmlinux)
-        except (ImageError, OSError) as e:
-            raise BtfError(f"cannot read {vmlinux}: {e}") from e
-    if build_id and build_id in _LOADED:
-        return _LOADED[build_id]
-    data = elf_btf_bytes(vmlinux)
-    btf = None
-    cpath = _cache_path(build_id) if build_id else None
-    if cpath is not None and cpath.is_file():
-        try:
-            state = pickle.loads(cpath.read_bytes())
-            if state[0] == len(data):
-                btf = Btf.from_index(data, state[1])
-        except Exception as e:  # a damaged cache is rebuilt, never fatal
-            log.info("BTF cache %s unusable (%s); rebuilding", cpath, e)
-            btf = None
-    if btf is None:
-        btf = Btf.from_bytes(data)
-        if cpath is not None:
-            try:
-                cpath.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(cpath, pickle.dumps((len(data), btf.index_state()),
-                                                       protocol=pickle.HIGHEST_PROTOCOL))
-            except (OSError, StoreError) as e:
-                log.info("cannot write BTF cache %s: %s", cpath, e)
-    if build_id:
-        _LOADED[build_id] = btf
-    return btf

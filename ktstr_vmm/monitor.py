@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from . import thresholds as T
-from .btf import BtfError, load_btf
+from .btf import BtfError
+from .btf_load import load_btf
 from .dumps import FailureDump
 from .eval_types import MonitorReport
 from .guestmem import GuestMemory, is_bad

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ktstr_vmm import btf as B
+from ktstr_vmm import btf_load as L
 from ktstr_vmm.btf import Btf, BtfError
 
 PAHOLE_STRUCTS = ("rq", "scx_rq", "task_struct", "sched_ext_entity", "scx_dispatch_q")
@@ -52,7 +53,7 @@ def ours(b: Btf, name: str) -> list[tuple[str, int, int | None]]:
 
 @pytest.fixture(scope="module")
 def kbtf(kernel):
-    return B.load_btf(kernel.vmlinux, kernel.build_id)
+    return L.load_btf(kernel.vmlinux, kernel.build_id)
 
 
 @pytest.mark.skipif(shutil.which("pahole") is None, reason="pahole (dwarves) is not installed")
@@ -105,32 +106,32 @@ def test_every_kind_in_the_kernel_decodes(kbtf):
 
 def test_cache_is_used_and_fast(kernel, tmp_path, monkeypatch):
     monkeypatch.setenv("KTSTR_CACHE", str(tmp_path))
-    B._LOADED.clear()
+    L._LOADED.clear()
     t0 = time.perf_counter()
-    cold = B.load_btf(kernel.vmlinux, kernel.build_id)
+    cold = L.load_btf(kernel.vmlinux, kernel.build_id)
     t_cold = time.perf_counter() - t0
     assert list((tmp_path / "btf").glob(f"{kernel.build_id}*.pickle"))
-    B._LOADED.clear()
+    L._LOADED.clear()
     t0 = time.perf_counter()
-    warm = B.load_btf(kernel.vmlinux, kernel.build_id)
+    warm = L.load_btf(kernel.vmlinux, kernel.build_id)
     t_warm = time.perf_counter() - t0
     assert warm.member("rq", "clock") == cold.member("rq", "clock")
     assert t_warm < t_cold
     # a damaged cache is rebuilt
     for p in (tmp_path / "btf").glob("*.pickle"):
         p.write_bytes(b"garbage")
-    B._LOADED.clear()
-    assert B.load_btf(kernel.vmlinux, kernel.build_id).member("rq", "clock").offset > 0
+    L._LOADED.clear()
+    assert L.load_btf(kernel.vmlinux, kernel.build_id).member("rq", "clock").offset > 0
 
 
 def test_elf_without_btf_is_a_clear_error(tmp_path):
     sh = shutil.which("true")
     with pytest.raises(BtfError, match=r"has no \.BTF section"):
-        B.elf_btf_bytes(sh)
+        L.elf_btf_bytes(sh)
     bad = tmp_path / "x"
     bad.write_bytes(b"not an elf")
     with pytest.raises(BtfError, match="cannot read"):
-        B.elf_btf_bytes(bad)
+        L.elf_btf_bytes(bad)
 
 
 # --------------------------------------------------------------------------- synthetic

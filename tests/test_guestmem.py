@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ktstr_vmm import btf as B
+from ktstr_vmm import btf_load as L
 from ktstr_vmm.engine.base import RamRegion
 from ktstr_vmm.guestmem import BadRead, GuestMemory, StructView, is_bad
 
@@ -87,7 +87,7 @@ def test_page_walk_4k_2m_and_1g(la57):
 
 @pytest.fixture(scope="module")
 def kbtf(kernel):
-    return B.load_btf(kernel.vmlinux, kernel.build_id)
+    return L.load_btf(kernel.vmlinux, kernel.build_id)
 
 
 def test_typed_reads_through_btf(kbtf):

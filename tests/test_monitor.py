@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ktstr_vmm import btf as B
+from ktstr_vmm import btf_load as L
 from ktstr_vmm import thresholds as T
 from ktstr_vmm.dumps import dump_to_json, failure_dump_from_json
 from ktstr_vmm.eval_sections import monitor_body
@@ -22,7 +22,7 @@ import monitor_image as MI  # noqa: E402
 
 @pytest.fixture(scope="module")
 def kbtf(kernel):
-    return B.load_btf(kernel.vmlinux, kernel.build_id)
+    return L.load_btf(kernel.vmlinux, kernel.build_id)
 
 
 @pytest.fixture
