@@ -24,7 +24,10 @@ class OptionalBuildExt(build_ext):
         except Exception as e:  # noqa: BLE001 - compiler errors come in several families
             if os.environ.get("KTSTR_REQUIRE_KVM") == "1":
                 raise
-            msg = FIX.format(why=f"{type(e).__name__}: {e}".strip())
+            first = (str(e).splitlines() or [""])[0]
+            if "Command '[" in first:  # distutils quotes the whole compiler command line
+                first = first.split("Command '[")[0] + "the compiler command failed"
+            msg = FIX.format(why=f"{type(e).__name__}: {first[:200]}".strip())
             sys.stderr.write(msg + "\n")
             self.warn(msg)
 

@@ -19,7 +19,7 @@ from .fsutil import atomic_write_bytes
 from .paths import cache_dir, native_dir
 
 GUESTS = ("exit", "rm_hello", "lm_hello", "hlt", "triple", "spin", "io_mmio", "topology",
-          "wire_echo", "emulfail")
+          "wire_echo", "emulfail", "poweroff", "reset")
 
 # (leaf, subleaf) pairs the topology guest queries, in order; 4 dwords (EAX..EDX) each.
 TOPOLOGY_QUERIES = ((0x1, 0), (0x4, 0), (0x4, 1), (0x4, 2), (0x4, 3), (0xB, 0), (0xB, 1),

@@ -89,6 +89,12 @@ def test_the_wire_carries_bytes_both_ways(engine):
         assert m.read_wire(0.1) is None, "a stopped VM's wire reads as closed"
 
 
+@pytest.mark.parametrize("guest", ["poweroff", "reset"])
+def test_acpi_power_off_and_i8042_reset_stop_the_vm_with_their_reason(run, guest):
+    m, status, _ = run(guest)
+    assert (status, m.exit_reason()) == (0, guest)
+
+
 def test_hlt_with_interrupts_off_stops_the_vm_as_halted(run):
     m, status, _ = run("hlt")
     assert (status, m.exit_reason()) == (0, "halted")

@@ -13,6 +13,7 @@ EVENT_NAMES = {1: "exit-port", 2: "halted", 3: "triple fault", 4: "entry failure
 STOP_KINDS = {1, 2, 3, 4, 5, 6, 7, 8, 12, 13}
 CRASH_NAMES = {"triple fault", "entry failure", "internal error", "vcpu error", "unhandled exit"}
 
+
 @dataclass(frozen=True)
 class KvmEvent:
     """One entry of the VMM's event ring (registers are those of `vcpu` at the time)."""
