@@ -198,23 +198,26 @@ def build_schedulers(kernel: Kernel, progress: Progress | None = None) -> list[S
         t0 = time.time()
         error: SchedulerBuildError | None = None
         try:
+            for t in targets:  # a failed target must not leave last build's binary behind
+                built.pop(t, None)
+                (d / "bin" / t).unlink(missing_ok=True)
+                (d / "work" / "build" / "bin" / t).unlink(missing_ok=True)
             make_schedulers(src.sched_ext_dir, d / "work", kernel.vmlinux, targets,
                             extra_sources=srcs, log=d / "build.log", clang=clang,
                             llvm_strip=strip, progress=progress)
         except SchedulerBuildError as e:
             error = e  # keep what did build; the manifest below records it
+        except OSError as e:
+            raise BuildError(f"cannot write the scheduler cache {d}: {e.strerror or e}",
+                             "free some space, or set KTSTR_CACHE to another disk") from e
         now = time.time()
-        (d / "bin").mkdir(parents=True, exist_ok=True)
-        for t in targets:
-            out = d / "work" / "build" / "bin" / t
-            if out.is_file():
-                tmp = d / "bin" / f".{t}.tmp"
-                shutil.copy2(out, tmp)
-                os.replace(tmp, d / "bin" / t)
-                built[t] = Scheduler(t, d / "bin" / t, kernel.build_id, now,
-                                     ORIGIN_KTSTR if t == KTSTR else ORIGIN_KERNEL_TOOLS)
-        missing = [t for t in [*tools, KTSTR] if t not in built]
-        _write_manifest(d, kernel, src.label, clang, digest, built.values(), missing)
+        try:
+            _install(d, targets, kernel, now, built)
+            missing = [t for t in [*tools, KTSTR] if t not in built]
+            _write_manifest(d, kernel, src.label, clang, digest, built.values(), missing)
+        except OSError as e:
+            raise BuildError(f"cannot write the scheduler cache {d}: {e.strerror or e}",
+                             "free some space, or set KTSTR_CACHE to another disk") from e
         if error is not None:
             raise error
         if missing:
@@ -222,6 +225,20 @@ def build_schedulers(kernel: Kernel, progress: Progress | None = None) -> list[S
                              f"see {d / 'build.log'}")
         progress.done(f"built {len(targets)} schedulers in {now - t0:.0f}s: {d / 'bin'}")
         return _entries(d, _read_manifest(d))
+
+
+def _install(d: Path, targets: Sequence[str], kernel: Kernel, now: float,
+             built: dict[str, Scheduler]) -> None:
+    """Copy what make produced into d/bin (atomically per file); record it in `built`."""
+    (d / "bin").mkdir(parents=True, exist_ok=True)
+    for t in targets:
+        out = d / "work" / "build" / "bin" / t
+        if out.is_file():
+            tmp = d / "bin" / f".{t}.tmp"
+            shutil.copy2(out, tmp)
+            os.replace(tmp, d / "bin" / t)
+            built[t] = Scheduler(t, d / "bin" / t, kernel.build_id, now,
+                                 ORIGIN_KTSTR if t == KTSTR else ORIGIN_KERNEL_TOOLS)
 
 
 def _write_manifest(d: Path, kernel: Kernel, source: str, clang: str, digest: str,
