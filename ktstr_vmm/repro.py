@@ -188,7 +188,7 @@ class ReproRun:
 def run_repro(primary_dir: Path, spec: RunSpec, primary: Primary,
               on_phase: PhaseCallback | None = None) -> tuple[ReproRun, ProbeSet, DecodeTables]:
     """Prepare, probe and run the repro VM; raises KtstrError when it cannot start."""
-    from .btf import load_btf
+    from .btf_load import load_btf
     from .outcome import sched_exit_from
     from .runner import Run, prepare
 

@@ -117,7 +117,7 @@ def test_refused_probe_notes():
 
 
 def test_probe_set_from_the_real_kernel_btf(kernel):
-    from ktstr_vmm.btf import load_btf
+    from ktstr_vmm.btf_load import load_btf
 
     btf = load_btf(kernel.vmlinux, kernel.build_id)
     console = (DATA / "error-after-console.txt").read_text()
