@@ -140,6 +140,14 @@ def test_spin_forever_is_ended_by_kill(engine):
         assert m.exit_reason() == "killed"
 
 
+def test_close_of_a_running_guest_leaves_it_killed(engine):
+    m = engine.start_firmware(guest_image("spin"), ONE)
+    m.close()
+    assert (m.wait(0), m.exit_reason(), m.state()) == (-9, "killed", "closed")
+    assert m.read_wire(0) is None and m.ram() == []
+    m.close()  # idempotent
+
+
 def test_spin_forever_is_ended_by_the_watchdog(engine):
     from ktstr_vmm.engine.watchdog import Watchdog
 

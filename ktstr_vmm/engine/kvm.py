@@ -189,8 +189,12 @@ class KvmMachine:
             left = deadline - time.monotonic()
             if left <= 0 or self._vm is None:
                 return None
-            with contextlib.suppress(InterruptedError):
-                select.select([self._lib.kt_vm_event_fd(self._vm)], [], [], min(left, 0.1))
+            with self._lock:
+                fd = self._lib.kt_vm_event_fd(self._vm) if self._vm is not None else -1
+            if fd < 0:
+                return None
+            with contextlib.suppress(OSError, ValueError):  # closed under us by close()
+                select.select([fd], [], [], min(left, 0.1))
 
     @staticmethod
     def _status(ev: KvmEvent) -> int:
@@ -267,10 +271,14 @@ class KvmMachine:
             fd = self._lib.kt_vm_wire_fd(self._vm) if self._vm is not None else -1
         if fd < 0:
             return None
-        r, _, _ = select.select([fd], [], [], max(0.0, timeout))
-        if r:
-            with contextlib.suppress(BlockingIOError):
+        try:
+            r, _, _ = select.select([fd], [], [], max(0.0, timeout))
+            if r:
                 return os.read(fd, 65536)
+        except BlockingIOError:
+            pass
+        except (OSError, ValueError):  # closed under us by close()
+            return None
         return None if self.stop_event() is not None else b""
 
     def write_wire(self, data: bytes) -> None:
@@ -319,6 +327,7 @@ class KvmMachine:
             if self._closed:
                 return
             self._closed = True
+        self.kill()  # so the stop reason is in the ring before it goes away
         self._drain()
         with self._lock:
             vm, self._vm = self._vm, None
