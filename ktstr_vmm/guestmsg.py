@@ -175,6 +175,7 @@ class WorkerStats:
     migrations: int
     cpus: tuple[int, ...]
     max_gap_ns: int
+    cgroup: str = ""  # as the worker read /proc/self/cgroup, e.g. "/cg0"
 
 
 @dataclass(frozen=True)
@@ -388,7 +389,7 @@ def _worker(w: Any) -> WorkerStats:
         index=_int(w, "index", hi=1 << 20), pid=_int(w, "pid", 0, hi=1 << 31),
         cpu_ns=_int(w, "cpu_ns"), wall_ns=_int(w, "wall_ns"),
         iterations=_int(w, "iterations"), migrations=_int(w, "migrations"),
-        cpus=cpus, max_gap_ns=_int(w, "max_gap_ns"))
+        cpus=cpus, max_gap_ns=_int(w, "max_gap_ns"), cgroup=_str(w, "cgroup", "", 200))
 
 
 def _testresult(d: dict) -> TestResult:

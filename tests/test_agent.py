@@ -282,3 +282,27 @@ def test_scheduler_error_mid_run_reports_sched_exit_with_the_kernels_words(kerne
     assert all(w.wall_ns < 5e9 for w in res.workers)  # cut short, not the full 6 s
     assert run.one(gm.Exit) == gm.Exit(1, "the scheduler failed during the run")
     assert run.exit_reason == "poweroff"
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_every_workload_kind_runs_in_its_own_cgroup_and_measures_itself(kernel, tmp_path):
+    run = boot_agent(kernel, tmp_path,
+                     _spec_text(workload="spin:1,yield:1,sleep:1,fork:1,pipe:2", duration_s=2.0))
+    res = run.one(gm.TestResult)
+    got = [(w.group, w.kind, w.index, w.cgroup) for w in res.workers]
+    assert got == [(0, "spin", 0, "/cg0"), (1, "yield", 0, "/cg1"), (2, "sleep", 0, "/cg2"),
+                   (3, "fork", 0, "/cg3"), (4, "pipe", 0, "/cg4"), (4, "pipe", 1, "/cg4")]
+    for w in res.workers:
+        assert w.iterations > 0, w
+        assert w.cpus and w.max_gap_ns > 0, w
+    by_kind = {w.kind: w for w in res.workers}
+    # the sleeper is mostly asleep: 1 ms sleeps + 100 us spins
+    assert by_kind["sleep"].cpu_ns < by_kind["spin"].cpu_ns / 2
+    # each pipe round trip counts once on both sides of the pair
+    pipes = [w for w in res.workers if w.kind == "pipe"]
+    assert abs(pipes[0].iterations - pipes[1].iterations) <= 1
+    lines = res.stats_section().splitlines()
+    assert lines[0].startswith("6 workers, ") and len(lines) == 6
+    assert re.fullmatch(r"  cg4: workers=2 cpus=\d spread=\d+\.\d% gap=\d+ms migrations=\d+ "
+                        r"iter=\d+", lines[5]), lines[5]

@@ -206,6 +206,8 @@ static void worker_main(struct wshared *sh, struct wrec *r, int start_fd, int rf
 	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
 	r->cpu_ns = (uint64_t)cpu.tv_sec * 1000000000ull + (uint64_t)cpu.tv_nsec;
 	r->migrations = sched_migrations(m.cpu_changes);
+	if (read_small("/proc/self/cgroup", path, sizeof(path)) > 3 && !strncmp(path, "0::", 3))
+		snprintf(r->cgroup, sizeof(r->cgroup), "%s", path + 3);
 	__atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
 	_exit(0);
 }
@@ -371,17 +373,15 @@ void workload_json(const struct workload *wl, struct jbuf *j)
 	jb_open(j, '[');
 	for (int i = 0; wl->sh && i < wl->n; i++) {
 		const struct wrec *r = &wl->sh->w[i];
-		char cg[16];
 
 		if (!r->done)
 			continue;
-		snprintf(cg, sizeof(cg), "cg%d", r->group);
 		jb_open(j, '{');
 		jb_ku64(j, "group", (uint64_t)r->group);
 		jb_kstr(j, "kind", wkind_names[r->kind]);
 		jb_ku64(j, "index", (uint64_t)r->index);
 		jb_ku64(j, "pid", (uint64_t)r->pid);
-		jb_kstr(j, "cgroup", cg);
+		jb_kstr(j, "cgroup", r->cgroup);
 		jb_ku64(j, "cpu_ns", r->cpu_ns);
 		jb_ku64(j, "wall_ns", r->wall_ns);
 		jb_ku64(j, "iterations", r->iterations);

@@ -19,6 +19,7 @@ struct wrec {
 	int reaped;  /* the agent collected its exit */
 	uint64_t cpu_ns, wall_ns, iterations, migrations, max_gap_ns;
 	uint64_t cpus[MAX_CPUS / 64];
+	char cgroup[64]; /* the worker's cgroup as it read it from /proc/self/cgroup */
 };
 
 struct wshared {
