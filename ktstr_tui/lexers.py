@@ -98,8 +98,11 @@ class SchedLogLexer(RegexLexer):
             (r"^(libbpf:)(.*)$", bygroups(Name.Namespace, Generic.Traceback)),
             (r"^(\s*)(\d+)(: )(\([0-9a-f]{2}\))(.*)$",  # verifier instruction line
              bygroups(Whitespace, Number.Integer, Operator, Number.Hex, String)),
-            (r"^.*\b(R\d+|invalid|unbounded|verifier|processed \d+ insns)\b.*(?i:reject|invalid|error|denied|failed).*$",
+            (r"^-- (BEGIN|END) PROG LOAD LOG --$", Generic.Heading),
+            (r"^(R\d+ .*\b(invalid|unbounded|out of bounds|!read_ok)\b.*|Verification failed:.*)$",
              Generic.Error),
+            (r"^processed \d+ insns .*$", Generic.Strong),
+            (r"^; .*$", Comment),  # verifier source annotation
             (r"(?i)\b(error|failed|fatal|panic|abort(ed)?)\b", Generic.Error),
             (r"(?i)\b(warn(ing)?)\b", Generic.Strong),
             include("dump"),

@@ -109,7 +109,9 @@ class LogView(ScrollView, can_focus=True):
                         self.post_message(self.Indexed(self, progress.lines, progress.fraction,
                                                        reset))
                         reset = False
-                if not self.tail and lf.fd is not None:
+                if not self.tail:  # a finished run's log: indexed once (or absent)
+                    if lf.fd is None:
+                        self.post_message(self.Indexed(self, 0, 1.0, False))
                     return
                 self._wake.wait(POLL_SECONDS)
                 self._wake.clear()

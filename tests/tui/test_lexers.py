@@ -48,6 +48,17 @@ def test_schedlog_exit_line_and_errors_are_errors():
     assert (Generic.Error, "error") in tokens("schedlog", "scheduler error: oops")
 
 
+def test_verifier_rejection_lines_stand_out():
+    log = (EVAL.parent / "kernel_tools" / "scx_qmap.verifier-reject.sched.txt").read_text()
+    lines = log.splitlines()
+    assert tokens("schedlog", lines[95]) == [(Generic.Error, "R7 invalid mem access 'scalar'")]
+    assert tokens("schedlog", lines[97])[0][0] is Generic.Error  # Verification failed: ...
+    assert tokens("schedlog", lines[318])[0][0] is Generic.Strong  # processed 71 insns
+    assert tokens("schedlog", lines[319]) == [(Generic.Heading, "-- END PROG LOAD LOG --")]
+    assert tokens("schedlog", lines[0])[1][0] is Generic.Error  # libbpf: ... load failed
+    assert all(highlight_line(ln, "schedlog").plain == ln for ln in lines)
+
+
 def test_kernel_console_timestamps_sched_ext_and_bugs():
     toks = tokens("kconsole", '[    3.931856] sched_ext: BPF scheduler "errsim" enabled')
     assert toks[0] == (Comment, "[    3.931856]")
