@@ -23,16 +23,22 @@ from typing import Any
 
 from . import eval_types as ev
 from .control import ControlServer
-from .dumps import clear_stale_dumps, placeholder_reason, write_placeholder_failure_dump_if_missing
+from .dumps import (
+    clear_stale_dumps,
+    placeholder_reason,
+    write_failure_dump,
+    write_placeholder_failure_dump_if_missing,
+)
 from .engine.base import BootSpec, Machine
-from .errors import Interrupted
+from .errors import Interrupted, KtstrError
 from .evaluate import evaluate, result_json
 from .fsutil import atomic_write_json, atomic_write_text
 from .guestspec import render_guest_spec
 from .kernel import Kernel, check_kernel, resolve_kernel
+from .monitor import KALLSYMS, Monitor, MonitorUnavailable
 from .outcome import build_outcome
 from .recorder import Recorder
-from .rundir import CONSOLE, RESULT, SCHED_LOG, SNAPSHOTS, RunDir
+from .rundir import CONSOLE, MONITOR, RESULT, SCHED_LOG, SNAPSHOTS, RunDir
 from .schedulers import Scheduler, resolve_scheduler
 from .spec import RunSpec
 from .wire import Decoder, MsgType, encode
@@ -41,9 +47,6 @@ log = logging.getLogger(__name__)
 
 PhaseCallback = Callable[[str, str, str], None]  # (run_id, phase, detail)
 
-# Symbols the host-side monitor reads; the agent returns their addresses in SysRdy.
-KALLSYMS = ("runqueues", "__per_cpu_offset", "page_offset_base", "scx_root", "nr_cpu_ids",
-            "scx_watchdog_timeout")
 CMDLINE = "console=ttyS0 panic=-1 nokaslr oops=panic panic_on_warn=0 8250.nr_uarts=2"
 POWEROFF_GRACE_S = 15.0  # after the agent's Exit frame, the guest has this long to power off
 CONSOLE_TAIL = 4 << 20
@@ -91,6 +94,8 @@ class Run:
         self.boot_started: float | None = None
         self.snapshot_seq = 0
         self.wire_lock = threading.Lock()
+        self.monitor: Monitor | MonitorUnavailable | None = None
+        self.real_dump: Path | None = None
 
     # ------------------------------------------------------------------ phases
     def phase(self, phase: str, detail: str = "", **fields: Any) -> None:
@@ -176,6 +181,7 @@ class Run:
             st = self.recorder.state
             if not running and st.sysrdy is not None:
                 running = True
+                self.start_monitor(st.sysrdy)
                 self.phase("running", f"guest ready in {st.sysrdy_at - self.boot_started:.1f}s")
             if st.exit is not None and exit_seen_at is None:
                 exit_seen_at = time.monotonic()
@@ -205,11 +211,58 @@ class Run:
         for frame in decoder.finish():
             self.recorder.handle(frame)
         self.wire_stats = decoder.stats()
+        self.monitor_report = self.stop_monitor()
         self.exit_reason = m.exit_reason()
         self.rd.append_event("vm_exit", reason=self.exit_reason, wire=self.wire_stats)
         elapsed = time.monotonic() - self.boot_started
         self.close_machine()
         return timed_out, elapsed
+
+    # ------------------------------------------------------------------ monitor
+    def start_monitor(self, sysrdy) -> None:
+        """Host-side sampling of the guest's run queues from the engine's RAM mapping."""
+        m, spec, k = self.machine, self.spec, self.prep.kernel
+        try:
+            mon = Monitor.create(m.ram(), sysrdy, k.vmlinux, self.rd / MONITOR,
+                                 spec.monitor_interval_ms / 1000, spec.topology.vcpus,
+                                 build_id=k.build_id)
+        except KtstrError as e:
+            mon = MonitorUnavailable(e.one_line())
+        self.monitor = mon
+        if isinstance(mon, MonitorUnavailable):
+            self.rd.append_event("monitor", state="unavailable", reason=mon.reason)
+            return
+        self.rd.append_event("monitor", state="started", interval_ms=spec.monitor_interval_ms)
+        mon.start(on_exit=self.on_scheduler_exit)
+
+    def on_scheduler_exit(self) -> None:
+        """The monitor saw the scheduler leave (exit kind set): freeze the VM at once, read
+        its state as the real failure dump, let the guest finish. Monitor thread."""
+        mon, m = self.monitor, self.machine
+        if not isinstance(mon, Monitor) or m is None or not mon.scheduler_failed():
+            return
+        paused = False
+        try:
+            m.pause()
+            paused = True
+            dump = mon.capture()
+            self.real_dump = write_failure_dump(self.rd.path, self.spec.name, dump)
+            self.rd.append_event("failure_dump", file=self.real_dump.name,
+                                 exit_kind=mon.exit_kind())
+        except (KtstrError, OSError) as e:
+            self.rd.append_event("warning", text=f"could not capture the failure dump: {e}")
+        finally:
+            if paused:
+                with contextlib.suppress(KtstrError, OSError):
+                    m.resume()
+
+    def stop_monitor(self) -> ev.MonitorReport | None:
+        mon, self.monitor = self.monitor, None
+        if mon is None:
+            return None
+        if isinstance(mon, MonitorUnavailable):
+            return mon.report(thresholds_enabled=False)
+        return mon.stop(thresholds_enabled=True)
 
     def judge(self, timed_out: bool, elapsed: float) -> dict[str, Any]:
         spec, st = self.spec, self.recorder.state
@@ -226,7 +279,8 @@ class Run:
             timed_out=timed_out,
             timings=ev.Timings(elapsed_s=elapsed, vm_timeout_s=spec.timeout,
                                duration_s=spec.duration_s),
-            expect_err=spec.expect_err, extra_notes=notes)
+            expect_err=spec.expect_err, extra_notes=notes,
+            monitor=getattr(self, "monitor_report", None) if self.prep.scheduler else None)
         verdict = evaluate(outcome)
         if notes and verdict.kind == "pass":
             from dataclasses import replace
@@ -269,6 +323,8 @@ class Run:
             f"{self.machine.engine}/{self.machine.accel}" if self.machine else "?")
 
     def close_machine(self) -> None:
+        with contextlib.suppress(KtstrError, OSError):
+            self.stop_monitor()
         m = self.machine
         if m is not None:
             self._engine_label = f"{m.engine}/{m.accel}"
@@ -326,10 +382,28 @@ class Run:
             raise UsageError(f"the guest could not take a dump: {reply.error}")
         stamp = f"{time.time() - self._start_wall():.3f}"
         (self.rd / SNAPSHOTS).mkdir(exist_ok=True)
+        state_file = self.snapshot_state(stamp)
         txt = self.rd / SNAPSHOTS / f"{stamp}.sched_ext_dump.txt"
         atomic_write_text(txt, reply.dump)
         self.rd.append_event("snapshot", file=f"{SNAPSHOTS}/{txt.name}", truncated=reply.truncated)
-        return {"file": str(txt), "bytes": len(reply.dump)}
+        return {"file": str(txt), "bytes": len(reply.dump),
+                **({"state": str(state_file)} if state_file else {})}
+
+    def snapshot_state(self, stamp: str) -> Path | None:
+        """snapshots/<t>.json: the same state as a failure dump, read with the VM paused."""
+        mon, m = self.monitor, self.machine
+        if not isinstance(mon, Monitor) or m is None:
+            return None
+        from .dumps import dump_to_json
+
+        m.pause()
+        try:
+            dump = mon.capture()
+        finally:
+            m.resume()
+        path = self.rd / SNAPSHOTS / f"{stamp}.json"
+        atomic_write_json(path, dump_to_json(dump))
+        return path
 
     def _start_wall(self) -> float:
         return (self.rd.read_json("status.json") or {}).get("started", time.time())
