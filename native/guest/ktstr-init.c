@@ -82,7 +82,7 @@ static struct {
 	struct workload wl;
 	int wl_started;
 
-	uint64_t pump_last_ms, pump_max_gap_ms; /* the agent's own responsiveness */
+	uint64_t pump_max_gap_ms; /* the longest time between two looks around in pump() */
 
 	int exit_code;
 	char exit_reason[256];
@@ -411,15 +411,17 @@ static void serve_wire(void)
  * Returns 1 if done() became true, 0 on the deadline. */
 static int pump(uint64_t deadline_ms, int (*done)(void))
 {
+	uint64_t last = 0;
+
 	for (;;) {
 		struct pollfd fds[4];
 		int n = 0;
 		uint64_t now;
 
 		now = now_ms();
-		if (run.pump_last_ms && now - run.pump_last_ms > run.pump_max_gap_ms)
-			run.pump_max_gap_ms = now - run.pump_last_ms;
-		run.pump_last_ms = now;
+		if (last && now - last > run.pump_max_gap_ms)
+			run.pump_max_gap_ms = now - last;
+		last = now;
 		reap_children();
 		watch_scheduler();
 		if (done && done())
