@@ -306,3 +306,110 @@ def test_every_workload_kind_runs_in_its_own_cgroup_and_measures_itself(kernel, 
     assert lines[0].startswith("6 workers, ") and len(lines) == 6
     assert re.fullmatch(r"  cg4: workers=2 cpus=\d spread=\d+\.\d% gap=\d+ms migrations=\d+ "
                         r"iter=\d+", lines[5]), lines[5]
+
+
+# --------------------------------------------------------------------------- the C twin
+
+HARNESS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "json.h"
+#include "wire.h"
+
+int main(int argc, char **argv)
+{
+	if (argc != 3 || wire_open(argv[2]))
+		return 2;
+	if (!strcmp(argv[1], "send")) {
+		struct jbuf j;
+		static char big[WIRE_MAX_PAYLOAD + 10];
+		const char weird[] = "quote\" back\\ nl\n tab\t ctl\x01 del\x7f utf8 \xc3\xa9 bad \xff";
+
+		jb_init(&j);
+		jb_open(&j, '{');
+		jb_kstr(&j, "s", weird);
+		jb_ku64(&j, "u", 18446744073709551615ull);
+		jb_ki64(&j, "i", -5);
+		jb_key(&j, "a");
+		jb_open(&j, '[');
+		jb_bool(&j, 1);
+		jb_double(&j, 2.5);
+		jb_open(&j, '{');
+		jb_close(&j, '}');
+		jb_close(&j, ']');
+		jb_close(&j, '}');
+		wire_send(MSG_SYS_RDY, 0, j.s, j.len);
+		wire_send(MSG_SCHED_LOG, FLAG_STDERR, "line", 4);
+		wire_send(MSG_EXIT, 0, "", 0);
+		memset(big, 'b', sizeof(big));
+		wire_send(MSG_PROFRAW, 0, big, sizeof(big));
+		return 0;
+	}
+	for (int i = 0; i < 100; i++) {
+		uint16_t type;
+		const char *p;
+		size_t len;
+
+		while (wire_poll_in(&type, &p, &len))
+			printf("%u %zu %s\n", type, len, p);
+	}
+	return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def wire_harness(tmp_path_factory):
+    cc = shutil.which("gcc")
+    if not cc:
+        pytest.skip("gcc is not installed")
+    d = tmp_path_factory.mktemp("harness")
+    (d / "harness.c").write_text(HARNESS)
+    guest = agent_mod.paths.native_dir() / "guest"
+    exe = d / "harness"
+    subprocess.run([cc, "-O2", "-Wall", "-I", str(guest), "-o", str(exe), str(d / "harness.c"),
+                    str(guest / "wire.c"), str(guest / "json.c"), str(guest / "util.c")],
+                   check=True, timeout=120, capture_output=True)
+    return exe
+
+
+def test_c_frames_and_json_decode_in_python(wire_harness, tmp_path):
+    out = tmp_path / "wire.bin"
+    out.touch()
+    subprocess.run([str(wire_harness), "send", str(out)], check=True, timeout=60)
+    d = Decoder()
+    frames = d.feed(out.read_bytes()) + d.finish()
+    assert [f.type for f in frames] == [MsgType.SysRdy, MsgType.SchedLog, MsgType.Exit,
+                                        MsgType.Profraw]
+    import json
+    obj = json.loads(frames[0].payload.decode("utf-8", "replace"))
+    assert obj == {"s": "quote\" back\\ nl\n tab\t ctl\x01 del\x7f utf8 \u00e9 bad \ufffd",
+                   "u": 18446744073709551615, "i": -5, "a": [True, 2.5, {}]}
+    assert gm.parse_payload(frames[1]) == gm.SchedLogLine("stderr", "line")
+    assert frames[3].truncated and len(frames[3].payload) == 1 << 20
+    assert d.stats()["bad_crc"] == 0 and d.stats()["garbage_bytes"] == 0
+
+
+def test_c_reader_resynchronises_like_the_python_one(wire_harness, tmp_path):
+    good = encode(MsgType.SnapshotRequest, '{"id": 7, "kind": "dump"}')
+    bad = bytearray(encode(MsgType.SnapshotRequest, '{"id": 8}'))
+    bad[-2] ^= 1
+    data = (b"garbage KTS" + bytes(bad) + b"KTSW\xff\xff" + good
+            + encode(MsgType.KernelOpRequest, b"") + good[:10])
+    inp = tmp_path / "in.bin"
+    inp.write_bytes(data)
+    out = subprocess.run([str(wire_harness), "recv", str(inp)], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert out == '15 25 {"id": 7, "kind": "dump"}\n18 0 \n'
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_unreadable_spec_is_reported_and_the_guest_still_powers_off(kernel, tmp_path):
+    run = boot_agent(kernel, tmp_path, "version=2\nname=x\n")
+    assert gm.Text(MsgType.Crash, "spec version 2, this agent reads version 1") in run.values
+    assert "ktstr-init: spec version 2, this agent reads version 1" in run.console
+    assert run.one(gm.Exit) == gm.Exit(2, "spec version 2, this agent reads version 1")
+    assert not run.of(gm.SysRdy) and not run.of(gm.TestResult)
+    assert run.exit_reason == "poweroff"

@@ -200,6 +200,7 @@ static int phase_spec(void)
 	} else if (spec_parse(run.spec_text, &run.spec, err, sizeof(err)) == 0) {
 		return 0;
 	}
+	fprintf(stderr, "ktstr-init: %s\n", err);
 	wire_send_str(MSG_CRASH, err);
 	fail(EXIT_BAD_SPEC, err);
 	return -1;
