@@ -28,7 +28,7 @@ from ktstr_vmm.engine.qemu import (
     node_sizes_mib,
     ram_layout,
 )
-from ktstr_vmm.engine.watchdog import Watchdog, default_timeout
+from ktstr_vmm.engine.watchdog import Watchdog
 from ktstr_vmm.errors import EngineError
 from ktstr_vmm.initramfs import build_initramfs
 from ktstr_vmm.spec import PRESETS, Topology
@@ -140,13 +140,6 @@ def test_ram_layout_matches_what_qemu_7_2_maps():
     assert ram_layout([1792 * MiB, 1792 * MiB]) == [
         RamSlice(0, 0, 1792 * MiB, 0), RamSlice(1, 0, 1280 * MiB, 1792 * MiB),
         RamSlice(1, 1280 * MiB, 512 * MiB, 4 * GiB)]
-
-
-def test_default_timeout_grows_with_vcpus_and_duration():
-    small = default_timeout(5, PRESETS["tiny-2llc"])
-    assert small == 5 + 60 + 2 * 4
-    assert default_timeout(5, PRESETS["numa2-8llc"]) > small
-    assert default_timeout(5, PRESETS["tiny-2llc"], "kvm") < small
 
 
 # ----------------------------------------------------------------------------- VMs

@@ -6,6 +6,7 @@
 
 The guest agent has deadlines of its own; this covers a guest that hangs anyway (a
 kernel stuck with interrupts off, an agent that never powers off, a wedged QEMU).
+The default deadline of a run is RunSpec.timeout (duration + a per-vCPU boot allowance).
 """
 
 from __future__ import annotations
@@ -15,21 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..spec import Topology
-
 log = logging.getLogger(__name__)
-
-# Boot allowance: what a TCG boot to the agent takes here (~4 s for 2-4 vCPUs, growing
-# with vCPUs because TCG runs them on one host thread) with a generous margin for a
-# loaded host, plus the agent's own wind-down after the workload.
-BASE_ALLOWANCE_S = 60.0
-PER_VCPU_S = {"tcg": 2.0, "kvm": 0.25}
-
-
-def default_timeout(duration_s: float, topology: Topology, accel: str = "tcg") -> float:
-    """`--timeout` default: the workload's duration plus a boot allowance that scales
-    with the vCPU count (more for TCG, which emulates every vCPU on one host thread)."""
-    return duration_s + BASE_ALLOWANCE_S + PER_VCPU_S.get(accel, 2.0) * topology.vcpus
 
 
 class Watchdog:
