@@ -87,7 +87,10 @@ def smoke(topology: str, cap: float) -> dict:
                 if re.search(r"CPU topo: Allowing \d+ present CPUs", text):
                     topo_at = time.monotonic() - t0
                     break
-    return {"topology": topology, "first_console_line_s": first, "cpu_topology_lines_s": topo_at,
+    def r(x):
+        return None if x is None else round(x, 1)
+
+    return {"topology": topology, "first_console_line_s": r(first), "cpu_topology_lines_s": r(topo_at),
             "cap_s": cap, "loadavg_1m": os.getloadavg()[0]}
 
 
@@ -125,6 +128,7 @@ def main() -> int:
         "kvm_engine_start_to_first_exit_ms": {"median": round(med(kvm_exit), 3),
                                               "min": round(min(kvm_exit), 3)},
         "kvm_engine_start_to_closed_ms": {"median": round(med(kvm_close), 3)},
+        "samples_ms": {"kvm": [round(x, 3) for x in kvm_exit], "qemu": [round(x, 1) for x in qemu]},
         "qemu_accel_kvm_start_to_exit_ms": {"median": round(med(qemu), 3),
                                             "min": round(min(qemu), 3)},
         "ratio_median": round(med(qemu) / med(kvm_exit), 1),
@@ -137,8 +141,9 @@ def main() -> int:
         return 0
     print(f"KVM probe: {probe.kind} ({probe.detail})")
     print(f"start -> first exit, median of {args.reps} (ms):")
-    print(f"  KvmEngine             {med(kvm_exit):8.2f}   (to close(): {med(kvm_close):.2f})")
-    print(f"  qemu -accel kvm       {med(qemu):8.2f}")
+    print(f"  KvmEngine             {med(kvm_exit):8.2f}   (min {min(kvm_exit):.2f}; "
+          f"to close(): {med(kvm_close):.2f})")
+    print(f"  qemu -accel kvm       {med(qemu):8.2f}   (min {min(qemu):.2f})")
     print(f"  ratio                 {out['ratio_median']:8.1f}x  (goal >= 20x)")
     if args.smoke:
         s = out["smoke"]

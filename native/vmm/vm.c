@@ -108,6 +108,43 @@ static int add_slot(struct kt_vm *vm, int slot, uint64_t gpa, uint64_t size, voi
     return 0;
 }
 
+/*
+ * GSI routing as QEMU's pc machine sets it, matching our MADT's override IRQ0 -> GSI 2:
+ * GSI 0-15 reach the PICs (except the cascade, 2), GSI 0 reaches IOAPIC pin 2 (where the
+ * PIT's IRQ0 is expected) and GSI 1-23 their own pins.
+ */
+static int setup_gsi_routing(struct kt_vm *vm, char *err, size_t errlen)
+{
+    struct {
+        struct kvm_irq_routing r;
+        struct kvm_irq_routing_entry e[64];
+    } rt;
+    memset(&rt, 0, sizeof(rt));
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < 16; i++) {
+        if (i == 2)
+            continue;
+        rt.e[n].gsi = i;
+        rt.e[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+        rt.e[n].u.irqchip.irqchip = i < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
+        rt.e[n].u.irqchip.pin = i % 8;
+        n++;
+    }
+    for (uint32_t i = 0; i < 24; i++) {
+        if (i == 2)
+            continue;
+        rt.e[n].gsi = i;
+        rt.e[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+        rt.e[n].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+        rt.e[n].u.irqchip.pin = i == 0 ? 2 : i;
+        n++;
+    }
+    rt.r.nr = n;
+    if (ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, &rt) < 0)
+        return kt_err(err, errlen, -errno, "KVM_SET_GSI_ROUTING: %s", strerror(errno));
+    return 0;
+}
+
 static int setup_memory(struct kt_vm *vm, char *err, size_t errlen)
 {
     uint64_t size = vm->cfg.mem_bytes;
@@ -182,6 +219,8 @@ struct kt_vm *kt_vm_create(const struct kt_config *cfg, char *err, size_t errlen
             kt_err(err, errlen, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
             goto fail;
         }
+        if (setup_gsi_routing(vm, err, errlen) < 0)
+            goto fail;
         struct kvm_pit_config pit = {.flags = 0};
         if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
             kt_err(err, errlen, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
