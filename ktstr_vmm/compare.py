@@ -56,6 +56,10 @@ def _dict(v: Any) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
 
 
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
 def _num(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         return None
@@ -65,8 +69,8 @@ def _num(v: Any) -> float | None:
 def metrics(result: dict[str, Any]) -> dict[str, float | None]:
     """The comparable numbers of one run (None when the run has no such number)."""
     stats = _dict(result.get("stats"))
-    groups = [g for g in stats.get("groups") or [] if isinstance(g, dict)]
-    workers = [w for w in stats.get("workers") or [] if isinstance(w, dict)]
+    groups = [g for g in _list(stats.get("groups")) if isinstance(g, dict)]
+    workers = [w for w in _list(stats.get("workers")) if isinstance(w, dict)]
     timings = _dict(result.get("timings"))
     cpus: set[Any] = set()
     for w in workers:
@@ -139,9 +143,11 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[Row]:
     ma, mb = metrics(a), metrics(b)
     for key in METRICS:
         add("stats", key, ma.get(key), mb.get(key))
-    ga = {g.get("index"): g for g in _dict(a.get("stats")).get("groups") or [] if isinstance(g, dict)}
-    gb = {g.get("index"): g for g in _dict(b.get("stats")).get("groups") or [] if isinstance(g, dict)}
-    for idx in sorted(set(ga) | set(gb), key=lambda i: (not isinstance(i, int), str(i))):
+    ga = {_fmt(g.get("index")): g for g in _list(_dict(a.get("stats")).get("groups"))
+          if isinstance(g, dict)}
+    gb = {_fmt(g.get("index")): g for g in _list(_dict(b.get("stats")).get("groups"))
+          if isinstance(g, dict)}
+    for idx in sorted(set(ga) | set(gb), key=lambda i: (not i.isdigit(), i.zfill(8))):
         x, y = _dict(ga.get(idx)), _dict(gb.get(idx))
         for key in ("kind", "workers", "cpus", "migrations", "spread", "max_gap_ms", "iterations"):
             add(f"cg{idx}", key, x.get(key), y.get(key))

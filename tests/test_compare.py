@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ktstr_vmm.compare import compare, metrics, parse_fail_on, regressions, render
 from ktstr_vmm.errors import UsageError
@@ -95,3 +97,33 @@ def test_metrics_and_regressions_pure():
     rows = compare(a, missing)
     assert next(r for r in rows if r.field == "first failure").b == "guest crashed: x"
     assert render(rows).splitlines()[0].startswith("  FIELD")
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+                     max_leaves=12)
+_keys = st.sampled_from(["verdict", "reason", "stats", "timings", "topology", "monitor",
+                         "sections", "kernel", "sched_args", "groups", "workers", "summary",
+                         "cpus", "migrations", "index", "expected_failure"])
+
+
+@given(st.dictionaries(_keys, _json, max_size=8), st.dictionaries(_keys, _json, max_size=8))
+def test_compare_never_raises_on_damaged_results(a, b):
+    rows = compare(a, b)
+    render(rows)
+    regressions(a, b, [parse_fail_on("migrations:+20%"), parse_fail_on("monitor.stuck_count:+1")])
+
+
+_group = st.dictionaries(st.sampled_from(["index", "kind", "workers", "cpus", "spread", "max_gap_ms",
+                                          "migrations", "iterations"]), _json, max_size=8)
+_stats = st.fixed_dictionaries({}, optional={
+    "groups": st.one_of(_json, st.lists(st.one_of(_group, _json), max_size=3)),
+    "workers": st.one_of(_json, st.lists(st.dictionaries(st.sampled_from(["cpus", "migrations"]), _json), max_size=3)),
+    "duration_ms": _json})
+
+
+@given(_stats, _stats, _json)
+def test_compare_never_raises_on_damaged_stats(sa, sb, mon):
+    a, b = {"stats": sa, "monitor": mon}, {"stats": sb, "monitor": {"summary": mon}}
+    render(compare(a, b))
+    regressions(a, b, [parse_fail_on("spread:+1%"), parse_fail_on("gap:-3")])
