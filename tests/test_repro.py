@@ -200,3 +200,21 @@ def test_rerun_spec_links_the_parent_and_takes_overrides(store):
     assert (spec.name, spec.scheduler) == ("basic", "scx_simple")
     assert spec.memory == spec.topology.default_memory_mib()
     assert json.loads(json.dumps(spec.to_json()))["parent"] == spec.parent
+
+
+def test_rerun_can_turn_auto_repro_back_on(store):
+    import argparse
+
+    from ktstr_vmm.commands.rerun import rerun_spec
+    from ktstr_vmm.commands.run import add_run_options
+    from ktstr_vmm.store import Store
+
+    d = make_run(store, "20261125-173942-basic-scx_simple-tiny-2llc-aaaa")
+    data = json.loads((d / "spec.json").read_text())
+    (d / "spec.json").write_text(json.dumps({**data, "auto_repro": False}))
+    p = argparse.ArgumentParser()
+    p.add_argument("run")
+    add_run_options(p, defaults=False)
+    p.add_argument("--auto-repro", action="store_true")
+    assert rerun_spec(p.parse_args(["aaaa"]), Store(store)).auto_repro is False
+    assert rerun_spec(p.parse_args(["aaaa", "--auto-repro"]), Store(store)).auto_repro is True

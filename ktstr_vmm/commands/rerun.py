@@ -18,6 +18,8 @@ def register(sub) -> None:
                        "overrides; the new run records RUN as its parent. Exit codes as for run.")
     p.add_argument("run", metavar="RUN", help="run id, unique prefix or substring")
     add_run_options(p, defaults=False)
+    p.add_argument("--auto-repro", action="store_true",
+                   help="turn auto-repro back on when the parent ran with --no-auto-repro")
     p.set_defaults(func=cmd_rerun)
 
 
@@ -33,6 +35,10 @@ def rerun_spec(args: argparse.Namespace, store: Store | None = None) -> RunSpec:
     parent = RunSpec.from_json(data)
     base = child_base(parent, new_shape=args.topology is not None,
                       new_duration=args.duration is not None)
+    if getattr(args, "auto_repro", False):
+        if args.no_auto_repro:
+            raise UsageError("--auto-repro and --no-auto-repro contradict each other")
+        base = base.with_changes(auto_repro=True)
     spec = spec_from_args(args, base=base)
     return spec.with_changes(parent=summary.run_id, kind="rerun")
 
