@@ -177,6 +177,15 @@ def test_guest_memory_reads_what_the_guest_wrote(engine):
         assert bytes(region.buf[SPIN_MARKER_GPA:SPIN_MARKER_GPA + 16]) == SPIN_MARKER
         with pytest.raises(TypeError):
             region.buf[0] = 1  # the host's view is read-only
+        from ktstr_vmm.guestmem import GuestMemory
+
+        gm = GuestMemory(m.ram())  # the monitor's reader over the engine's mapping
+        assert gm.read_phys(SPIN_MARKER_GPA, 16) == SPIN_MARKER
+        first = gm.phys_u64(SPIN_MARKER_GPA + 16) & 0xFFFFFFFF
+        deadline = time.monotonic() + 10
+        while gm.phys_u64(SPIN_MARKER_GPA + 16) & 0xFFFFFFFF == first:
+            assert time.monotonic() < deadline, "the guest's counter never moved"
+            time.sleep(0.01)
 
 
 def test_pause_freezes_the_guest_and_resume_continues_it(engine):
