@@ -19,15 +19,8 @@ from pathlib import Path
 import pytest
 
 from ktstr_vmm.engine.base import BootSpec
-from ktstr_vmm.engine.qemu import (
-    GiB,
-    MiB,
-    QemuEngine,
-    RamSlice,
-    build_command,
-    node_sizes_mib,
-    ram_layout,
-)
+from ktstr_vmm.engine.qemu import QemuEngine
+from ktstr_vmm.engine.qemucmd import GiB, MiB, RamSlice, build_command, node_sizes_mib, ram_layout
 from ktstr_vmm.engine.watchdog import Watchdog
 from ktstr_vmm.errors import EngineError
 from ktstr_vmm.initramfs import build_initramfs

@@ -13,10 +13,7 @@ Wiring (all verified with QEMU 7.2):
   0600 and unlinked as soon as QEMU has opened it (after the QMP greeting), so a
   crashed host process leaves no file behind. We keep read-only mappings (ram()).
 
-Guest-physical layout of the pc machine (checked with `info mtree -f`): the node
-backends are concatenated in node order into one RAM block; its first `below_4g` bytes
-appear at guest-physical 0 and the rest at 4 GiB. below_4g is all of RAM when RAM is
-under 3.5 GiB, else exactly 3 GiB (the PCI hole starts there). See ram_layout().
+The command line and the guest-physical RAM layout are in qemucmd.py.
 """
 
 from __future__ import annotations
@@ -33,18 +30,13 @@ import subprocess
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EngineError
-from ..spec import Topology
 from .base import BootSpec, RamRegion
+from .qemucmd import MiB, build_command, cpu_model, is_pvm, node_sizes_mib, ram_layout
 from .qmp import QmpClient
 
-GiB = 1 << 30
-MiB = 1 << 20
-LOWMEM_LIMIT = 0xE0000000  # pc machine: max-ram-below-4g default (3.5 GiB)
-LOWMEM_SPLIT = 0xC0000000  # with RAM >= 3.5 GiB, gigabyte alignment puts 3 GiB low
 WIRE_BUFFER_CAP = 64 * MiB
 START_TIMEOUT = 30.0  # QEMU start-up to QMP greeting (a loaded 2-core host is slow)
 QUIT_GRACE = 2.0  # QMP quit -> SIGKILL
@@ -56,87 +48,6 @@ SHUTDOWN_REASONS = {
     "host-signal": "killed",
 }
 PR_SET_PDEATHSIG = 1
-
-
-# ----------------------------------------------------------------------------- pure parts
-
-@dataclass(frozen=True)
-class RamSlice:
-    """Bytes [offset, offset+size) of node `node`'s backend at guest-physical `gpa`."""
-
-    node: int
-    offset: int
-    size: int
-    gpa: int
-
-
-def node_sizes_mib(memory_mib: int, nodes: int) -> list[int]:
-    """RAM split evenly over nodes (the last node takes the remainder)."""
-    if memory_mib < nodes:
-        raise EngineError(f"{memory_mib} MiB of RAM cannot be split over {nodes} NUMA nodes")
-    base = memory_mib // nodes
-    return [base] * (nodes - 1) + [memory_mib - base * (nodes - 1)]
-
-
-def ram_layout(node_bytes: list[int]) -> list[RamSlice]:
-    """Where each node backend lands in guest-physical memory on QEMU's pc machine."""
-    total = sum(node_bytes)
-    below = total if total < LOWMEM_LIMIT else LOWMEM_SPLIT
-    out: list[RamSlice] = []
-    start = 0  # offset of this node in the concatenated RAM block
-    for node, size in enumerate(node_bytes):
-        low_part = max(0, min(size, below - start))
-        if low_part:
-            out.append(RamSlice(node, 0, low_part, start))
-        if size > low_part:
-            ram_off = start + low_part
-            out.append(RamSlice(node, low_part, size - low_part, 4 * GiB + ram_off - below))
-        start += size
-    return out
-
-
-def cpu_model(accel: str, pvm: bool) -> str:
-    if accel == "kvm":
-        return "host,-arch-capabilities" if pvm else "host"
-    return "max,vendor=GenuineIntel"
-
-
-def build_command(qemu: str, boot: BootSpec, *, accel: str, cpu: str, ram_paths: list[Path],
-                  node_mib: list[int], wire_fd: int, qmp_fd: int) -> list[str]:
-    """The qemu-system-x86_64 argument list for `boot` (no side effects)."""
-    topo: Topology = boot.topology
-    cmd = [
-        qemu, "-name", "ktstr", "-machine", "pc", "-no-user-config", "-nodefaults",
-        "-display", "none", "-no-reboot",
-        "-accel", "kvm" if accel == "kvm" else "tcg,thread=single",
-        "-cpu", cpu,
-        "-smp", (f"cpus={topo.vcpus},sockets={topo.nodes},dies={topo.llcs_per_node},"
-                 f"cores={topo.cores},threads={topo.threads}"),
-        "-m", f"{sum(node_mib)}M",
-    ]
-    for i, (path, mib) in enumerate(zip(ram_paths, node_mib, strict=True)):
-        cmd += ["-object", f"memory-backend-file,id=m{i},size={mib}M,mem-path={path},share=on"]
-    if topo.nodes == 1:
-        cmd[cmd.index("pc")] = "pc,memory-backend=m0"
-    else:
-        for i in range(topo.nodes):
-            cpus = topo.node_cpus(i)
-            cmd += ["-numa", f"node,nodeid={i},cpus={cpus[0]}-{cpus[-1]},memdev=m{i}"]
-    console = str(boot.console_path).replace(",", ",,")
-    cmd += [
-        "-chardev", f"file,id=con,path={console},append=on",
-        "-chardev", f"socket,id=wire,fd={wire_fd}",
-        "-chardev", f"socket,id=qmp,fd={qmp_fd}",
-        "-serial", "chardev:con", "-serial", "chardev:wire",
-        "-mon", "chardev=qmp,mode=control",
-        "-kernel", str(boot.kernel), "-initrd", str(boot.initramfs),
-        "-append", boot.cmdline,
-    ]
-    return cmd
-
-
-def is_pvm() -> bool:
-    return Path("/sys/module/kvm_pvm").exists()
 
 
 # Resolved once in the parent: the child between fork and exec must not dlopen (another
@@ -287,6 +198,10 @@ class QemuMachine:
             self.close()
             raise EngineError(f"QEMU did not start: {self._stderr_tail() or e.message}",
                               "check the kernel, initramfs and QEMU installation") from e
+        except OSError as e:  # mapping the RAM files failed
+            self.close()
+            raise EngineError(f"cannot map the guest's RAM: {e.strerror or e}",
+                              "free memory or lower --memory") from e
         finally:
             for fd in fds:
                 os.close(fd)
