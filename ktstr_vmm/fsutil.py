@@ -32,7 +32,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise StoreError(f"cannot write {path}: {os.strerror(e.errno or errno.EIO)}",
-                         _hint_for(e)) from e
+                         hint_for(e)) from e
     _fsync_dir(path.parent)
 
 
@@ -52,7 +52,7 @@ def append_line(path: Path, line: str) -> None:
             f.write(data)
     except OSError as e:
         raise StoreError(f"cannot append to {path}: {os.strerror(e.errno or errno.EIO)}",
-                         _hint_for(e)) from e
+                         hint_for(e)) from e
 
 
 def append_json_line(path: Path, obj: Any) -> None:
@@ -72,7 +72,7 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def _hint_for(e: OSError) -> str | None:
+def hint_for(e: OSError) -> str | None:
     if e.errno == errno.ENOSPC:
         return "the disk is full: free some space and retry"
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):

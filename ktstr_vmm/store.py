@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import paths
 from .errors import StoreError, UsageError
-from .fsutil import _hint_for, atomic_write_json
+from .fsutil import atomic_write_json, hint_for
 from .rundir import REPRO, SPEC, RunDir, new_run_id
 from .runsummary import ALL_VERDICTS, LIVE_PHASES, RunSummary, summarize
 from .spec import RunSpec, parse_topology
@@ -227,4 +227,4 @@ def _like_escape(text: str) -> str:
 
 
 def _store_error(what: str, e: OSError) -> StoreError:
-    return StoreError(f"{what}: {os.strerror(e.errno or errno.EIO)}", _hint_for(e))
+    return StoreError(f"{what}: {os.strerror(e.errno or errno.EIO)}", hint_for(e))
