@@ -88,7 +88,8 @@ def _kind_name(why: str) -> str:
 def build_outcome(*, test: str, scheduler: str | None, topology: str, state: GuestState,
                   sched_log: str, console: str, timed_out: bool, timings: ev.Timings,
                   expect_err: bool, monitor: ev.MonitorReport | None = None,
-                  repro: str | None = None, extra_notes: tuple[str, ...] = ()) -> ev.RunOutcome:
+                  repro: str | None = None, extra_notes: tuple[str, ...] = (),
+                  timeline: str = "") -> ev.RunOutcome:
     tr = None
     enabled = state.phase_reached("scx_enabled") or state.phase_reached("baseline")
     if state.test_result is not None and (enabled or state.sched_exit is None):
@@ -113,7 +114,7 @@ def build_outcome(*, test: str, scheduler: str | None, topology: str, state: Gue
         sched_exit=sched_exit_from(state, console), sched_log=sched_log, console=console,
         guest_output="\n".join(state.agent_output), crash_message=crash, timed_out=timed_out,
         exit_code=state.exit.code if state.exit else None, init_stage=state.init_stage,
-        monitor=monitor, timings=timings, repro=repro, expect_err=expect_err)
+        monitor=monitor, timeline=timeline, timings=timings, repro=repro, expect_err=expect_err)
 
 
 def _seconds_into_workload(state: GuestState) -> float | None:

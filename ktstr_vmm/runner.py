@@ -38,9 +38,10 @@ from .kernel import Kernel, check_kernel, resolve_kernel
 from .monitor import KALLSYMS, Monitor, MonitorUnavailable
 from .outcome import build_outcome
 from .recorder import Recorder
-from .rundir import CONSOLE, MONITOR, RESULT, SCHED_LOG, SNAPSHOTS, RunDir
+from .rundir import CONSOLE, EVENTS, MONITOR, RESULT, SCHED_LOG, SNAPSHOTS, RunDir
 from .schedulers import Scheduler, resolve_scheduler
 from .spec import RunSpec
+from .timeline import read_events, render_timeline
 from .wire import Decoder, MsgType, encode
 
 log = logging.getLogger(__name__)
@@ -280,7 +281,7 @@ class Run:
             timed_out=timed_out,
             timings=ev.Timings(elapsed_s=elapsed, vm_timeout_s=spec.timeout,
                                duration_s=spec.duration_s),
-            expect_err=spec.expect_err, extra_notes=notes,
+            expect_err=spec.expect_err, extra_notes=notes, timeline=self.timeline_text(elapsed),
             monitor=getattr(self, "monitor_report", None) if self.prep.scheduler else None)
         verdict = evaluate(outcome)
         if notes and verdict.kind == "pass":
@@ -318,6 +319,15 @@ class Run:
                                             if p.is_file() and not p.name.startswith("."))}))
         atomic_write_json(self.rd / RESULT, result)
         return result
+
+    def timeline_text(self, elapsed: float) -> str:
+        spec, k = self.spec, self.prep.kernel
+        header = (f"kernel {k.version}, topology {spec.topology.notation} "
+                  f"({spec.topology.vcpus} cpus), scheduler "
+                  f"{self.prep.scheduler.name if self.prep.scheduler else 'none'}, "
+                  f"scenario {spec.name}, {elapsed:.1f}s")
+        body = render_timeline(read_events(self.rd / EVENTS), header)
+        return f"--- timeline ---\n{body}" if body else ""
 
     def machine_engine(self) -> str:
         return getattr(self, "_engine_label", None) or (

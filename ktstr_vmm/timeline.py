@@ -1,0 +1,85 @@
+"""The `--- timeline ---` section: what happened when, from events.jsonl.
+
+Times are host seconds since the VM started (the `phase booting` event), so the boot, the
+scheduler's attach, the workload and the failure line up with console.log and the monitor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """events.jsonl -> dicts; bad lines are skipped (the file is appended live)."""
+    out = []
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(ev, dict) and isinstance(ev.get("t"), int | float):
+            out.append(ev)
+    return out
+
+
+def _label(ev: dict[str, Any]) -> str | None:
+    kind = ev.get("kind")
+    if kind == "phase":
+        return {"booting": "boot", "evaluating": None}.get(ev.get("phase"), None)
+    if kind == "sysrdy":
+        return f"guest ready (kernel {ev.get('release')}, observed {ev.get('observed')})"
+    if kind == "lifecycle":
+        phase, detail = ev.get("phase"), ev.get("detail")
+        text = {
+            "sched_started": f"scheduler started (pid {ev.get('pid')})",
+            "scx_enabled": f"sched_ext enabled ({ev.get('ops')})",
+            "sched_enable_timeout": "sched_ext never enabled (timed out)",
+            "baseline": "baseline: no scheduler",
+            "workload_started": "workload started",
+            "workload_done": "workload done",
+            "sched_stopped": "scheduler stopped",
+        }.get(phase, str(phase))
+        return f"{text}{f' - {detail}' if detail and phase != 'sched_started' else ''}"
+    if kind == "sched_exit":
+        return f"scheduler exit: {ev.get('reason')} (sched_ext state {ev.get('state')})"
+    if kind == "kmsg" and "disabled" in str(ev.get("text", "")):
+        return str(ev["text"])
+    if kind == "failure_dump":
+        return f"VM frozen, failure dump captured (exit kind {ev.get('exit_kind')})"
+    if kind == "snapshot":
+        return f"snapshot {ev.get('file')}"
+    if kind in ("pause", "resume"):
+        return f"guest {kind}d"
+    if kind == "watchdog":
+        return f"host watchdog fired after {ev.get('timeout_s')}s"
+    if kind == "stopped":
+        return "stopped by the user"
+    if kind == "exit":
+        return f"agent exit {ev.get('code')} ({ev.get('reason')})"
+    if kind == "vm_exit":
+        return f"VM exit: {ev.get('reason')}"
+    return None
+
+
+def render_timeline(events: Iterable[dict[str, Any]], header: str = "") -> str:
+    """The section body (without the `--- timeline ---` line); "" when nothing happened."""
+    events = list(events)
+    t0 = next((e["t"] for e in events if e.get("kind") == "phase" and e.get("phase") == "booting"),
+              None)
+    if t0 is None:
+        return ""
+    rows = []
+    for ev in events:
+        label = _label(ev)
+        if label:
+            rows.append(f"  {'+' if ev['t'] >= t0 else '-'}{abs(ev['t'] - t0):6.1f}s  {label}")
+    if not rows:
+        return ""
+    return "\n".join(([header] if header else []) + rows)
