@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable
@@ -62,7 +63,7 @@ CHAIN_LINES = 40
 PROBE_DRAIN_GRACE_S = 30.0  # the seed's PROBE_DRAIN_GRACE: the repro VM's extra watchdog time
 TRACE_FILE = "trace.txt"
 PROBES_FILE = "probes.json"
-EXIT_ERROR_STALL = 1026
+EXIT_ERROR, EXIT_ERROR_STALL = 1024, 1026
 
 NO_PROBE_DATA = (
     "auto-repro: no probe data — the scheduler may have exited before probes could capture "
@@ -85,16 +86,21 @@ def effective_auto_repro(spec: RunSpec) -> bool:
 
 
 def primary_exit_kind(primary_dir: Path, test: str, sched_exit: ev.SchedExit | None) -> int | None:
-    """The primary's SCX exit kind: the failure dump's latched `exit_kind` when it has one
-    (nonzero), else the kind the kernel's disable line named."""
+    """The primary's SCX exit kind: the failure dump's latched `exit_kind` when it is an
+    error kind (>= SCX_EXIT_ERROR), else the kind the kernel's disable line named, else
+    whatever the dump has."""
+    line_kind = sched_exit.kind if sched_exit is not None else None
+    dump_kind = None
     try:
         data = json.loads((Path(primary_dir) / failure_dump_name(test)).read_bytes())
         kind = data.get("scx_sched_state", {}).get("exit_kind")
         if isinstance(kind, int) and not isinstance(kind, bool) and kind:
-            return kind
+            dump_kind = kind
     except (OSError, ValueError, AttributeError, KtstrError):
         pass
-    return sched_exit.kind if sched_exit is not None else None
+    if dump_kind is not None and dump_kind >= EXIT_ERROR:
+        return dump_kind
+    return line_kind if line_kind is not None else dump_kind
 
 
 def primary_reached_workload(primary_dir: Path) -> bool:
@@ -226,11 +232,11 @@ def run_repro(primary_dir: Path, spec: RunSpec, primary: Primary,
 # --------------------------------------------------------------------------- the section
 
 def reproduced(primary: Primary, repro: ReproRun) -> tuple[bool, str]:
-    """(same failure?, one line saying so). Same exit kind and message, or - when neither
-    run's scheduler exited - the same verdict reason."""
+    """(same failure?, one line saying so). Same exit kind and message (numbers aside), or -
+    when neither run's scheduler exited - the same verdict reason."""
     p, r = primary.exit, repro.exit
     if p is not None and r is not None:
-        same = p.kind == r.kind and p.message == r.message
+        same = p.kind == r.kind and _shape(p.message) == _shape(r.message)
         what = _exit_words(r)
         if same:
             return True, f"reproduced: the repro VM failed the same way ({what})"
@@ -242,6 +248,12 @@ def reproduced(primary: Primary, repro: ReproRun) -> tuple[bool, str]:
     if p is not None:
         return False, f"not reproduced: the primary exited with {_exit_words(p)}; {_repro_status(repro)}"
     return False, f"not reproduced: the primary failed with '{primary.reason.splitlines()[0] if primary.reason else '?'}'; {_repro_status(repro)}"
+
+
+def _shape(message: str) -> str:
+    """An exit message without its numbers (pids, times, CPUs differ between two runs of
+    the same failure: `init[118] failed to run for 3.024s`)."""
+    return re.sub(r"\d+(?:\.\d+)?", "#", message)
 
 
 def _exit_words(se: ev.SchedExit) -> str:

@@ -218,3 +218,28 @@ def test_rerun_can_turn_auto_repro_back_on(store):
     p.add_argument("--auto-repro", action="store_true")
     assert rerun_spec(p.parse_args(["aaaa"]), Store(store)).auto_repro is False
     assert rerun_spec(p.parse_args(["aaaa", "--auto-repro"]), Store(store)).auto_repro is True
+
+
+def test_a_stall_with_other_pids_and_times_is_the_same_failure(tmp_path):
+    rd = _repro_dir(tmp_path)
+    p = ev.SchedExit("ktstr", "init[118] failed to run for 3.024s", 1026, "stall")
+    r = ev.SchedExit("ktstr", "init[115] failed to run for 3.060s", 1026, "stall")
+    repro = ReproRun(rd, {"verdict": "fail", "reason": "failed"}, r, "", (), False, False)
+    text = render_section(Primary("p", p, 1026, "failed", True, ""), repro, _probes(), DecodeTables())
+    assert text.splitlines()[0] == ("reproduced: the repro VM failed the same way "
+                                    "(SCX_EXIT_ERROR_STALL: init[115] failed to run for 3.060s)")
+    assert text.splitlines()[3].startswith("primary exit: SCX_EXIT_ERROR_STALL (the watchdog's exit")
+
+
+def test_primary_exit_kind_prefers_an_error_kind(tmp_path):
+    from ktstr_vmm.repro import primary_exit_kind
+
+    stall = ev.SchedExit("ktstr", "x", 1026, "stall")
+    assert primary_exit_kind(tmp_path, "t", stall) == 1026
+    (tmp_path / "t.failure-dump.json").write_text('{"scx_sched_state": {"exit_kind": 1}}')
+    assert primary_exit_kind(tmp_path, "t", stall) == 1026
+    assert primary_exit_kind(tmp_path, "t", None) == 1
+    (tmp_path / "t.failure-dump.json").write_text('{"scx_sched_state": {"exit_kind": 1025}}')
+    assert primary_exit_kind(tmp_path, "t", stall) == 1025
+    (tmp_path / "t.failure-dump.json").write_text('[1, 2')
+    assert primary_exit_kind(tmp_path, "t", None) is None
