@@ -340,6 +340,41 @@ def test_wire_carries_every_byte_in_order_both_ways(boot):
     assert m.read_wire(1.0) is None  # QEMU is gone: the wire reports closed
 
 
+@pytest.mark.vm
+@needs_qemu
+def test_a_guest_that_never_reads_the_wire_fails_the_write_instead_of_hanging(boot, monkeypatch):
+    import ktstr_vmm.engine.qemu as qemu_mod
+
+    monkeypatch.setattr(qemu_mod, "WIRE_WRITE_TIMEOUT", 2.0)
+    m = boot("hang")
+    t0 = time.monotonic()
+    with pytest.raises(EngineError) as e:
+        m.write_wire(b"x" * (16 << 20))
+    assert e.value.one_line() == "the guest took no wire bytes for 2s"
+    assert time.monotonic() - t0 < 30
+    assert m.wait(0) is None  # the guest itself is unharmed
+
+
+@pytest.mark.vm
+@needs_qemu
+def test_a_machine_dropped_without_close_takes_qemu_with_it(initrd, kernel, tmp_path):
+    import gc
+
+    spec = BootSpec(kernel=kernel.bzimage, initramfs=initrd, cmdline=f"{CMDLINE} ktmode=hang",
+                    topology=PRESETS["tiny-1llc"], memory_mib=256,
+                    console_path=tmp_path / "c.log", workdir=tmp_path / "w")
+    m = QemuEngine().start(spec)
+    pid = m.pid
+    assert alive(pid)
+    del m
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pid)
+    assert shm_files() == set()
+
+
 @needs_qemu
 def test_qemu_that_cannot_start_is_a_one_line_engine_error(initrd, tmp_path):
     spec = BootSpec(kernel=tmp_path / "no-such-bzImage", initramfs=initrd, cmdline=CMDLINE,

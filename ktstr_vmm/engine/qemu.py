@@ -23,6 +23,7 @@ import ctypes
 import mmap
 import os
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -38,6 +39,7 @@ from .qemucmd import MiB, build_command, cpu_model, is_pvm, node_sizes_mib, ram_
 from .qmp import QmpClient
 
 WIRE_BUFFER_CAP = 64 * MiB
+WIRE_WRITE_TIMEOUT = 30.0
 START_TIMEOUT = 30.0  # QEMU start-up to QMP greeting (a loaded 2-core host is slow)
 QUIT_GRACE = 2.0  # QMP quit -> SIGKILL
 SHUTDOWN_REASONS = {
@@ -218,12 +220,25 @@ class QemuMachine:
         return self._wire.read(timeout)
 
     def write_wire(self, data: bytes) -> None:
+        """Send all of `data`; EngineError if the guest takes none of it for
+        WIRE_WRITE_TIMEOUT seconds or QEMU is gone. (Non-blocking sends: the socket's own
+        timeout must stay None, the drain thread is blocked in recv on it.)"""
+        view = memoryview(data)
+        sock = self._wire.sock
         with self._wire_lock:
-            try:
-                self._wire.sock.settimeout(30)
-                self._wire.sock.sendall(data)
-            except OSError as e:
-                raise EngineError(f"cannot write to the guest's wire: {e.strerror or e}") from e
+            while view:
+                try:
+                    sent = sock.send(view, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+                except BlockingIOError:
+                    _, writable, _ = select.select([], [sock], [], WIRE_WRITE_TIMEOUT)
+                    if not writable:
+                        raise EngineError(f"the guest took no wire bytes for "
+                                          f"{WIRE_WRITE_TIMEOUT:.0f}s") from None
+                    continue
+                except OSError as e:
+                    raise EngineError(f"cannot write to the guest's wire: "
+                                      f"{e.strerror or e}") from e
+                view = view[sent:]
 
     def ram(self) -> list[RamRegion]:
         return list(self._regions)
