@@ -46,6 +46,7 @@ from .rundir import (
     CONSOLE,
     EVENTS,
     REPRO,
+    RESULT,
     SCHED_LOG,
     SPEC,
     RunDir,
@@ -218,6 +219,10 @@ def run_repro(primary_dir: Path, spec: RunSpec, primary: Primary,
     atomic_write_json(rd / PROBES_FILE, {**probes.to_json(), "refused": list(refused),
                                          "tables": tables.to_json(),
                                          "primary_exit_kind": primary.exit_kind})
+    res = rd.read_json(RESULT)
+    if res is not None:  # the repro's own result lists the files written after it
+        res["artifacts"] = sorted({*res.get("artifacts", []), TRACE_FILE, PROBES_FILE})
+        atomic_write_json(rd / RESULT, res)
     dump = rd / failure_dump_name(spec.name)
     if dump.is_file():
         with contextlib.suppress(OSError, KtstrError):
