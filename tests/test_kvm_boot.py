@@ -80,6 +80,15 @@ def test_linux_early_boot_through_pvh_shows_the_requested_topology(kernel, tmp_p
     assert _topo_line(console, "Max. threads per core") == topo.threads
 
 
+def test_pvh_note_detection_picks_what_can_boot_via_pvh(kernel, tmp_path):
+    from ktstr_vmm.engine.kvm import has_pvh_note
+
+    assert has_pvh_note(kernel.vmlinux)
+    assert not has_pvh_note(Path("/bin/true"))  # an ELF, but no Xen note
+    assert not has_pvh_note(kernel.bzimage)
+    assert not has_pvh_note(tmp_path / "missing")
+
+
 # ----------------------------------------------------------------------------- bad kernels
 
 needs_kvm = pytest.mark.skipif(_probe.kind == "absent", reason=_probe.detail)

@@ -16,6 +16,7 @@ import errno
 import mmap
 import os
 import select
+import struct
 import threading
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from .base import BootSpec, RamRegion
 from .kvmevents import CRASH_NAMES, STOP_KINDS, KvmEvent, event_from_c
 
 MiB = 1 << 20
+XEN_ELFNOTE_PHYS32_ENTRY = 18
 BUILD_HINT = "install gcc and run `pip install -e .` in the ktstr checkout, or use --engine qemu"
 
 CPUID_HIDE_PVM = 1
@@ -48,6 +50,34 @@ def host_memory_mib() -> int:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) // 1024
     return 1 << 30
+
+
+def has_pvh_note(path: Path) -> bool:
+    """Whether an ELF vmlinux carries XEN_ELFNOTE_PHYS32_ENTRY (so it can boot via PVH)."""
+    try:
+        with open(path, "rb") as f:
+            ehdr = f.read(64)
+            if ehdr[:4] != b"\x7fELF" or ehdr[4] != 2:
+                return False
+            phoff, = struct.unpack_from("<Q", ehdr, 32)
+            phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
+            f.seek(phoff)
+            phdrs = f.read(phentsize * min(phnum, 64))
+            for i in range(len(phdrs) // phentsize):
+                p_type, _, off, _, _, filesz = struct.unpack_from("<IIQQQQ", phdrs, i * phentsize)
+                if p_type != 4 or filesz > 1 << 20:  # PT_NOTE
+                    continue
+                f.seek(off)
+                notes, pos = f.read(filesz), 0
+                while pos + 12 <= len(notes):
+                    namesz, descsz, ntype = struct.unpack_from("<III", notes, pos)
+                    name = notes[pos + 12:pos + 12 + namesz]
+                    if ntype == XEN_ELFNOTE_PHYS32_ENTRY and name == b"Xen\0":
+                        return True
+                    pos += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    except OSError:
+        return False
+    return False
 
 
 _LIMITS: tuple[int, int] | None = None
@@ -367,14 +397,15 @@ class KvmEngine:
         self.cpuid_flags = CPUID_VENDOR_INTEL | (CPUID_HIDE_PVM if hide_pvm else 0)
 
     def start(self, boot: BootSpec) -> KvmMachine:
-        """Boot a kernel: `extra["kvm.boot"]` = "pvh" | "bzimage" | "auto" (PVH when
-        BootSpec.vmlinux or BootSpec.kernel is an ELF vmlinux)."""
+        """Boot a kernel: `extra["kvm.boot"]` = "auto" (BootSpec.vmlinux through PVH when it
+        has the PVH note, else BootSpec.kernel, a bzImage or a PVH vmlinux), "pvh" or
+        "bzimage"."""
         mode = boot.extra.get("kvm.boot", "auto")
         kernel = boot.kernel
-        if mode in ("auto", "pvh") and boot.vmlinux is not None:
+        if mode == "pvh" and boot.vmlinux is not None:
             kernel = boot.vmlinux
-        if mode == "bzimage":
-            kernel = boot.kernel
+        elif mode == "auto" and boot.vmlinux is not None and has_pvh_note(boot.vmlinux):
+            kernel = boot.vmlinux
         Path(boot.workdir).mkdir(parents=True, exist_ok=True)
         m = KvmMachine(boot.topology, boot.memory_mib, boot.console_path, irqchip=True,
                        cpuid_flags=self.cpuid_flags)
