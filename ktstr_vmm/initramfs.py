@@ -9,6 +9,7 @@ Archives are cached by the sha256 of their uncompressed bytes under
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -27,6 +28,7 @@ TRAILER = "TRAILER!!!"
 LAYOUT_VERSION = 1
 EMPTY_DIRS = ("/dev", "/proc", "/sys", "/tmp", "/run", "/ktstr")
 LD_SO_CACHE = Path("/etc/ld.so.cache")
+CACHE_KEEP = 64  # archives kept in cache_dir()/initramfs, most recently used first
 
 
 class CpioWriter:
@@ -160,12 +162,31 @@ def build_initramfs(agent: Path, spec_text: str, files: dict[str, Path],
         cache = paths.cache_dir() / "initramfs"
         out = cache / f"{digest[:40]}.cpio.gz"
         if out.is_file():
+            with contextlib.suppress(OSError):
+                os.utime(out)  # most recently used: pruned last
             return out
         try:
             cache.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise BuildError(f"cannot create {cache}: {e.strerror}",
                              "set KTSTR_CACHE to a writable directory") from e
+        atomic_write_bytes(out, gzip.compress(archive, compresslevel=6, mtime=0))
+        prune_cache(cache)
+        return out
     out = Path(out)
     atomic_write_bytes(out, gzip.compress(archive, compresslevel=6, mtime=0))
     return out
+
+
+def prune_cache(cache: Path, keep: int | None = None) -> None:
+    """Keep the `keep` most recently used archives (every run's spec differs a little,
+    so the cache would otherwise grow by one archive per new spec)."""
+    keep = CACHE_KEEP if keep is None else keep
+    try:
+        entries = sorted(((p.stat().st_mtime, p) for p in cache.glob("*.cpio.gz")),
+                         reverse=True)
+    except OSError:
+        return
+    for _, p in entries[keep:]:
+        with contextlib.suppress(OSError):
+            p.unlink()

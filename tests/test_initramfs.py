@@ -4,6 +4,7 @@ library closure with its interpreter, is cached by content, and fails in one lin
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import stat
 import subprocess
@@ -106,13 +107,26 @@ def test_dynamic_binary_brings_its_library_closure_and_interpreter(cache, static
 
 def test_same_inputs_give_the_same_cached_file(cache, static_agent):
     a = build_initramfs(static_agent, "spec\n", {})
-    before = a.stat().st_mtime_ns
+    first = (a.stat().st_ino, a.read_bytes())
     b = build_initramfs(static_agent, "spec\n", {})
     c = build_initramfs(static_agent, "other spec\n", {})
-    assert a == b and a.stat().st_mtime_ns == before
+    assert a == b and (b.stat().st_ino, b.read_bytes()) == first  # not rewritten
     assert c != a
     assert a.parent == cache / "initramfs"
     assert sorted(p.name for p in a.parent.iterdir()) == sorted([a.name, c.name])
+
+
+def test_the_cache_keeps_the_most_recently_used_archives(cache, static_agent, monkeypatch):
+    import ktstr_vmm.initramfs as initramfs
+
+    monkeypatch.setattr(initramfs, "CACHE_KEEP", 2)
+    a = build_initramfs(static_agent, "a\n", {})
+    b = build_initramfs(static_agent, "b\n", {})
+    os.utime(a, (1, 1))
+    os.utime(b, (2, 2))
+    assert build_initramfs(static_agent, "a\n", {}) == a  # a hit makes `a` the newest
+    c = build_initramfs(static_agent, "c\n", {})
+    assert sorted(p.name for p in (cache / "initramfs").iterdir()) == sorted([a.name, c.name])
 
 
 def test_explicit_out_path_is_written_there(tmp_path, cache, static_agent):
