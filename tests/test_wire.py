@@ -259,3 +259,14 @@ def test_observed_topology_never_raises(online, nodes, llcs, sibs):
     assert isinstance(v, guestmsg.SysRdy)
     t = v.observed_topology()
     assert t is None or t.vcpus == len(v.online)
+
+
+@pytest.mark.parametrize("cut", [1, 5, 7, 10, 14, 16, 20, 60])
+def test_torn_frame_padded_with_ff_does_not_delay_the_next_one(cut):
+    # The agent pads a frame it could not finish with 0xff up to its claimed length
+    # (native/guest/wire.c pay_debt), so the host resynchronises at once.
+    torn = encode(MsgType.SnapshotReply, b"x" * 50)
+    padded = torn[:cut] + b"\xff" * (len(torn) - cut)
+    d = Decoder()
+    got = d.feed(padded + encode(MsgType.Exit, b"{}"))
+    assert [f.type for f in got] == [MsgType.Exit]

@@ -15,6 +15,7 @@
 
 static int fd = -1;
 static int stalled;
+static size_t owed; /* see pay_debt() */
 static unsigned long dropped;
 static unsigned long long sent_bytes;
 static unsigned char inbuf[IN_BUF];
@@ -77,25 +78,48 @@ unsigned long long wire_bytes_sent(void)
 	return sent_bytes;
 }
 
-/* Write all of buf by the deadline; 0 on success, -1 if the deadline passed. */
-static int write_all(const unsigned char *buf, size_t len, uint64_t deadline)
+/* Write buf by the deadline; returns the bytes written (len on success). */
+static size_t write_some(const unsigned char *buf, size_t len, uint64_t deadline)
 {
-	while (len) {
-		ssize_t n = write(fd, buf, len);
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = write(fd, buf + done, len - done);
 
 		if (n > 0) {
-			buf += n;
-			len -= (size_t)n;
+			done += (size_t)n;
 			sent_bytes += (unsigned long long)n;
 			continue;
 		}
 		if (n < 0 && errno != EAGAIN && errno != EINTR)
-			return -1;
+			break;
 		uint64_t now = now_ms();
 		if (now >= deadline)
-			return -1;
+			break;
 		struct pollfd p = { .fd = fd, .events = POLLOUT };
 		poll(&p, 1, (int)(deadline - now));
+	}
+	return done;
+}
+
+/* Filler bytes (0xff) still owed to a frame that was cut short: once they are written,
+ * the host's decoder sees the torn frame complete (or a header with an impossible type or
+ * length), drops it and resynchronises at once, instead of taking the next frames for the
+ * torn one's payload. 0 when paid. */
+static int pay_debt(uint64_t deadline)
+{
+	static unsigned char filler[256];
+
+	if (!filler[0])
+		memset(filler, 0xff, sizeof(filler));
+
+	while (owed) {
+		size_t chunk = owed < sizeof(filler) ? owed : sizeof(filler);
+		size_t n = write_some(filler, chunk, deadline);
+
+		owed -= n;
+		if (n < chunk)
+			return -1;
 	}
 	return 0;
 }
@@ -123,8 +147,17 @@ void wire_send(uint16_t type, uint16_t flags, const void *payload, size_t len)
 	put_le(hdr + 8, len, 4);
 	put_le(hdr + 12, crc32(payload, len), 4);
 	deadline = now_ms() + (stalled ? STALLED_DEADLINE_MS : WRITE_DEADLINE_MS);
-	/* A frame cut halfway is resynchronised by the host's decoder; count it as lost. */
-	if (write_all(hdr, sizeof(hdr), deadline) || write_all(payload, len, deadline)) {
+	if (pay_debt(deadline)) {
+		stalled = 1;
+		dropped++;
+		return;
+	}
+	size_t h = write_some(hdr, sizeof(hdr), deadline);
+	size_t p = h == sizeof(hdr) ? write_some(payload, len, deadline) : 0;
+
+	if (h + p < sizeof(hdr) + len) {
+		if (h) /* torn: owe the rest of its claimed length */
+			owed = sizeof(hdr) + len - h - p;
 		stalled = 1;
 		dropped++;
 		return;
