@@ -270,3 +270,19 @@ def test_torn_frame_padded_with_ff_does_not_delay_the_next_one(cut):
     d = Decoder()
     got = d.feed(padded + encode(MsgType.Exit, b"{}"))
     assert [f.type for f in got] == [MsgType.Exit]
+
+
+any_int = st.one_of(st.integers(-5, 5), st.integers(-(2**70), 2**70), st.none(), st.text(max_size=3))
+worker_st = st.fixed_dictionaries({
+    "group": any_int, "kind": st.sampled_from(["spin", "pipe", 3]), "index": any_int,
+    "pid": any_int, "cpu_ns": any_int, "wall_ns": any_int, "iterations": any_int,
+    "migrations": any_int, "cpus": st.lists(any_int, max_size=5), "max_gap_ns": any_int})
+
+
+@settings(max_examples=300, deadline=None)
+@given(workers=st.lists(worker_st, max_size=5))
+def test_test_result_from_any_worker_records_parses_or_errors_cleanly(workers):
+    v = guestmsg.parse_payload(_frame(MsgType.TestResult, {"workers": workers}))
+    assert isinstance(v, guestmsg.TestResult | guestmsg.PayloadError)
+    if isinstance(v, guestmsg.TestResult):
+        assert v.stats_section().startswith(f"{len(v.workers)} workers, ")
