@@ -2,9 +2,10 @@
 `less`, toolong (`tl`) and a bare Textual app that shows one line - same file, same run.
 
 For each viewer: start it in a fresh tmux pane (the viewer is the pane's process, via
-exec), poll capture-pane until the file's first line is on screen (time to first screen),
+exec), poll capture-pane until file content is on screen (time to first screen),
 then read the process's peak RSS (VmHWM) at that moment and again after a settle window
-(toolong and ours keep indexing in the background). Each viewer runs `--rounds` times;
+(toolong and ours keep indexing in the background). A viewer's first screen is the file's
+first or last line on screen (less and ours open at the top, toolong at the end).. Each viewer runs `--rounds` times;
 the median is reported, with ratios against the bare Textual app and toolong.
 
 toolong pins textual<0.59, so it cannot share the project's .venv (Textual 8): the script
@@ -32,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from ktstr_vmm import paths  # noqa: E402
 
 FIRST_LINE = "ktstr-bench first line: scx_simple local=3 global=2"
+LAST_LINE = "ktstr-bench last line: EXIT: done"  # toolong opens at the end of a file
 BARE_APP = '''
 import sys
 from textual.app import App
@@ -65,6 +67,7 @@ def make_log(path: Path, size_mb: int) -> None:
             chunk = "".join(block)
             f.write(chunk)
             written += len(chunk)
+        f.write(LAST_LINE + "\n")
 
 
 def toolong_bin() -> Path | None:
@@ -117,7 +120,7 @@ def measure(name: str, argv: list[str], env: dict[str, str], settle_s: float,
         pid = int(tmux("display-message", "-p", "-t", session, "#{pane_pid}").strip())
         while True:
             screen = tmux("capture-pane", "-p", "-t", session)
-            if FIRST_LINE in screen:
+            if FIRST_LINE in screen or LAST_LINE in screen:
                 first = time.monotonic() - t0
                 break
             if time.monotonic() - t0 > timeout_s:
@@ -163,6 +166,11 @@ def main() -> int:
             ("less", ["less", str(log)]),
             ("bare textual", [sys.executable, str(bare), str(log)]),
             ("ktstr tui", [sys.executable, "-m", "ktstr_vmm", "tui", str(log)]),
+            # the same app without the `ktstr` CLI in front (which imports every command)
+            ("KtstrApp", [sys.executable, "-c", f"'import sys; from pathlib import Path; "
+                          f"from ktstr_tui.app import KtstrApp; "
+                          f"KtstrApp(Path(\"{store}\"), open_path=Path(sys.argv[1])).run()'",
+                          str(log)]),
         ]
         if not args.no_toolong:
             tl = args.toolong or toolong_bin()
@@ -186,7 +194,8 @@ def main() -> int:
         ours = med["ktstr tui"]
         bare_s = med["bare textual"]
         print(f"\nktstr tui - bare textual: {ours.first_screen_s - bare_s.first_screen_s:+.3f}s "
-              f"(goal <= +0.15s)")
+              f"(goal <= +0.15s); KtstrApp alone - bare textual: "
+              f"{med['KtstrApp'].first_screen_s - bare_s.first_screen_s:+.3f}s")
         if "toolong" in med:
             tl_s = med["toolong"]
             print(f"ktstr tui / toolong: {ours.first_screen_s / tl_s.first_screen_s:.2f}x time "

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-CHUNK = 4 << 20
+CHUNK = 1 << 20  # short GIL holds: the UI stays responsive while a big file is indexed
 FIRST_CHUNK = 256 << 10
 MAX_LINE_BYTES = 64 << 10  # a longer line is shown cut, never read whole
 
@@ -109,9 +109,12 @@ class LogFile:
             return "grown"
         return None
 
-    def scan(self, batch_seconds: float = 0.25) -> Iterator[ScanProgress]:
+    def scan(self, batch_seconds: float = 0.25,
+             first_shown: threading.Event | None = None) -> Iterator[ScanProgress]:
         """Index new bytes; yields progress after the first small chunk (so the first
-        screen shows at once), then about every batch_seconds, and once at the end.
+        screen shows at once), then about every batch_seconds, and once at the end. With
+        `first_shown`, waits (up to a second) for the view to paint that first screen
+        before indexing the rest, so the scan does not compete with the first paint.
 
         Reads with os.pread into one reused-size buffer rather than an mmap: the file's
         pages stay in the page cache instead of counting as this process's memory."""
@@ -147,9 +150,11 @@ class LogFile:
             del parts, lens, new, buf
             now = time.monotonic()
             if first or now - last >= batch_seconds:
-                first = False
                 last = now
                 yield ScanProgress(self.line_count, pos, size)
+                if first and first_shown is not None and pos < size:
+                    first_shown.wait(1.0)
+                first = False
         yield ScanProgress(self.line_count, pos, size)
 
     def line_span(self, index: int) -> tuple[int, int]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from ..widgets.log_view import LogPane
+from ..widgets.log_view import LogPane, LogView
+
+CHROME_DELAY_S = 0.15
 
 
 def lexer_for(path: Path) -> str | None:
@@ -31,13 +34,25 @@ class LogScreen(Screen):
         self.path = Path(path)
 
     def compose(self) -> ComposeResult:
-        yield Header()
         yield LogPane(self.path, lexer_for(self.path), id="log-pane")
-        yield Footer()
 
     def on_mount(self) -> None:
         self.title = str(self.path)
         self.query_one(LogPane).view.focus()
+        self._chrome = False
+
+    @on(LogView.Indexed)
+    def _first_lines(self) -> None:
+        # The header and footer cost a few hundred ms of layout in a real terminal: the
+        # file's first screen goes out first and they follow a moment later (measured:
+        # after_refresh is still before the frame reaches the terminal; 0.15 s is after).
+        if not self._chrome:
+            self._chrome = True
+            self.set_timer(CHROME_DELAY_S, self._mount_chrome)
+
+    def _mount_chrome(self) -> None:
+        self.mount(Header(), before=self.query_one(LogPane))
+        self.mount(Footer())
 
     def action_back(self) -> None:
         self.app.pop_screen()

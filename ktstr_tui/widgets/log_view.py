@@ -79,7 +79,7 @@ class LogView(ScrollView, can_focus=True):
         self._cache: OrderedDict[int, Text] = OrderedDict()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._generation = 0
+        self._painted = threading.Event()  # set once the first lines are on screen
 
     # ------------------------------------------------------------------ worker
     def on_mount(self) -> None:
@@ -88,6 +88,7 @@ class LogView(ScrollView, can_focus=True):
     def on_unmount(self) -> None:
         self._stop.set()
         self._wake.set()
+        self._painted.set()
 
     def wake(self) -> None:
         """Nudge the worker (a file notification arrived)."""
@@ -103,7 +104,7 @@ class LogView(ScrollView, can_focus=True):
                     self.post_message(self.FileGone(self))
                 if change in ("grown", "reset"):
                     reset = change == "reset"
-                    for progress in lf.scan():
+                    for progress in lf.scan(first_shown=self._painted):
                         if self._stop.is_set():
                             return
                         self.post_message(self.Indexed(self, progress.lines, progress.fraction,
@@ -136,6 +137,8 @@ class LogView(ScrollView, can_focus=True):
         if self.follow:  # after layout, when the new virtual size bounds the scroll
             self.call_after_refresh(self._follow_end)
         self.refresh()
+        if not self._painted.is_set():
+            self.call_after_refresh(self._painted.set)
 
     def _follow_end(self) -> None:
         if self.follow:

@@ -343,6 +343,28 @@ async def test_dump_file_opens_viewer_and_corrupt_dump_is_an_error_view(tmp_path
         assert isinstance(pilot.app.screen, BrowserScreen)
 
 
+async def test_a_log_file_opens_in_the_log_view_and_back_goes_to_the_browser(runs, store_root):
+    from textual.widgets import Footer, Header
+
+    from ktstr_tui.screens.log_screen import LogScreen
+
+    async with make_app(store_root, open_path=runs["fail"] / "sched.log").run_test(
+            size=SIZE) as pilot:
+        screen = pilot.app.screen
+        assert isinstance(screen, LogScreen)
+        pane = screen.query_one(LogPane)
+        await wait_for(pilot, lambda: pane.view.line_count == 110, what="indexed")
+        assert pane.view.lexer == "schedlog"
+        await wait_for(pilot, lambda: screen.query(Header) and screen.query(Footer),
+                       what="header and footer after the first lines")
+        await pilot.press("slash", *"EXIT:", "enter")
+        await wait_for(pilot, lambda: pane.view.pointer == 109, what="search hit")
+        await pilot.press("escape", "escape")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, BrowserScreen),
+                       what="the browser built on the way back")
+        await open_browser(pilot)
+
+
 async def test_artifact_directory_opens_its_failure_dump(store_root):
     from fixture_store import REPO
 
