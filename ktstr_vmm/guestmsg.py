@@ -14,6 +14,7 @@ from typing import Any
 
 from .spec import Topology
 from .wire import FLAG_STDERR, FLAG_TRUNCATED, Frame, MsgType
+from .workstats import GroupStats, TestResult, WorkerStats  # noqa: F401 (part of this API)
 
 MAX_CPU = 4095
 _MAX_ITEMS = 4096  # list lengths accepted from the guest (workers, ranges, symbols)
@@ -161,82 +162,6 @@ class ExecExit:
     signal: int | None
     how: str  # "exited" (on its own), "sigint", "sigkill"
     t_ms: int
-
-
-@dataclass(frozen=True)
-class WorkerStats:
-    group: int
-    kind: str
-    index: int
-    pid: int
-    cpu_ns: int
-    wall_ns: int
-    iterations: int
-    migrations: int
-    cpus: tuple[int, ...]
-    max_gap_ns: int
-    cgroup: str = ""  # as the worker read /proc/self/cgroup, e.g. "/cg0"
-
-
-@dataclass(frozen=True)
-class GroupStats:
-    """ktstr's per-cgroup summary (the `  cgN: ...` lines of `--- stats ---`)."""
-
-    index: int
-    kind: str
-    workers: int
-    cpus: int
-    spread: float  # (max - min) / max of per-worker CPU time, percent
-    max_gap_ms: int
-    migrations: int
-    iterations: int
-
-    def line(self) -> str:
-        return (f"  cg{self.index}: workers={self.workers} cpus={self.cpus} "
-                f"spread={self.spread:.1f}% gap={self.max_gap_ms}ms "
-                f"migrations={self.migrations} iter={self.iterations}")
-
-
-@dataclass(frozen=True)
-class TestResult:
-    __test__ = False  # not a pytest class
-
-    scheduler: str  # guest path of the scheduler, "" for a baseline run
-    duration_ms: int
-    workers: tuple[WorkerStats, ...]
-    notes: tuple[str, ...] = ()
-
-    @property
-    def baseline(self) -> bool:
-        return not self.scheduler
-
-    def groups(self) -> tuple[GroupStats, ...]:
-        out = []
-        for g in sorted({w.group for w in self.workers}):
-            ws = [w for w in self.workers if w.group == g]
-            times = [w.cpu_ns for w in ws]
-            spread = (max(times) - min(times)) / max(times) * 100.0 if max(times) > 0 else 0.0
-            out.append(GroupStats(
-                index=g, kind=ws[0].kind, workers=len(ws),
-                cpus=len(set().union(*(w.cpus for w in ws))), spread=spread,
-                max_gap_ms=max(w.max_gap_ns for w in ws) // 1_000_000,
-                migrations=sum(w.migrations for w in ws),
-                iterations=sum(w.iterations for w in ws)))
-        return tuple(out)
-
-    def stats_line(self) -> str:
-        """`4 workers, 4 cpus, 2 migrations, worst_spread=0.0%, worst_gap=21ms`"""
-        groups = self.groups()
-        cpus = set().union(*(w.cpus for w in self.workers)) if self.workers else set()
-        spread = max((g.spread for g in groups), default=0.0)
-        gap = max((g.max_gap_ms for g in groups), default=0)
-        migrations = sum(w.migrations for w in self.workers)
-        return (f"{len(self.workers)} workers, {len(cpus)} cpus, {migrations} migrations, "
-                f"worst_spread={spread:.1f}%, worst_gap={gap}ms")
-
-    def stats_section(self) -> str:
-        """The body of the seed's `--- stats ---` section."""
-        return "\n".join([self.stats_line()] + [g.line() for g in self.groups()])
 
 
 @dataclass(frozen=True)
