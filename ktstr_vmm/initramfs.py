@@ -59,6 +59,8 @@ class CpioWriter:
         name = norm.lstrip("/")
         if not name:
             raise BuildError("bad guest path '/'", "name a file below /")
+        if name == TRAILER:  # this name ends a cpio archive: everything after it is lost
+            raise BuildError(f"bad guest path {path!r}", "the name is reserved by cpio")
         if name in self._paths:
             if kind == "dir" and self._paths[name] == "dir":
                 return ""
