@@ -413,3 +413,24 @@ def test_unreadable_spec_is_reported_and_the_guest_still_powers_off(kernel, tmp_
     assert run.one(gm.Exit) == gm.Exit(2, "spec version 2, this agent reads version 1")
     assert not run.of(gm.SysRdy) and not run.of(gm.TestResult)
     assert run.exit_reason == "poweroff"
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_probes_are_armed_refusals_explained_and_the_trace_tail_sent(kernel, tmp_path):
+    from ktstr_vmm.guestspec import render_guest_spec
+    from ktstr_vmm.spec import RunSpec, parse_topology, parse_workload
+
+    spec = RunSpec(name="agent_probes", scheduler="", topology=parse_topology("1n1l2c1t"),
+                   duration_s=1.0, workload=parse_workload("fork:1"),
+                   probes=("f:kt/wake wake_up_new_task", ">buffer_size_kb 64",
+                           "f:kt/bad no_such_function_x"))
+    run = boot_agent(kernel, tmp_path, render_guest_spec(spec, None, []), topology="1n1l2c1t")
+    refused = [v.text for v in run.of(gm.Text) if v.type == MsgType.Stderr]
+    assert len(refused) == 1 and refused[0].startswith(
+        "probe refused: f:kt/bad no_such_function_x: ")
+    assert "Invalid probed address or symbol" in refused[0]
+    [out] = [v.text for v in run.of(gm.Text) if v.type == MsgType.ProbeOutput]
+    assert out.startswith("# tracer: nop\n")
+    assert out.count(": wake: (wake_up_new_task+") >= 10  # the fork worker's children
+    assert run.one(gm.Exit) == gm.Exit(0, "ok")
