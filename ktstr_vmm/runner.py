@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from .kernel import Kernel, check_kernel, resolve_kernel
 from .monitor import KALLSYMS, Monitor, MonitorUnavailable
 from .outcome import build_outcome
 from .recorder import Recorder
+from .repro import maybe_auto_repro
 from .rundir import CONSOLE, EVENTS, MONITOR, RESULT, SCHED_LOG, SNAPSHOTS, RunDir
 from .schedulers import Scheduler, resolve_scheduler
 from .spec import RunSpec
@@ -285,12 +286,14 @@ class Run:
             monitor=getattr(self, "monitor_report", None) if self.prep.scheduler else None)
         verdict = evaluate(outcome)
         if notes and verdict.kind == "pass":
-            from dataclasses import replace
-
             reason = notes[0]
             verdict = replace(verdict, kind="inconclusive", reason=reason,
                               message=f"ktstr_test '{spec.name}' [topo={requested}] inconclusive:\n  {reason}",
                               sections={"info": reason, **verdict.sections})
+        section = maybe_auto_repro(self.rd.path, spec, outcome, verdict, self.on_phase)
+        if section is not None:
+            outcome = replace(outcome, repro=section)
+            verdict = evaluate(outcome)
         artifacts = []
         if verdict.kind == "fail" or (verdict.expected_failure):
             stage = outcome.init_stage or "not_started"
