@@ -5,8 +5,9 @@
   memory map, command line), the kernel's early console reaches BootSpec.console_path
   through our COM1, and Linux reads our ACPI tables (RSDP, XSDT, FADT, MADT, SRAT, SLIT)
   and CPUID and derives exactly the topology asked for (2 NUMA nodes, one LLC die each,
-  2 cores per die), with the CPUID features PVM cannot emulate hidden. It does not prove a
-  boot to init: PVM emulates guest kernel code, so we stop after the CPU topology lines.
+  2 cores per die). It does not prove a boot to init: PVM emulates guest kernel code (and
+  keeps the host's xsave/AVX/BMI2 bits in CPUID whatever we ask), so we stop after the CPU
+  topology lines.
   Its time is capped (KTSTR_KVM_SMOKE_CAP seconds, default 300; ~40 s on an idle core).
 - The full runs (hardware_kvm) need hardware KVM and are skipped elsewhere with the
   probe's reason, as `ktstr doctor` reports it.
