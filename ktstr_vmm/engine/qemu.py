@@ -126,8 +126,11 @@ class _WireDrain:
 
 # ----------------------------------------------------------------------------- machine
 
-def _reap(proc: subprocess.Popen, ram_paths: list[Path]) -> None:
+def _reap(proc: subprocess.Popen, ram_paths: list[Path], pidfd: int | None) -> None:
     """Finaliser: the QEMU process group is killed and reaped, RAM files are gone."""
+    if pidfd is not None:
+        with contextlib.suppress(OSError):
+            os.close(pidfd)
     if proc.poll() is None:
         with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -187,7 +190,12 @@ class QemuMachine:
             wire_qemu.close()
             qmp_qemu.close()
         self.pid: int | None = self._proc.pid
-        self._finalizer = weakref.finalize(self, _reap, self._proc, list(self._ram_paths))
+        try:
+            self._pidfd: int | None = os.pidfd_open(self._proc.pid)
+        except (AttributeError, OSError):
+            self._pidfd = None
+        self._finalizer = weakref.finalize(self, _reap, self._proc, list(self._ram_paths),
+                                           self._pidfd)
         self._wire = _WireDrain(wire_host)
         self._wire_lock = threading.Lock()
         self._qmp = QmpClient(qmp_host)
@@ -271,9 +279,17 @@ class QemuMachine:
                 self._proc.wait(timeout=10)
 
     def wait(self, timeout: float) -> int | None:
-        try:
-            rc = self._proc.wait(timeout=max(0.0, timeout))
-        except subprocess.TimeoutExpired:
+        if self._proc.poll() is None and timeout > 0:
+            # A pidfd wakes us the moment QEMU exits (Popen.wait(timeout) polls in steps
+            # of up to 50 ms); fall back to Popen's polling where pidfds are missing.
+            if self._pidfd is not None:
+                with contextlib.suppress(OSError, ValueError):  # closed meanwhile
+                    select.select([self._pidfd], [], [], timeout)
+            else:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(timeout=timeout)
+        rc = self._proc.poll()
+        if rc is None:
             return None
         self._qmp.wait_closed(2.0)  # let the SHUTDOWN event arrive
         return rc
@@ -305,6 +321,7 @@ class QemuMachine:
         for m in self._maps:
             with contextlib.suppress(BufferError):  # a caller still holds a view
                 m.close()
+        self._pidfd = None  # closed by the finaliser
         self._finalizer()
         with contextlib.suppress(OSError):
             self.stderr_text = self._stderr_path.read_text(errors="replace")
