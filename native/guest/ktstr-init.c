@@ -186,6 +186,33 @@ static void phase_mount(void)
 	mount_fs("tmpfs", "/run", "tmpfs", "mode=0755");
 }
 
+/* ---------------------------------------------------------------- the wire's device */
+
+/* COM2 unless the engine put `ktstr.wire=/dev/NAME` on the kernel command line (a
+ * virtio-serial port, say). The kernel ignores the parameter; /proc/cmdline keeps it. */
+static const char *wire_path(void)
+{
+	static char path[64];
+	char cmdline[4096], *p;
+
+	if (path[0])
+		return path;
+	snprintf(path, sizeof(path), "%s", WIRE_PATH);
+	if (read_small("/proc/cmdline", cmdline, sizeof(cmdline)) <= 0)
+		return path;
+	for (p = strstr(cmdline, "ktstr.wire="); p; p = strstr(p + 1, "ktstr.wire=")) {
+		if (p != cmdline && p[-1] != ' ')
+			continue;
+		p += strlen("ktstr.wire=");
+		size_t n = strcspn(p, " \n");
+
+		if (n > 5 && n < sizeof(path) && !strncmp(p, "/dev/", 5) && !memmem(p, n, "..", 2))
+			snprintf(path, sizeof(path), "%.*s", (int)n, p);
+		break;
+	}
+	return path;
+}
+
 /* ---------------------------------------------------------------- phase: spec */
 
 static int phase_spec(void)
@@ -671,10 +698,10 @@ int main(void)
 
 	phase_mount();
 	agent_priority();
-	rc = wire_open(WIRE_PATH);
+	rc = wire_open(wire_path());
 	if (rc)
 		fprintf(stderr, "ktstr-init: cannot open %s: %s; the host will see nothing\n",
-			WIRE_PATH, strerror(-rc));
+			wire_path(), strerror(-rc));
 	if (phase_spec() == 0) {
 		phase_sysrdy();
 		phase_wire_selftest();
