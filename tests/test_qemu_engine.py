@@ -72,13 +72,14 @@ def boot(kernel, initrd, tmp_path):
     machines = []
 
     def start(mode: str, topology: Topology = PRESETS["tiny-2llc"], memory_mib: int = 256,
-              extra: str = "", kernel_path: Path | None = None, accel: str = "tcg"):
+              extra: str = "", kernel_path: Path | None = None, accel: str = "tcg",
+              wire: str = "serial"):
         spec = BootSpec(kernel=kernel_path or kernel.bzimage, initramfs=initrd,
                         cmdline=f"{CMDLINE} ktmode={mode} {extra}".strip(),
                         topology=topology, memory_mib=memory_mib,
                         console_path=tmp_path / f"console-{len(machines)}.log",
                         workdir=tmp_path / f"work-{len(machines)}")
-        m = QemuEngine(accel).start(spec)
+        m = QemuEngine(accel, wire=wire).start(spec)
         machines.append(m)
         return m
 
@@ -315,11 +316,8 @@ def test_hung_guest_is_ended_by_the_watchdog_within_its_deadline(boot):
     assert m.exit_reason() == "watchdog"
 
 
-@pytest.mark.vm
-@needs_qemu
-def test_wire_carries_every_byte_in_order_both_ways(boot):
-    total = 65536
-    m = boot("wire", extra=f"ktwire={total} ktecho=4096")
+def exchange_wire(m, total: int) -> None:
+    """The test init's wire mode: `total` pattern bytes out, then 4096 bytes echoed."""
     got = bytearray()
     deadline = time.monotonic() + 90
     while len(got) < total and time.monotonic() < deadline:
@@ -338,6 +336,25 @@ def test_wire_carries_every_byte_in_order_both_ways(boot):
     assert bytes(echo) == payload
     assert m.wait(60) == 0 and m.exit_reason() == "poweroff"
     assert m.read_wire(1.0) is None  # QEMU is gone: the wire reports closed
+
+
+@pytest.mark.vm
+@needs_qemu
+def test_wire_carries_every_byte_in_order_both_ways(boot):
+    m = boot("wire", extra="ktwire=65536 ktecho=4096")
+    assert "-serial chardev:wire" in " ".join(m.command)
+    exchange_wire(m, 65536)
+
+
+@pytest.mark.vm
+@needs_qemu
+def test_virtio_wire_is_announced_to_the_guest_and_carries_every_byte(boot, tmp_path):
+    m = boot("wire", extra="ktwire=4194304 ktecho=4096 ktwiredev=/dev/vport0p1", wire="virtio")
+    cmdline = m.command[m.command.index("-append") + 1]
+    assert cmdline.endswith(" ktstr.wire=/dev/vport0p1")
+    assert "chardev:wire" not in m.command
+    exchange_wire(m, 4 << 20)
+    assert "KT wire open failed" not in Path(m.boot.console_path).read_text()
 
 
 @pytest.mark.vm

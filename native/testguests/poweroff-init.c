@@ -16,8 +16,9 @@
  *   exit               print one line and return from main: the kernel panics
  *                      ("Attempted to kill init"), and with panic=-1 it resets
  *   wire               write a known byte pattern of `ktwire=` bytes (default 65536) to
- *                      /dev/ttyS1 in raw mode, read `ktecho=` bytes (default 4096) back
- *                      from it and echo them, then power off
+ *                      `ktwiredev=` (default /dev/ttyS1; raw mode when it is a tty),
+ *                      read `ktecho=` bytes (default 4096) back from it and echo them,
+ *                      then power off
  *
  * Every line this program prints starts with "KT " so tests can find it in the console.
  */
@@ -147,21 +148,23 @@ static long env_long(const char *name, long dflt)
 static void wire_test(void)
 {
 	long total = env_long("ktwire", 65536), echo = env_long("ktecho", 4096);
+	const char *dev = getenv("ktwiredev");
 	unsigned char buf[4096];
 	struct termios tio;
 	int fd;
 
 	mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
-	fd = open("/dev/ttyS1", O_RDWR | O_NOCTTY);
+	fd = open(dev && *dev ? dev : "/dev/ttyS1", O_RDWR | O_NOCTTY);
 	if (fd < 0) {
 		say("KT wire open failed: %s%s\n", strerror(errno), "");
 		return;
 	}
-	tcgetattr(fd, &tio);
-	cfmakeraw(&tio);
-	tio.c_cc[VMIN] = 1;
-	tio.c_cc[VTIME] = 0;
-	tcsetattr(fd, TCSANOW, &tio);
+	if (tcgetattr(fd, &tio) == 0) {
+		cfmakeraw(&tio);
+		tio.c_cc[VMIN] = 1;
+		tio.c_cc[VTIME] = 0;
+		tcsetattr(fd, TCSANOW, &tio);
+	}
 	for (long off = 0; off < total;) {
 		size_t n = 0;
 
