@@ -315,10 +315,36 @@ HARNESS = r"""
 #include <stdlib.h>
 #include <string.h>
 #include "json.h"
+#include "spec.h"
+#include "util.h"
 #include "wire.h"
 
 int main(int argc, char **argv)
 {
+	if (argc == 3 && !strcmp(argv[1], "spec")) {
+		size_t len;
+		char *text = read_all(argv[2], 1 << 20, &len), err[256];
+		struct spec s;
+
+		if (!text || spec_parse(text, &s, err, sizeof(err))) {
+			printf("error: %s\n", text ? err : "unreadable");
+			return 0;
+		}
+		printf("name=%s\nscheduler=%s\n", s.name, s.scheduler);
+		for (int i = 0; s.args[i]; i++)
+			printf("argv[%d]=%s\n", i, s.args[i]);
+		printf("duration_ms=%llu\n", (unsigned long long)s.duration_ms);
+		printf("enable_timeout_ms=%llu\n", (unsigned long long)s.enable_timeout_ms);
+		printf("stop_timeout_ms=%llu\n", (unsigned long long)s.stop_timeout_ms);
+		for (int i = 0; i < s.ngroups; i++)
+			printf("group=%s:%d\n", wkind_names[s.groups[i].kind], s.groups[i].count);
+		printf("cgroups=%d\nvcpus=%d\n", s.cgroups, s.vcpus);
+		for (int i = 0; i < s.nsyms; i++)
+			printf("kallsym=%s\n", s.syms[i]);
+		for (int i = 0; i < s.nprobes; i++)
+			printf("probe=%s\n", s.probes[i]);
+		return 0;
+	}
 	if (argc != 3 || wire_open(argv[2]))
 		return 2;
 	if (!strcmp(argv[1], "send")) {
@@ -369,7 +395,8 @@ def wire_harness(tmp_path_factory):
     guest = agent_mod.paths.native_dir() / "guest"
     exe = d / "harness"
     subprocess.run([cc, "-O2", "-Wall", "-I", str(guest), "-o", str(exe), str(d / "harness.c"),
-                    str(guest / "wire.c"), str(guest / "json.c"), str(guest / "util.c")],
+                    str(guest / "wire.c"), str(guest / "json.c"), str(guest / "util.c"),
+                    str(guest / "spec.c")],
                    check=True, timeout=120, capture_output=True)
     return exe
 
@@ -457,3 +484,28 @@ def test_wire_on_a_virtio_serial_port_works_both_ways_and_fast(kernel, tmp_path)
     assert run.wire["bad_crc"] == 0 and run.exit_reason == "poweroff"
     notes = [v.text for v in run.of(gm.Text) if v.text.startswith("wire selftest: 2048 KiB in ")]
     assert len(notes) == 1 and int(notes[0].split()[-2]) < 5000  # COM2 takes 10-30 s
+
+
+def test_c_spec_reader_agrees_with_the_python_renderer(wire_harness, tmp_path):
+    from ktstr_vmm.guestspec import render_guest_spec
+    from ktstr_vmm.spec import RunSpec, parse_topology, parse_workload
+
+    spec = RunSpec(name="twin", scheduler="", topology=parse_topology("1n2l2c2t"),
+                   duration_s=1.5, workload=parse_workload("spin,pipe:3,fork:2"),
+                   sched_args=("-v", "--x=a=b", "", "with space"),
+                   probes=("f:kt/a enqueue_task_scx rq->cpu", ">buffer_size_kb 64"))
+    f = tmp_path / "spec"
+    f.write_text(render_guest_spec(spec, "/usr/bin/scx_simple", ["runqueues", "scx_root"]))
+    out = subprocess.run([str(wire_harness), "spec", str(f)], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.splitlines() == [
+        "name=twin", "scheduler=/usr/bin/scx_simple", "argv[0]=/usr/bin/scx_simple",
+        "argv[1]=-v", "argv[2]=--x=a=b", "argv[3]=", "argv[4]=with space",
+        "duration_ms=1500", "enable_timeout_ms=34000", "stop_timeout_ms=5000",
+        "group=spin:8", "group=pipe:4", "group=fork:2", "cgroups=1", "vcpus=8",
+        "kallsym=runqueues", "kallsym=scx_root",
+        "probe=f:kt/a enqueue_task_scx rq->cpu", "probe=>buffer_size_kb 64"]
+    f.write_text("version=2\n")
+    out = subprocess.run([str(wire_harness), "spec", str(f)], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out == "error: spec version 2, this agent reads version 1\n"
