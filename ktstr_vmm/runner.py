@@ -62,17 +62,29 @@ class Prepared:
     scheduler: Scheduler | None
     engine: Any
     engine_warning: str | None
+    initramfs: Path
+    guest_spec: str
 
 
 def prepare(spec: RunSpec) -> Prepared:
-    """Resolve everything a run needs; raises the one-line errors before any file exists."""
+    """Resolve and build everything a run needs (kernel, scheduler, engine, agent,
+    initramfs); raises the one-line errors before any run directory exists."""
+    from .agent import build_agent
     from .engine.select import select_engine
+    from .initramfs import build_initramfs
 
     kernel = resolve_kernel(spec.kernel)
     check_kernel(kernel)
     sched = None if spec.scheduler in ("", "none", "eevdf") else resolve_scheduler(spec.scheduler, kernel)
     engine, warning = select_engine(spec.engine)
-    return Prepared(spec, kernel, sched, engine, warning)
+    files: dict[str, Path] = {}
+    guest_path = None
+    if sched is not None:
+        guest_path = f"/usr/bin/{sched.path.name}"
+        files[guest_path] = sched.path
+    text = render_guest_spec(spec, guest_path, list(KALLSYMS))
+    initrd = build_initramfs(build_agent(), text, files)
+    return Prepared(spec, kernel, sched, engine, warning, initrd, text)
 
 
 def run(spec: RunSpec, *, store=None, on_phase: PhaseCallback | None = None) -> dict[str, Any]:
@@ -113,12 +125,11 @@ class Run:
             clear_stale_dumps(self.rd.path, self.spec.name)
             if self.prep.engine_warning:
                 self.rd.append_event("warning", text=self.prep.engine_warning)
-            self.phase("building", "initramfs")
-            initrd = self.build_initramfs()
+            atomic_write_text(self.rd / "guest-spec.txt", self.prep.guest_spec)
             control = ControlServer(self.rd.path, {
                 "pause": self.ctl_pause, "resume": self.ctl_resume,
                 "snapshot": self.ctl_snapshot, "stop": self.ctl_stop, "status": self.ctl_status})
-            timed_out, elapsed = self.boot_and_drive(initrd)
+            timed_out, elapsed = self.boot_and_drive(self.prep.initramfs)
             self.phase("evaluating")
             result = self.judge(timed_out, elapsed)
             self.phase("done", result["verdict"])
@@ -141,20 +152,6 @@ class Run:
             self.close_machine()
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, old)
-
-    def build_initramfs(self) -> Path:
-        from .agent import build_agent
-        from .initramfs import build_initramfs
-
-        agent = build_agent()
-        files: dict[str, Path] = {}
-        guest_path = None
-        if self.prep.scheduler is not None:
-            guest_path = f"/usr/bin/{self.prep.scheduler.path.name}"
-            files[guest_path] = self.prep.scheduler.path
-        text = render_guest_spec(self.spec, guest_path, list(KALLSYMS))
-        atomic_write_text(self.rd / "guest-spec.txt", text)
-        return build_initramfs(agent, text, files)
 
     def boot_and_drive(self, initrd: Path) -> tuple[bool, float]:
         spec, k = self.spec, self.prep.kernel
