@@ -39,8 +39,11 @@ kernel: venv
 schedulers: kernel
 	$(KTSTR) schedulers build
 
+# The main job: a default run (scx_simple on tiny-2llc), opened live in the workstation.
+RUN_ARGS ?= --scheduler scx_simple --topology tiny-2llc --duration 10s
 run: setup
 	$(KTSTR) doctor
+	$(KTSTR) tui --run $(RUN_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
