@@ -141,12 +141,23 @@ def _clang_check() -> Check:
                  "install clang-19 llvm-19 lld-19 (make apt)", required=False)
 
 
+def _kvm_engine_check() -> Check:
+    """Whether the cffi KVM engine (ktstr_vmm._kvm) was compiled at install."""
+    try:
+        importlib.import_module("ktstr_vmm._kvm")
+    except ImportError as e:
+        return Check("kvm-engine", False, f"ktstr_vmm._kvm is not built ({e})",
+                     "install gcc and re-run pip install -e . (make venv); QEMU runs work without it",
+                     required=False)
+    return Check("kvm-engine", True, "ktstr_vmm._kvm built (cffi KVM engine)", required=False)
+
+
 def run_doctor(kernel_spec: str | None = None, root: Path = Path("/")) -> Report:
     kvm = probe_kvm(root)
     qemu, qemu_check = probe_qemu()
     k, kernel, kernel_check = probe_kernel(kernel_spec)
     scheds, sched_check = probe_schedulers(k)
     checks = [_kvm_check(kvm), qemu_check, kernel_check, sched_check, _cache_check(),
-              _clang_check()]
+              _clang_check(), _kvm_engine_check()]
     ok = all(c.ok for c in checks if c.required)
     return Report(ok, kvm, qemu, kernel, scheds, checks)

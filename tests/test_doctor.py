@@ -105,7 +105,7 @@ def test_doctor_json_on_this_machine(kernel):
     assert report["kernel"]["sched_ext"] is True
     assert report["qemu"]["ok"] is (report["qemu"]["path"] is not None)
     assert [c["name"] for c in report["checks"]] == ["kvm", "qemu", "kernel", "schedulers",
-                                                     "cache", "clang"]
+                                                     "cache", "clang", "kvm-engine"]
     for c in report["checks"]:
         assert set(c) == {"name", "ok", "detail", "fix", "required"}
     assert report["ok"] is report["qemu"]["ok"]
@@ -115,7 +115,8 @@ def test_doctor_json_on_this_machine(kernel):
 def test_doctor_human_output_one_line_per_check(kernel):
     r = doctor()
     lines = r.stdout.splitlines()
-    assert len(lines) == 7
+    assert len(lines) == 8
+    assert lines[6].startswith(("ok    kvm-engine: ", "warn  kvm-engine: "))
     assert lines[2] == f"ok    kernel: {kernel.version} (sched_ext, BTF) in {kernel.dir}"
     assert lines[3].startswith(("ok    schedulers: ", "warn  schedulers: "))
     assert lines[-1].startswith("doctor: ok: QEMU runs can start (KVM " if r.returncode == 0
