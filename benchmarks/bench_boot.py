@@ -53,25 +53,31 @@ def plain(qemu: str, bzimage: Path, initrd: Path, topo, memory: int, console: Pa
            "-m", f"{memory}M", "-serial", f"file:{console}",
            "-kernel", str(bzimage), "-initrd", str(initrd), "-append", CMDLINE]
     t0, c0 = time.perf_counter(), _child_cpu()
-    subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True,
-                   timeout=TIMEOUT)
+    try:
+        subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True,
+                       timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"plain QEMU did not power off within {TIMEOUT}s; console tail:\n"
+                         + _tail(console)) from None
     took = time.perf_counter() - t0, _child_cpu() - c0
     _check(console)
     return took
 
 
-def engine(bzimage: Path, initrd: Path, topo, memory: int, console: Path, work: Path) -> tuple[float, float]:
+def engine(bzimage: Path, initrd: Path, topo, memory: int, console: Path, work: Path,
+           wire: str) -> tuple[float, float]:
     spec = BootSpec(kernel=bzimage, initramfs=initrd, cmdline=CMDLINE, topology=topo,
                     memory_mib=memory, console_path=console, workdir=work)
     t0, c0 = time.perf_counter(), _child_cpu()
-    m = QemuEngine().start(spec)
+    m = QemuEngine(wire=wire).start(spec)
     try:
         rc = m.wait(TIMEOUT)
     finally:
         m.close()
     took = time.perf_counter() - t0, _child_cpu() - c0
     if rc != 0 or m.exit_reason() != "poweroff":
-        raise SystemExit(f"engine boot ended with {rc} ({m.exit_reason()})")
+        raise SystemExit(f"engine boot ended with {rc} ({m.exit_reason()}); console tail:\n"
+                         + _tail(console))
     _check(console)
     return took
 
@@ -83,10 +89,18 @@ def _child_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def _tail(console: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(console.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no console output)"
+
+
 def _check(console: Path) -> None:
     text = console.read_text(errors="replace")
     if "KT init mode=poweroff" not in text or "reboot: Power down" not in text:
-        raise SystemExit(f"the guest did not reach init and power off; see {console}")
+        raise SystemExit("the guest did not reach init and power off; console tail:\n"
+                         + _tail(console))
     console.unlink()
 
 
@@ -95,6 +109,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=5, help="boots per side (default 5)")
     ap.add_argument("--topology", default="tiny-2llc")
     ap.add_argument("--memory", type=int, default=256, help="MiB (default 256)")
+    ap.add_argument("--wire", choices=("serial", "virtio"), default="serial",
+                    help="QemuEngine's wire transport (default serial)")
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = ap.parse_args()
     qemu = shutil.which("qemu-system-x86_64")
@@ -115,7 +131,8 @@ def main() -> int:
                 if side == "plain":
                     w, c = plain(qemu, kernel.bzimage, initrd, topo, args.memory, console)
                 else:
-                    w, c = engine(kernel.bzimage, initrd, topo, args.memory, console, work / "vm")
+                    w, c = engine(kernel.bzimage, initrd, topo, args.memory, console, work / "vm",
+                                  args.wire)
                 wall[side].append(round(w, 3))
                 cpu[side].append(round(c, 3))
                 if not args.json:
@@ -125,6 +142,7 @@ def main() -> int:
     ratio = med["engine"] / med["plain"]
     ratio_cpu = med_cpu["engine"] / med_cpu["plain"]
     result = {"kernel": kernel.version, "topology": topo.notation, "memory_mib": args.memory,
+              "wire": args.wire,
               "reps": args.reps, "wall_s": wall, "cpu_s": cpu, "median_wall_s": med,
               "median_cpu_s": med_cpu, "ratio_wall": round(ratio, 3),
               "ratio_cpu": round(ratio_cpu, 3), "goal": 1.05,
@@ -132,8 +150,8 @@ def main() -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"boot to power-off, {topo.notation}, {args.memory} MiB, TCG, kernel {kernel.version}, "
-              f"load average {os.getloadavg()[0]:.1f}")
+        print(f"boot to power-off, {topo.notation}, {args.memory} MiB, TCG, wire {args.wire}, "
+              f"kernel {kernel.version}, load average {os.getloadavg()[0]:.1f}")
         for side, label in (("plain", "plain qemu"), ("engine", "QemuEngine")):
             print(f"  {label:11s} median wall {med[side]:6.2f}s (min {min(wall[side]):.2f}s)  "
                   f"median qemu cpu {med_cpu[side]:6.2f}s")
