@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # kallsyms the monitor uses (the runner asks the guest for these at SysRdy).
 KALLSYMS = ("runqueues", "__per_cpu_offset", "page_offset_base", "scx_root", "nr_cpu_ids",
-            "scx_watchdog_timeout", "scx_enable_state_var", "init_top_pgt", "phys_base",
+            "scx_enable_state_var", "init_top_pgt", "phys_base",
             "jiffies", "ext_sched_class", "fair_sched_class", "idle_sched_class",
             "rt_sched_class", "dl_sched_class", "stop_sched_class")
 EXIT_POLL_S = 0.01  # how often the thread checks the exit kind between samples

@@ -25,7 +25,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -196,17 +196,18 @@ def run_repro(primary_dir: Path, spec: RunSpec, primary: Primary,
               on_phase: PhaseCallback | None = None) -> tuple[ReproRun, ProbeSet, DecodeTables]:
     """Prepare, probe and run the repro VM; raises KtstrError when it cannot start."""
     from .btf_load import load_btf
+    from .kernel import resolve_kernel
     from .outcome import sched_exit_from
     from .runner import Run, prepare
 
-    prep = prepare(spec)
-    btf = load_btf(prep.kernel.vmlinux, prep.kernel.build_id)
+    kernel = resolve_kernel(spec.kernel)
+    btf = load_btf(kernel.vmlinux, kernel.build_id)
     stall = primary.exit_kind == EXIT_ERROR_STALL
     probes = build_probe_set(btf, backtrace_functions(primary.console), spec.topology.vcpus,
                              include_backtrace=not stall)
     tables = DecodeTables.from_btf(btf)
     rspec = repro_spec(spec, primary.run_id, probes)
-    prep = replace(prep, spec=rspec)
+    prep = prepare(rspec)  # the guest spec (with the probes) is rendered from rspec
     rd = create_repro_dir(primary_dir, rspec)
     label = f"{primary.run_id}/{REPRO}"
     cb = (lambda _rid, phase, detail: on_phase(label, phase, detail)) if on_phase else None
