@@ -93,9 +93,12 @@ class Sample:
     rss_peak_mb: float
 
 
+TMUX_SERVER = f"ktstr-bench-{os.getpid()}"  # a private server: nobody else's options
+
+
 def tmux(*args: str, check: bool = True) -> str:
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=20,
-                          check=check).stdout
+    return subprocess.run(["tmux", "-L", TMUX_SERVER, *args], capture_output=True, text=True,
+                          timeout=20, check=check).stdout
 
 
 def vm_hwm_mb(pid: int) -> float:
@@ -203,6 +206,7 @@ def main() -> int:
         print(f"ktstr tui peak RSS {ours.rss_peak_mb:.0f} MB (goal < 100 MB)")
         return 0
     finally:
+        tmux("kill-server", check=False)
         shutil.rmtree(work, ignore_errors=True)
 
 

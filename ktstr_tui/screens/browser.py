@@ -21,6 +21,7 @@ from ..messages import OpenRun, StoreChanged
 from ..store_access import LogAppended, RunSummary, Store, StoreEvent, StoreWatcher
 
 PAGE = 1000
+FIRST_PAGE = 60  # what a screen shows: listed first, the rest of the page follows
 VERDICT_FILTERS = (None, "fail", "pass", "inconclusive", "skip", "running")
 VERDICT_STYLES = {
     "pass": "bold green",
@@ -60,9 +61,9 @@ class BrowserScreen(Screen):
     ]
 
     class Loaded(Message):
-        def __init__(self, runs: list[RunSummary], error: str | None) -> None:
+        def __init__(self, runs: list[RunSummary], error: str | None, limit: int) -> None:
             super().__init__()
-            self.runs, self.error = runs, error
+            self.runs, self.error, self.limit = runs, error, limit
 
     def __init__(self, store: Store, *, watch: bool = True) -> None:
         super().__init__()
@@ -113,23 +114,26 @@ class BrowserScreen(Screen):
                                       severity="warning")
 
     # ------------------------------------------------------------------ loading
-    def reload(self) -> None:
+    def reload(self, limit: int = FIRST_PAGE) -> None:
         text = self.query_one("#filter", Input).value.strip() or None
-        self._load(text, self.verdict_filter)
+        self._load(text, self.verdict_filter, limit)
 
     @work(thread=True, exclusive=True, group="load")
-    def _load(self, text: str | None, verdict: str | None) -> None:
+    def _load(self, text: str | None, verdict: str | None, limit: int) -> None:
         try:
-            runs = self.store.list_runs(verdict=verdict, text=text, limit=PAGE + 1)
-            self.post_message(self.Loaded(runs, None))
+            runs = self.store.list_runs(verdict=verdict, text=text, limit=limit + 1)
+            self.post_message(self.Loaded(runs, None, limit))
         except Exception as e:  # noqa: BLE001 - a broken store shows as a status line
-            self.post_message(self.Loaded([], f"cannot read the store: {e}"))
+            self.post_message(self.Loaded([], f"cannot read the store: {e}", limit))
 
     @on(Loaded)
     def _loaded(self, message: Loaded) -> None:
         table = self.query_one("#runs", DataTable)
         keep = self.selected_run_id()
-        runs = message.runs[:PAGE]
+        runs = message.runs[:message.limit]
+        more = len(message.runs) > message.limit
+        if more and message.limit < PAGE:  # a screenful is up; fetch the rest of the page
+            self.reload(PAGE)
         self.runs = runs
         table.clear()
         for s in runs:
@@ -145,8 +149,9 @@ class BrowserScreen(Screen):
         elif not runs:
             status.update(f"no runs in {self.store.runs_dir} match · n starts a new run")
         else:
-            more = f" (first {PAGE}; filter to narrow)" if len(message.runs) > PAGE else ""
-            status.update(f"{len(runs)} runs{more} · {self.store.runs_dir}")
+            note = ("" if not more else f" (first {PAGE}; filter to narrow)"
+                    if message.limit >= PAGE else " (loading more)")
+            status.update(f"{len(runs)} runs{note} · {self.store.runs_dir}")
 
     @on(StoreChanged)
     def _store_changed(self) -> None:

@@ -139,6 +139,7 @@ class LiveRunScreen(Screen):
         events = JsonlTail(self.path / rundir.EVENTS)
         samples = JsonlTail(self.path / rundir.MONITOR)
         first = True
+        last: tuple | None = None
         while not self._stop.is_set():
             if not self.path.is_dir():
                 self.post_message(RunUpdate(gone=True))
@@ -152,9 +153,12 @@ class LiveRunScreen(Screen):
             new_samples = [s for s in map(parse_sample, samples.read()) if s]
             result_ready = (self.path / rundir.RESULT).exists()
             control = (self.path / rundir.CONTROL).exists()
-            self.post_message(RunUpdate(status=status, events=new_events, samples=new_samples,
-                                        result_ready=result_ready, control_live=control,
-                                        error=error))
+            state = (status, result_ready, control, error)
+            if new_events or new_samples or state != last:  # only news reach the screen
+                last = state
+                self.post_message(RunUpdate(status=status, events=new_events,
+                                            samples=new_samples, result_ready=result_ready,
+                                            control_live=control, error=error))
             if first:
                 first = False
                 self._load_topology()

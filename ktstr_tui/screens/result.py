@@ -49,6 +49,8 @@ from ..widgets.monitor_grid import MonitorGrid
 from ..widgets.scx_dump_view import ScxDumpView
 from ..widgets.verdict_banner import VerdictBanner
 
+HISTORY_SAMPLES = 72  # the result's monitor tab: the run's last 72 samples per CPU
+
 SECTION_LEXERS = {"scheduler log": "schedlog", "sched_ext dump": "scxdump",
                   "auto-repro": "schedlog", "watchdog": "kconsole"}
 
@@ -111,7 +113,7 @@ class ResultScreen(Screen):
                 yield DataTable(id="stats", cursor_type="row", zebra_stripes=True)
             with TabPane("Monitor", id="tab-monitor"):
                 with VerticalScroll():
-                    yield MonitorGrid(id="monitor-history")
+                    yield MonitorGrid(history=HISTORY_SAMPLES, id="monitor-history")
             with TabPane("Sched log", id="tab-sched"):
                 yield LogPane(self.path / rundir.SCHED_LOG, "schedlog", tail=False)
             with TabPane("Console", id="tab-console"):

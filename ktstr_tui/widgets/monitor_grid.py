@@ -35,14 +35,20 @@ def sparkline(values: list[int] | deque[int], width: int) -> str:
 class MonitorGrid(Static):
     """The live monitor pane; also shows a whole history on the result screen."""
 
-    def __init__(self, topology: Topology | None = None, *, id: str | None = None) -> None:
+    def __init__(self, topology: Topology | None = None, *, history: int = HISTORY,
+                 id: str | None = None) -> None:
         super().__init__(id=id)
         self.topology = topology
+        self.history_len = history
         self.latest: MonitorSample | None = None
         self.samples = 0
         self.history: dict[int, deque[int]] = {}
         self.flags: tuple[str, ...] = ()
         self.flag_count: dict[str, int] = {}
+
+    @property
+    def spark_width(self) -> int:
+        return 24 if self.history_len <= HISTORY else 72
 
     def on_mount(self) -> None:
         self._render_grid()
@@ -53,7 +59,8 @@ class MonitorGrid(Static):
         for s in samples:
             self.samples += 1
             for c in s.cpus:
-                self.history.setdefault(c.cpu, deque(maxlen=HISTORY)).append(c.nr_running)
+                self.history.setdefault(c.cpu, deque(maxlen=self.history_len)).append(
+                    c.nr_running)
             for f in s.flags:
                 self.flag_count[f] = self.flag_count.get(f, 0) + 1
         self.latest = samples[-1]
@@ -101,7 +108,8 @@ class MonitorGrid(Static):
                 cls = c.curr_class.replace("_sched_class", "")
                 out.append(f" {cpu:>3} {c.nr_running:>3} {c.scx_nr_running:>3} "
                            f"{c.local_dsq_nr:>3}  {curr[:16]:<16} {cls[:4]:<4} ", style=style)
-                out.append(sparkline(self.history.get(cpu, deque()), 24), style="green")
+                out.append(sparkline(self.history.get(cpu, deque()), self.spark_width),
+                           style="green")
                 out.append("\n")
         if self.flag_count:
             out.append("threshold flags: ", style="bold red")

@@ -58,18 +58,19 @@ def make_app(store_root: Path, **kw):
     return KtstrApp(store_root, **kw)
 
 
-async def wait_for(pilot, predicate, timeout: float = 10.0, what: str = "condition"):
+async def wait_for(pilot, predicate, timeout: float = 10.0, what="condition"):
     """Pause the app until predicate() is true; fail naming `what` after timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        await pilot.pause()
+        await pilot.pause(0.02)
         try:
             if predicate():
+                if os.environ.get("KTSTR_TUI_TEST_TIMING"):
+                    print(f"wait_for {what() if callable(what) else what}: {timeout - (deadline - time.monotonic()):.2f}s")
                 return
         except Exception:  # noqa: BLE001 - widgets may not be mounted yet
             pass
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
 
 
 __all__ = ["RUN_IDS", "make_app", "wait_for", "os"]

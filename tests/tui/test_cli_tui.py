@@ -32,3 +32,22 @@ def test_spec_json_round_trip_of_fixture_is_a_real_runspec(runs):
 
     spec = RunSpec.from_json(json.loads((runs["rerun"] / "spec.json").read_text()))
     assert spec.parent == RUN_IDS["fail"] and spec.topology.notation == "1n2l2c2t"
+
+
+def test_run_option_passes_the_rest_to_ktstr_run(tmp_path, monkeypatch):
+    from ktstr_vmm.cli import build_parser
+    from ktstr_vmm.commands.tui import resolve
+
+    monkeypatch.setenv("KTSTR_HOME", str(tmp_path))
+    args = build_parser().parse_args(["tui", "--run", "-t", "tiny-1llc", "--duration", "2s"])
+    assert args.run_args == ["-t", "tiny-1llc", "--duration", "2s"]
+    assert resolve(args) == (tmp_path, None)
+
+
+def test_a_store_path_opens_its_browser(runs):
+    from ktstr_vmm.cli import build_parser
+    from ktstr_vmm.commands.tui import resolve
+
+    root = runs["pass"].parent.parent
+    assert resolve(build_parser().parse_args(["tui", str(root)])) == (root, None)
+    assert resolve(build_parser().parse_args(["tui", str(runs["fail"])])) == (root, runs["fail"])

@@ -69,7 +69,9 @@ async def test_live_screen_follows_a_writer_and_controls_the_run(store_root):
             await wait_for(pilot, lambda: pane.view.line_count == 1000, what="log lines")
             height = pane.view.scrollable_content_region.height
             await wait_for(pilot, lambda: pane.view.scroll_offset.y == 1000 - height,
-                           what="follow to the end")
+                           what=lambda: f"follow to the end ({pane.view.max_scroll_y=} "
+                                        f"{pane.view.scroll_offset=} {height=} "
+                                        f"{pane.view.follow=})")
 
             await pilot.press("space")
             await wait_for(pilot, lambda: calls == ["pause"], what="pause sent")
