@@ -182,7 +182,8 @@ class Event:
     def label(self) -> str:
         """A short human label: 'lifecycle: booted', 'scenario start: spin'."""
         detail = next((str(v) for k, v in self.fields
-                       if k in ("phase", "state", "name", "what", "reason", "detail", "msg")), "")
+                       if k in ("phase", "state", "name", "what", "reason", "detail", "msg",
+                                "text", "message")), "")
         kind = self.kind.replace("_", " ")
         return f"{kind}: {detail}" if detail else kind
 

@@ -79,6 +79,14 @@ def message_head(message: str) -> str:
     return "\n".join(head).strip()
 
 
+def section_body(name: str, text: str) -> str:
+    """A section's text without a repeated `--- name ---` first line (the title shows it)."""
+    lines = text.rstrip("\n").split("\n")
+    if lines and lines[0].strip() == f"--- {name} ---":
+        lines = lines[1:]
+    return "\n".join(lines)
+
+
 class ResultScreen(Screen):
     BINDINGS = [
         Binding("escape", "back", "Back"),
@@ -217,7 +225,8 @@ class ResultScreen(Screen):
         if head:
             widgets.append(Static(highlight_text(head, "schedlog"), classes="message-head"))
         for i, (name, text) in enumerate(r.sections):
-            body = Static(highlight_text(text.rstrip("\n"), SECTION_LEXERS.get(name)),
+            text = section_body(name, text)
+            body = Static(highlight_text(text, SECTION_LEXERS.get(name)),
                           classes="section-body")
             widgets.append(Collapsible(body, title=f"--- {name} ---", collapsed=i >= 3,
                                        classes="section"))

@@ -9,6 +9,11 @@ from ..rundata import Event
 
 MARKS = {
     "lifecycle": ("●", "cyan"),
+    "phase": ("●", "cyan"),
+    "sysrdy": ("●", "green"),
+    "monitor": ("◇", "blue"),
+    "warning": ("⚠", "yellow"),
+    "error": ("✖", "red"),
     "scenario_start": ("▶", "green"),
     "scenario_end": ("■", "green"),
     "scenario_pause": ("‖", "yellow"),
