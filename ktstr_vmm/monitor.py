@@ -76,9 +76,11 @@ class Monitor:
     @classmethod
     def create(cls, ram: Sequence[Any], sysrdy: Any, vmlinux: Path | None, out: Path,
                interval_s: float = 0.1, vcpus: int = 0, *, build_id: str | None = None,
-               thresholds: T.Thresholds = T.Thresholds()) -> Monitor | MonitorUnavailable:
+               thresholds: T.Thresholds | None = None) -> Monitor | MonitorUnavailable:
         """A ready Monitor, or MonitorUnavailable(reason) when BTF, symbols or RAM are
-        missing or the guest's memory does not look like its kernel. Never raises."""
+        missing or the guest's memory does not look like its kernel. Never raises.
+        thresholds default to Thresholds.for_vcpus(vcpus)."""
+        thresholds = thresholds or T.Thresholds.for_vcpus(vcpus)
         try:
             return cls._create(ram, sysrdy, vmlinux, out, interval_s, vcpus, build_id,
                                thresholds)

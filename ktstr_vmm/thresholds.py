@@ -33,6 +33,19 @@ class Thresholds:
     max_keep_last_rate: float = 100.0
     fail_on_scx_exit: bool = True
 
+    @classmethod
+    def for_vcpus(cls, vcpus: int) -> Thresholds:
+        """ktstr's defaults, with the event-rate caps per CPU rather than per run.
+
+        ktstr tunes its rate caps for its own scenarios; our default workload (one
+        spinner per vCPU) keeps every CPU busy, where a healthy scheduler such as
+        scx_simple keeps the last task at each slice end (50/s per CPU at 20 ms slices).
+        A run-wide 100/s then fails every healthy run from 3 CPUs on; per CPU it marks
+        what it is meant to: a CPU that keeps re-running its task more than 100 times
+        a second."""
+        n = max(1, vcpus)
+        return cls(max_fallback_rate=200.0 * n, max_keep_last_rate=100.0 * n)
+
 
 class _Tracker:
     """ktstr's SustainedViolationTracker: the worst run of consecutive violations."""

@@ -224,3 +224,13 @@ def test_capture_after_scx_root_cleared_reads_the_last_scheduler(kernel, image, 
     d2 = fresh.capture()
     assert d2.scx_sched_state is None
     assert d2.scx_walker_unavailable == "scx_root is NULL (no scheduler attached)"
+
+
+def test_event_rate_caps_scale_per_cpu_so_a_saturated_healthy_run_passes():
+    from ktstr_vmm.thresholds import Thresholds
+
+    t = Thresholds.for_vcpus(8)
+    assert (t.max_keep_last_rate, t.max_fallback_rate) == (800.0, 1600.0)
+    assert Thresholds.for_vcpus(0).max_keep_last_rate == 100.0
+    # Seen on smt-2llc with scx_simple: 140/s keep_last over 8 busy CPUs is healthy.
+    assert 140.0 < t.max_keep_last_rate
