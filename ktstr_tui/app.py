@@ -21,6 +21,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from ktstr_vmm import rundir
+from ktstr_vmm.errors import KtstrError
 
 from . import launch as launcher
 from .commands import ScreenActionsProvider
@@ -136,8 +137,8 @@ class KtstrApp(App[int]):
         """Spawn `ktstr ARGS` (run, rerun, repro) and open the run it makes."""
         try:
             launched = launcher.spawn(args, self.store_root)
-        except Exception as e:  # noqa: BLE001 - shown, the app stays up
-            self.notify(f"cannot start ktstr {args[0]}: {e}", severity="error")
+        except KtstrError as e:  # shown; the app stays up
+            self.notify(e.one_line(), severity="error")
             return
         self.notify(f"started ktstr {' '.join(args)} (pid {launched.pid})")
         if open_live:

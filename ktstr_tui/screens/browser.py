@@ -16,6 +16,9 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets.data_table import CellDoesNotExist
+
+from ktstr_vmm.errors import KtstrError
 
 from ..messages import OpenRun, StoreChanged
 from ..store_access import LogAppended, RunSummary, Store, StoreEvent, StoreWatcher
@@ -109,7 +112,7 @@ class BrowserScreen(Screen):
     def _start_watcher_thread(self, watcher: StoreWatcher) -> None:
         try:
             watcher.start()  # walks the store: off the event loop
-        except Exception as e:  # noqa: BLE001 - live updates are a bonus; say so and go on
+        except KtstrError as e:  # live updates are a bonus; say so and go on
             self.app.call_from_thread(self.notify, f"live updates off: {e}",
                                       severity="warning")
 
@@ -123,8 +126,8 @@ class BrowserScreen(Screen):
         try:
             runs = self.store.list_runs(verdict=verdict, text=text, limit=limit + 1)
             self.post_message(self.Loaded(runs, None, limit))
-        except Exception as e:  # noqa: BLE001 - a broken store shows as a status line
-            self.post_message(self.Loaded([], f"cannot read the store: {e}", limit))
+        except KtstrError as e:  # a broken store shows as a status line
+            self.post_message(self.Loaded([], f"cannot read the store: {e.one_line()}", limit))
 
     @on(Loaded)
     def _loaded(self, message: Loaded) -> None:
@@ -178,7 +181,7 @@ class BrowserScreen(Screen):
             return None
         try:
             return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except Exception:  # noqa: BLE001 - an empty or refreshing table
+        except CellDoesNotExist:  # an empty or refreshing table
             return None
 
     def selected(self) -> RunSummary | None:
@@ -233,8 +236,8 @@ class BrowserScreen(Screen):
     def _delete(self, run_id: str) -> None:
         try:
             self.store.delete_run(run_id)
-        except Exception as e:  # noqa: BLE001 - shown; the app stays up
-            self.app.call_from_thread(self.notify, f"cannot delete {run_id}: {e}",
+        except KtstrError as e:  # shown; the app stays up
+            self.app.call_from_thread(self.notify, f"cannot delete {run_id}: {e.one_line()}",
                                       severity="error")
             return
         self.app.call_from_thread(self.notify, f"deleted {run_id}")

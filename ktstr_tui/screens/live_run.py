@@ -21,6 +21,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+from watchdog.events import FileSystemEventHandler
+from watchdog.observers import Observer
 
 from ktstr_vmm import rundir
 from ktstr_vmm.errors import KtstrError
@@ -70,6 +72,10 @@ class LiveRunScreen(Screen):
         self._wake = threading.Event()
         self._watcher = None
         self._switched = False
+        self._sched_pane = LogPane(self.path / rundir.SCHED_LOG, "schedlog", follow=True,
+                                   id="sched-pane")
+        self._console_pane = LogPane(self.path / rundir.CONSOLE, "kconsole", follow=True,
+                                     id="console-pane")
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -82,11 +88,9 @@ class LiveRunScreen(Screen):
                     yield Timeline(id="timeline")
             with TabbedContent(id="live-tabs"):
                 with TabPane("Sched log", id="tab-sched"):
-                    yield LogPane(self.path / rundir.SCHED_LOG, "schedlog", follow=True,
-                                  id="sched-pane")
+                    yield self._sched_pane
                 with TabPane("Console", id="tab-console"):
-                    yield LogPane(self.path / rundir.CONSOLE, "kconsole", follow=True,
-                                  id="console-pane")
+                    yield self._console_pane
         yield Footer()
 
     def on_mount(self) -> None:
@@ -106,24 +110,17 @@ class LiveRunScreen(Screen):
     # ------------------------------------------------------------------ following
     def _start_notifications(self) -> None:
         """Wake the tail worker and the log views on file changes in the run directory."""
-        try:
-            from watchdog.events import FileSystemEventHandler
-            from watchdog.observers import Observer
-        except ImportError:  # polling alone still works
-            return
-        screen = self
+        wake_run = self._wake
+        # LogView.wake only sets a threading.Event: safe from watchdog's thread
+        wake_log = {rundir.SCHED_LOG: self._sched_pane.view.wake,
+                    rundir.CONSOLE: self._console_pane.view.wake}
 
         class Wake(FileSystemEventHandler):
             def on_any_event(self, event) -> None:
-                screen._wake.set()
-                name = Path(str(event.src_path)).name
-                for pane_id, fname in (("#sched-pane", rundir.SCHED_LOG),
-                                       ("#console-pane", rundir.CONSOLE)):
-                    if name == fname:
-                        try:
-                            screen.query_one(pane_id, LogPane).view.wake()
-                        except Exception:  # noqa: BLE001 - the screen is closing
-                            pass
+                wake_run.set()
+                wake = wake_log.get(Path(str(event.src_path)).name)
+                if wake is not None:
+                    wake()
 
         try:
             observer = Observer()
@@ -131,7 +128,7 @@ class LiveRunScreen(Screen):
             observer.schedule(Wake(), str(self.path), recursive=False)
             observer.start()
             self._watcher = observer
-        except OSError:
+        except OSError:  # no inotify left: the tail worker's polling still follows the run
             self._watcher = None
 
     @work(thread=True, exclusive=True, group="tail")
