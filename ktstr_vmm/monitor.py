@@ -30,7 +30,7 @@ from .btf_load import load_btf
 from .dumps import FailureDump
 from .eval_types import MonitorReport
 from .guestmem import GuestMemory, is_bad
-from .monitor_read import REQUIRED_SYMBOLS, Layout, Sampler
+from .monitor_read import REQUIRED_SYMBOLS, Layout, Sampler, real_exit_kind
 from .symbols import kernel_symbols
 
 log = logging.getLogger(__name__)
@@ -76,20 +76,22 @@ class Monitor:
     @classmethod
     def create(cls, ram: Sequence[Any], sysrdy: Any, vmlinux: Path | None, out: Path,
                interval_s: float = 0.1, vcpus: int = 0, *, build_id: str | None = None,
-               thresholds: T.Thresholds | None = None) -> Monitor | MonitorUnavailable:
+               thresholds: T.Thresholds | None = None,
+               remember_symbols: bool = False) -> Monitor | MonitorUnavailable:
         """A ready Monitor, or MonitorUnavailable(reason) when BTF, symbols or RAM are
         missing or the guest's memory does not look like its kernel. Never raises.
         thresholds default to Thresholds.for_vcpus(vcpus)."""
         thresholds = thresholds or T.Thresholds.for_vcpus(vcpus)
         try:
             return cls._create(ram, sysrdy, vmlinux, out, interval_s, vcpus, build_id,
-                               thresholds)
+                               thresholds, remember_symbols)
         except Exception as e:  # the run must go on without a monitor
             log.warning("monitor unavailable", exc_info=True)
             return MonitorUnavailable(f"{type(e).__name__}: {e}")
 
     @classmethod
-    def _create(cls, ram, sysrdy, vmlinux, out, interval_s, vcpus, build_id, thresholds):
+    def _create(cls, ram, sysrdy, vmlinux, out, interval_s, vcpus, build_id, thresholds,
+                remember_symbols):
         if not ram:
             return MonitorUnavailable("the VM engine does not share guest RAM")
         if vmlinux is None:
@@ -98,7 +100,8 @@ class Monitor:
             btf = load_btf(Path(vmlinux), build_id)
         except BtfError as e:
             return MonitorUnavailable(e.message)
-        syms = kernel_symbols(build_id or "", kallsyms=getattr(sysrdy, "kallsyms", None) or {})
+        syms = kernel_symbols(build_id or "", kallsyms=getattr(sysrdy, "kallsyms", None) or {},
+                              remember=remember_symbols)
         missing = syms.missing(REQUIRED_SYMBOLS)
         if missing:
             return MonitorUnavailable(f"kernel symbols missing: {', '.join(missing)} (kallsyms "
@@ -169,8 +172,8 @@ class Monitor:
                 self._note_scx({"state": "disabled", "exit_kind": None})
             return
         self.sampler.last_sch = sch
-        k = mem.u32(sch + L.sch_exit_kind)
-        if not is_bad(k) and k:
+        k = real_exit_kind(mem, L, sch)
+        if k:
             self._note_scx({"state": "exiting", "exit_kind": k})
 
     def _write(self, s: dict[str, Any]) -> None:

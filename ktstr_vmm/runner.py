@@ -239,7 +239,7 @@ class Run:
         try:
             mon = Monitor.create(m.ram(), sysrdy, k.vmlinux, self.rd / MONITOR,
                                  spec.monitor_interval_ms / 1000, spec.topology.vcpus,
-                                 build_id=k.build_id)
+                                 build_id=k.build_id, remember_symbols=True)
         except KtstrError as e:
             mon = MonitorUnavailable(e.one_line())
         self.monitor = mon

@@ -107,9 +107,12 @@ def _save_cache(build_id: str, syms: Mapping[str, int]) -> None:
 
 
 def kernel_symbols(build_id: str = "", *, kallsyms: Mapping[str, int] | None = None,
-                   vmlinux: Path | None = None, system_map: Path | None = None) -> Symbols:
+                   vmlinux: Path | None = None, system_map: Path | None = None,
+                   remember: bool = False) -> Symbols:
     """Every address known for this build: the live kallsyms win, then the cache, the ELF
-    symtab and the System.map. New kallsyms are merged into the cache."""
+    symtab and the System.map. With `remember` (the caller vouches that `kallsyms` came
+    from a real guest of this build), new kallsyms are merged into the cache: the cache
+    lets later runs skip the guest's /proc/kallsyms scan, so nothing else may write it."""
     merged: dict[str, int] = {}
     sources: list[str] = []
     layers: list[tuple[str, Mapping[str, int]]] = []
@@ -126,6 +129,6 @@ def kernel_symbols(build_id: str = "", *, kallsyms: Mapping[str, int] | None = N
         if syms:
             merged.update(syms)
             sources.append(name)
-    if build_id and live and any(cached.get(k) != v for k, v in live.items()):
+    if remember and build_id and live and any(cached.get(k) != v for k, v in live.items()):
         _save_cache(build_id, {**cached, **live})
     return Symbols(merged, tuple(reversed(sources)))

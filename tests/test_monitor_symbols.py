@@ -39,12 +39,14 @@ def test_elf_symtab_of_a_host_binary_and_a_stripped_kernel(kernel):
 
 def test_kallsyms_win_and_are_cached_per_build_id(tmp_path, monkeypatch):
     monkeypatch.setenv("KTSTR_CACHE", str(tmp_path))
-    s = kernel_symbols("abc", kallsyms={"runqueues": 0x1000, "bad": -1})
+    kernel_symbols("abc", kallsyms={"runqueues": 0x1000})  # not vouched for: not cached
+    assert not (tmp_path / "symbols" / "abc.json").exists()
+    s = kernel_symbols("abc", kallsyms={"runqueues": 0x1000, "bad": -1}, remember=True)
     assert s.get("runqueues") == 0x1000 and "bad" not in s
     assert s.sources == ("kallsyms",)
     cached = json.loads((tmp_path / "symbols" / "abc.json").read_text())
     assert cached == {"runqueues": 0x1000}
-    later = kernel_symbols("abc", kallsyms={"scx_root": 0x2000})
+    later = kernel_symbols("abc", kallsyms={"scx_root": 0x2000}, remember=True)
     assert later.get("runqueues") == 0x1000 and later.get("scx_root") == 0x2000
     assert later.sources == ("kallsyms", "cache")
     assert later.missing(["runqueues", "jiffies"]) == ["jiffies"]
