@@ -91,19 +91,27 @@ def imbalance_ratio(s: dict) -> float:
     return max(nrs) / max(1, min(nrs))
 
 
-def cpu_stuck(prev: dict, cur: dict) -> bool:
-    """Runnable work on the CPU in both samples, and its rq clock frozen, or its current
-    task the idle task / the same task while others wait (clock advancing)."""
+def cpu_stuck(prev: dict, cur: dict, vm_ran: bool = True) -> bool:
+    """Runnable work on the CPU in both samples, and either its rq clock frozen while the
+    VM ran (another CPU's clock advanced: a paused or host-starved VM freezes every clock
+    at once and proves nothing - ktstr exempts preempted vCPUs the same way), or its
+    current task the idle task with the clock advancing (work queued, nothing picked)."""
     if prev.get("nr_running", 0) == 0 or cur.get("nr_running", 0) == 0:
         return False
     clock = cur.get("clock_ns", 0)
     if clock and clock == prev.get("clock_ns"):
-        return True
+        return vm_ran
     if clock <= prev.get("clock_ns", 0) or cur.get("curr_pid") != prev.get("curr_pid"):
         return False
-    if cur.get("curr_class") == "idle":
-        return True
-    return cur["nr_running"] > 1 and prev["nr_running"] > 1
+    return cur.get("curr_class") == "idle"
+
+
+def vm_ran_between(prev: dict, cur: dict) -> list[bool]:
+    """Per CPU: did some *other* CPU's rq clock advance between the two samples?"""
+    adv = [bool(b.get("clock_ns", 0) > a.get("clock_ns", 0))
+           for a, b in zip(_cpus(prev), _cpus(cur), strict=False)]
+    total = sum(adv)
+    return [total - a > 0 for a in adv]
 
 
 def _events(s: dict) -> dict[str, int] | None:
@@ -146,8 +154,9 @@ def summarize(samples: Sequence[dict]) -> MonitorSummary:
     readings = [c for s in valid for c in _cpus(s)]
     stuck = 0
     for prev, cur in zip(valid, valid[1:], strict=False):
-        for a, b in zip(_cpus(prev), _cpus(cur), strict=False):
-            stuck += cpu_stuck(a, b)
+        ran = vm_ran_between(prev, cur)
+        for a, b, r in zip(_cpus(prev), _cpus(cur), ran, strict=False):
+            stuck += cpu_stuck(a, b, r)
     n = len(readings)
     return MonitorSummary(
         total_samples=len(samples),
@@ -206,8 +215,9 @@ def evaluate(samples: Sequence[dict], th: Thresholds = Thresholds()) -> MonitorV
         for i in range(1, len(samples)):
             prev, cur = samples[i - 1], samples[i]
             ok = sample_ok(prev) and sample_ok(cur)
-            for cpu, (a, b) in enumerate(zip(_cpus(prev), _cpus(cur), strict=False)):
-                stall[cpu].record(ok and cpu_stuck(a, b), float(b.get("clock_ns", 0)), i)
+            ran = vm_ran_between(prev, cur)
+            for cpu, (a, b, r) in enumerate(zip(_cpus(prev), _cpus(cur), ran, strict=False)):
+                stall[cpu].record(ok and cpu_stuck(a, b, r), float(b.get("clock_ns", 0)), i)
         for cpu, tr in enumerate(stall):
             if tr.sustained(th.sustained_samples):
                 details.append(f"stuck cpu{cpu} for {tr.worst_run} consecutive samples (ending "

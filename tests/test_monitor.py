@@ -234,3 +234,22 @@ def test_event_rate_caps_scale_per_cpu_so_a_saturated_healthy_run_passes():
     assert Thresholds.for_vcpus(0).max_keep_last_rate == 100.0
     # Seen on smt-2llc with scx_simple: 140/s keep_last over 8 busy CPUs is healthy.
     assert 140.0 < t.max_keep_last_rate
+
+
+def _cpu(clock, nr=2, pid=10, cls="ext"):
+    return {"nr_running": nr, "clock_ns": clock, "curr_pid": pid, "curr_class": cls}
+
+
+def test_stuck_needs_the_vm_to_have_run_and_is_not_a_long_slice():
+    from ktstr_vmm.thresholds import cpu_stuck, vm_ran_between
+
+    prev = {"cpus": [_cpu(100), _cpu(100)]}
+    paused = {"cpus": [_cpu(100), _cpu(100)]}          # VM paused / host-starved: every clock froze
+    one_frozen = {"cpus": [_cpu(100), _cpu(200)]}      # cpu0 frozen while cpu1 ran
+    assert vm_ran_between(prev, paused) == [False, False]
+    assert [cpu_stuck(a, b, r) for a, b, r in zip(prev["cpus"], paused["cpus"], vm_ran_between(prev, paused), strict=True)] == [False, False]
+    assert cpu_stuck(prev["cpus"][0], one_frozen["cpus"][0], vm_ran_between(prev, one_frozen)[0])
+    # the same task running on with others queued is a scheduler's policy (FIFO, long slices)
+    assert not cpu_stuck(_cpu(100), _cpu(200))
+    # idle with runnable work while the clock advances is stuck
+    assert cpu_stuck(_cpu(100, cls="idle", pid=0), _cpu(200, cls="idle", pid=0))
