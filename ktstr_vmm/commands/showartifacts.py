@@ -115,6 +115,9 @@ def _render_report(obj: dict[str, Any]) -> list[str]:
     for key in _TABLES:
         rows = obj.get(key)
         if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
+            if key == "dsq_states":  # ids are u64 with the top bits as flags: read in hex
+                rows = [{**r, "id": f"{r['id']:#x}"} if isinstance(r.get("id"), int) else r
+                        for r in rows]
             lines += ["", f"{key}:"] + table(rows)
     return lines
 
