@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
+import shutil
 import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreError
+from .errors import KtstrError, StoreError
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -78,3 +82,40 @@ def hint_for(e: OSError) -> str | None:
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return "the location is not writable: set KTSTR_HOME / KTSTR_CACHE to a writable directory"
     return None
+
+
+@contextlib.contextmanager
+def dir_lock(root: Path, timeout: float, error: type[KtstrError], what: str,
+             on_open_error: Callable[[OSError], KtstrError] | None = None,
+             clear_temps: bool = True) -> Iterator[None]:
+    """Exclusive fcntl lock on `root/.lock` across processes, waiting up to `timeout`.
+
+    `what` names the cache in messages ("kernel cache"); `error` is the exception family
+    raised when the lock cannot be had. With the lock held, `.tmp-*` directories left by a
+    process that died mid-way are removed (none can be live). Closing the fd drops the lock.
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        if on_open_error is not None:
+            raise on_open_error(e) from e
+        raise error(f"cannot write the {what} {root}: {e.strerror or e}",
+                    "set KTSTR_CACHE to a writable directory") from e
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise error(f"another ktstr has held {root / '.lock'} for "
+                                f"{timeout:.0f}s", "wait for it, or stop it") from None
+                time.sleep(0.2)
+        if clear_temps:
+            for d in root.glob(".tmp-*"):
+                shutil.rmtree(d, ignore_errors=True)
+        yield
+    finally:
+        os.close(fd)

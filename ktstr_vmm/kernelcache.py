@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import FetchError, KtstrError
+from .fsutil import dir_lock
 from .paths import cache_dir
 
 MANIFEST = "kernel.json"
@@ -38,34 +37,11 @@ def kernels_dir() -> Path:
 
 @contextlib.contextmanager
 def locked(timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """Exclusive fcntl lock on kernels/.lock (blocks other fetches/imports, any process)."""
+    """Exclusive lock on kernels/.lock (blocks other fetches/imports, any process)."""
     root = kernels_dir()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise _cache_error(e, root) from e
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise FetchError(f"another ktstr has held {root / '.lock'} for "
-                                     f"{timeout:.0f}s", "wait for it, or stop it") from None
-                time.sleep(0.2)
-        _remove_stale_temps(root)
+    with dir_lock(root, timeout, FetchError, "kernel cache",
+                  on_open_error=lambda e: _cache_error(e, root)):
         yield
-    finally:
-        os.close(fd)  # closing drops the lock
-
-
-def _remove_stale_temps(root: Path) -> None:
-    """Temp dirs of fetches that died (only called with the lock held, so none is live)."""
-    for d in root.glob(".tmp-*"):
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @contextlib.contextmanager

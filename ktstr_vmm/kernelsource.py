@@ -18,7 +18,6 @@ Cache layout under paths.cache_dir()/"sources"/:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from .debian import PrivateApt, archive_uri, debian_version_key, extract_deb
 from .errors import FetchError
-from .fsutil import atomic_write_json
+from .fsutil import atomic_write_json, dir_lock
 from .paths import cache_dir
 from .progress import Progress
 
@@ -212,26 +211,5 @@ def _tar_extract(tarball: Path, dest: Path, members: list[str]) -> None:
 
 @contextlib.contextmanager
 def _locked(timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    root = sources_dir()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise FetchError(f"cannot write the source cache {root}: {e.strerror or e}",
-                         "set KTSTR_CACHE to a writable directory") from e
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise FetchError(f"another ktstr has held {root / '.lock'} for "
-                                     f"{timeout:.0f}s", "wait for it, or stop it") from None
-                time.sleep(0.2)
-        for d in root.glob(".tmp-*"):  # left by a fetch that died (none is live: we hold it)
-            shutil.rmtree(d, ignore_errors=True)
+    with dir_lock(sources_dir(), timeout, FetchError, "source cache"):
         yield
-    finally:
-        os.close(fd)

@@ -24,7 +24,6 @@ Cache layout under paths.cache_dir()/"schedulers"/:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import BuildError, SchedulerError
-from .fsutil import atomic_write_json
+from .fsutil import atomic_write_json, dir_lock
 from .paths import cache_dir, native_dir
 from .progress import Progress
 
@@ -352,24 +351,5 @@ def _built_since(p: Path, t: float) -> bool:
 
 @contextlib.contextmanager
 def build_lock(timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    root = schedulers_dir()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise BuildError(f"cannot write the scheduler cache {root}: {e.strerror or e}",
-                         "set KTSTR_CACHE to a writable directory") from e
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise BuildError(f"another ktstr has held {root / '.lock'} for "
-                                     f"{timeout:.0f}s", "wait for it, or stop it") from None
-                time.sleep(0.5)
+    with dir_lock(schedulers_dir(), timeout, BuildError, "scheduler cache", clear_temps=False):
         yield
-    finally:
-        os.close(fd)
