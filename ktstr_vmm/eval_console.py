@@ -31,6 +31,7 @@ CONSOLE_TAIL_LINES = 20
 # (the seed keeps it; it only makes the header harder to read).
 _PRINTK_TS = re.compile(r"^\[\s*\d+\.\d+\]\s*")
 _ANCHOR = 'sched_ext: BPF scheduler "'
+AGENT_PREFIX = "ktstr-init:"  # lines the guest agent writes to the console
 _SYM_CHARS = re.compile(r"^[A-Za-z0-9_.$]+$")
 _HEXONLY = re.compile(r"^[0-9a-fA-F]{1,16}$")
 
@@ -108,7 +109,10 @@ def parse_kmsg_exits(console: str) -> list[SchedExit]:
             i += 1
             continue
         after = lines[i][pos + len(_ANCHOR):]
-        name = after.split('"', 1)[0]
+        name, _, verb = after.partition('"')
+        if not verb.lstrip().startswith("disabled"):  # `... "simple" enabled` is no exit
+            i += 1
+            continue
         _, paren, tail = after.partition("(")
         message = tail.rstrip(")").strip() if paren else ""
         frames: list[StackFrame] = []
@@ -127,6 +131,8 @@ def parse_kmsg_exits(console: str) -> list[SchedExit]:
                     continue
                 low = nxt.lower()
                 if not ("sched_ext" in low or "scx_" in low or "bpf" in low):
+                    break
+                if t.startswith(AGENT_PREFIX):  # our guest agent's own console notes
                     break
                 t = _PRINTK_TS.sub("", t)
                 message = f"{message} {t}" if message else t

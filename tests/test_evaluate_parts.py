@@ -212,3 +212,16 @@ def test_evaluate_never_raises_and_is_serialisable(outcome):
     json.dumps(result_json(v))
     if v.kind == "fail":
         assert f"ktstr_test '{outcome.test}'" in v.message
+
+
+def test_enabled_line_is_not_an_exit_and_agent_notes_end_the_exit_message():
+    from ktstr_vmm.eval_console import parse_kmsg_exits
+
+    console = ('[    3.8] sched_ext: BPF scheduler "simple" enabled\n'
+               "ktstr-init: lifecycle scx_enabled\n")
+    assert parse_kmsg_exits(console) == []
+    console += ('[    9.1] sched_ext: BPF scheduler "simple" disabled (scx_bpf_error)\n'
+                "[    9.1] sched_ext: simple: boom\n"
+                "ktstr-init: scheduler failed: scx_disabled (state disabled) sched_ext: x\n")
+    (ev,) = parse_kmsg_exits(console)
+    assert ev.message == "scx_bpf_error sched_ext: simple: boom"
