@@ -2,9 +2,9 @@
 """Re-record assets/demo-store: small, real runs for `ktstr tui --demo` and the TUI tests.
 
 Each run is a real VM run (QEMU) of the cached sched_ext kernel with a real scheduler:
-a pass, an injected scx_bpf_error with its dump, a stall caught by the kernel's watchdog,
-a verifier reject, a host-watchdog timeout, and a rerun pair (the pass again on another
-topology, linked to its parent). Logs are trimmed so the store stays small.
+a pass, an injected scx_bpf_error with its real dump and auto-repro, a stall caught by the
+kernel's watchdog, a verifier reject, a host-watchdog timeout, and a rerun pair (the pass
+again on another topology, linked to its parent). Logs are trimmed so the store stays small.
 
     .venv/bin/python assets/record_demo_store.py [--out assets/demo-store]
 """
@@ -50,7 +50,7 @@ def main() -> int:
         ns = argparse.Namespace(scheduler=None, sched_args=None, topology=None, memory=None,
                                 duration=None, workload=None, engine="auto", kernel=None,
                                 timeout=None, name=f"demo_{label}", expect_err=None,
-                                no_auto_repro=True, monitor_interval=None)
+                                no_auto_repro=label in ("pass", "timeout"), monitor_interval=None)
         for k, v in opts.items():
             setattr(ns, k, v)
         spec = spec_from_args(ns)
@@ -74,9 +74,12 @@ def main() -> int:
         if d.is_dir() and not d.name.startswith("."):
             dest = out / "runs" / d.name
             shutil.copytree(d, dest, ignore=shutil.ignore_patterns("control.sock", "*.tmp"))
-            for log in ("console.log", "sched.log"):
-                _trim(dest / log)
+            for log in ("console.log", "sched.log", "trace.txt"):
+                for path in dest.rglob(log):
+                    _trim(path)
             _relocate(dest)
+            if (dest / "repro").is_dir():
+                _relocate(dest / "repro", f"runs/{d.name}/repro")
     shutil.rmtree(work, ignore_errors=True)
     print(f"demo store written to {out}")
     return 0
@@ -93,12 +96,12 @@ def _trim(path: Path) -> None:
     path.write_bytes(head + f"[... {cut} bytes trimmed by record_demo_store.py ...]\n".encode() + tail)
 
 
-def _relocate(run_dir: Path) -> None:
+def _relocate(run_dir: Path, rel: str | None = None) -> None:
     """result.json names its run directory; make it relative to the store."""
     p = run_dir / "result.json"
     if p.exists():
         r = json.loads(p.read_text())
-        r["run_dir"] = f"runs/{run_dir.name}"
+        r["run_dir"] = rel or f"runs/{run_dir.name}"
         p.write_text(json.dumps(r, indent=2) + "\n")
 
 
