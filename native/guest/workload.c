@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -179,8 +180,11 @@ static void worker_main(struct wshared *sh, struct wrec *r, int start_fd, int rf
 {
 	struct meter m;
 	struct timespec cpu;
-	char c, path[64], pid[16];
+	char c, path[64], pid[16], comm[16];
 
+	/* A name the monitor, the dumps and the probes can tell apart from the agent. */
+	snprintf(comm, sizeof(comm), "%s-%d", wkind_names[r->kind], r->index);
+	prctl(PR_SET_NAME, comm, 0, 0, 0);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGINT, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);
