@@ -88,6 +88,8 @@ def find_run(runs_dir: Path, launched: Launched, stop: threading.Event,
                           if p.is_dir() and p.stat().st_mtime >= launched.started - 2]
         except OSError:
             candidates = []
+        # `ktstr repro RUN` makes its run inside the primary's directory (RUN/repro).
+        candidates += [p / rundir.REPRO for p in candidates if (p / rundir.REPRO).is_dir()]
         for p in candidates:
             try:
                 st = json.loads((p / rundir.STATUS).read_bytes())

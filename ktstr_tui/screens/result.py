@@ -94,6 +94,7 @@ class ResultScreen(Screen):
         Binding("r", "rerun", "Rerun"),
         Binding("p", "open_parent", "Parent"),
         Binding("k", "open_child", "Child"),
+        Binding("equals_sign", "compare_parent", "Compare with parent"),
         Binding("l", "show_tab('tab-sched')", "Sched log"),
         Binding("m", "show_tab('tab-message')", "Message", show=False),
         Binding("D", "show_tab('tab-dump')", "sched_ext dump", show=False),
@@ -306,6 +307,8 @@ class ResultScreen(Screen):
             return bool(v and v.parent_path) or None
         if action == "open_child":
             return bool(v and v.children) or None
+        if action == "compare_parent":
+            return bool(v and v.parent_path) or None
         if action == "auto_repro":
             return bool(v and v.result and v.result.verdict == "fail") or None
         return True
@@ -334,6 +337,12 @@ class ResultScreen(Screen):
     def action_open_parent(self) -> None:
         if self.view and self.view.parent_path:
             self.post_message(OpenRun(self.view.parent_path))
+
+    def action_compare_parent(self) -> None:
+        from .compare_screen import CompareScreen
+
+        if self.view and self.view.parent_path:
+            self.app.push_screen(CompareScreen(Path(self.view.parent_path), self.path))
 
     def action_open_child(self) -> None:
         if self.view and self.view.children:

@@ -399,3 +399,34 @@ async def test_result_json_written_after_open_is_not_needed_for_logs(runs, store
         await wait_for(pilot, lambda: screen.gone, what="gone noticed")
         assert text(screen.query_one("#live-status")).startswith(" run directory deleted ")
         assert screen.check_action("snapshot", ()) is None
+
+
+async def test_compare_key_shows_rerun_beside_its_parent_with_differences(store_root):
+    from ktstr_tui.screens.compare_screen import CompareScreen
+
+    async with make_app(store_root).run_test(size=SIZE) as pilot:
+        await open_result(pilot, "rerun")
+        await pilot.press("equals_sign")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, CompareScreen)
+                       and pilot.app.screen.rows, what="compare rows")
+        screen = pilot.app.screen
+        table = screen.query_one("#compare", DataTable)
+        rows = {str(table.get_row_at(i)[1]): (str(table.get_row_at(i)[0]), str(table.get_row_at(i)[2]),
+                                              str(table.get_row_at(i)[3]))
+                for i in range(table.row_count)}
+        mark, a, b = rows["topology.requested"]
+        assert (mark, a, b) == ("*", "tiny-2llc", "smt-2llc")
+        await pilot.press("d")
+        assert all(str(table.get_row_at(i)[0]) == "*" for i in range(table.row_count))
+        await pilot.press("escape")
+        assert not isinstance(pilot.app.screen, CompareScreen)
+
+
+async def test_compare_key_is_off_without_a_parent(store_root):
+    from ktstr_tui.screens.compare_screen import CompareScreen
+
+    async with make_app(store_root).run_test(size=SIZE) as pilot:
+        await open_result(pilot, "pass")
+        await pilot.press("equals_sign")
+        await pilot.pause()
+        assert not isinstance(pilot.app.screen, CompareScreen)

@@ -1,0 +1,83 @@
+"""`=` on a result: this run beside its parent (a rerun or repro against what it reran),
+field by field, differences marked - the TUI face of `ktstr compare`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from ktstr_vmm.compare import Row, compare
+from ktstr_vmm.rundir import RESULT
+
+
+class CompareScreen(Screen):
+    BINDINGS = [Binding("escape", "back", "Back"),
+                Binding("d", "toggle_diff", "Only differences")]
+
+    class Loaded(Message):
+        def __init__(self, rows: list[Row] | None, error: str = "") -> None:
+            super().__init__()
+            self.rows, self.error = rows, error
+
+    def __init__(self, a: Path, b: Path) -> None:
+        super().__init__()
+        self.a, self.b = Path(a), Path(b)
+        self.rows: list[Row] = []
+        self.only_diff = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(f"A {self.a.name}\nB {self.b.name}", id="compare-head")
+        yield DataTable(id="compare", zebra_stripes=True, cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "compare"
+        self.query_one(DataTable).add_columns("", "field", "A", "B")
+        self.load()
+
+    @work(thread=True, exclusive=True)
+    def load(self) -> None:
+        try:
+            a = json.loads((self.a / RESULT).read_bytes())
+            b = json.loads((self.b / RESULT).read_bytes())
+            if not isinstance(a, dict) or not isinstance(b, dict):
+                raise ValueError("result.json is not a JSON object")
+            self.post_message(self.Loaded(compare(a, b)))
+        except (OSError, ValueError) as e:
+            self.post_message(self.Loaded(None, f"cannot compare: {e}"))
+
+    def on_compare_screen_loaded(self, message: Loaded) -> None:
+        if message.rows is None:
+            self.query_one("#compare-head", Static).update(message.error)
+            return
+        self.rows = message.rows
+        self.refill()
+
+    def refill(self) -> None:
+        table = self.query_one(DataTable)
+        table.clear()
+        for r in self.rows:
+            if self.only_diff and not r.differs:
+                continue
+            style = "bold yellow" if r.differs else ""
+            table.add_row(Text("*" if r.differs else " ", style), Text(f"{r.group}.{r.field}", style),
+                          Text(r.a, style), Text(r.b, style))
+        n = sum(r.differs for r in self.rows)
+        self.query_one("#compare-head", Static).update(
+            f"A {self.a.name}\nB {self.b.name}\n{n} difference(s) marked *")
+
+    def action_toggle_diff(self) -> None:
+        self.only_diff = not self.only_diff
+        self.refill()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
