@@ -170,8 +170,7 @@ class LiveRunScreen(Screen):
             topo = parse_topology(str(spec.get("topology", "")))
         except KtstrError:
             return
-        self.app.call_from_thread(setattr, self.query_one("#monitor", MonitorGrid),
-                                  "topology", topo)
+        self.app.call_from_thread(self.query_one("#monitor", MonitorGrid).set_topology, topo)
 
     @on(RunUpdate)
     def _update(self, u: RunUpdate) -> None:

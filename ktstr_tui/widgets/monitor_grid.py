@@ -53,6 +53,13 @@ class MonitorGrid(Static):
     def on_mount(self) -> None:
         self._render_grid()
 
+    def set_topology(self, topology: Topology) -> None:
+        """Group the CPUs by node and LLC from now on (redrawn at once: the spec may be read
+        after the first samples arrived)."""
+        self.topology = topology
+        if self.is_mounted:
+            self._render_grid()
+
     def add_samples(self, samples: tuple[MonitorSample, ...] | list[MonitorSample]) -> None:
         if not samples:
             return

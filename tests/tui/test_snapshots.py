@@ -87,9 +87,17 @@ def test_live_run(snap_compare, snapshot_runs, monkeypatch):
 
     async def run_before(pilot):
         screen = pilot.app.screen
+        from ktstr_tui.widgets.monitor_grid import MonitorGrid
+        from ktstr_tui.widgets.timeline import Timeline
+
         await wait_for(pilot, lambda: screen.status is not None
-                       and screen.query_one("#sched-pane", LogPane).view.line_count == 1,
-                       what="live state")
+                       and screen.query_one("#sched-pane", LogPane).view.line_count == 1
+                       and screen.query_one("#console-pane", LogPane).view.line_count == 1
+                       and screen.query_one("#monitor", MonitorGrid).samples == 5
+                       and screen.query_one("#monitor", MonitorGrid).topology is not None
+                       and len(screen.query_one("#timeline", Timeline).events) == 3,
+                       what="live state (logs, monitor samples, timeline events)")
+        await pilot.pause()
 
     # pid 1 stands for a live writer in the fixture
     assert snap_compare(app_on("live"), terminal_size=SIZE, run_before=run_before)
