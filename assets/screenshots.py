@@ -69,8 +69,8 @@ async def live_shot(store: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: isinstance(pilot.app.screen, LiveRunScreen), 120, "live screen")
         live = pilot.app.screen
-        run_dir = Path(live.run_dir) if hasattr(live, "run_dir") else None
-        await until(pilot, lambda: run_dir and (run_dir / "monitor.jsonl").exists()
+        run_dir = Path(live.path)
+        await until(pilot, lambda: (run_dir / "monitor.jsonl").exists()
                     and len((run_dir / "monitor.jsonl").read_text().splitlines()) > 40,
                     180, "monitor samples")
         await pilot.pause(2.0)

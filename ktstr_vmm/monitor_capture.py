@@ -23,7 +23,7 @@ from .dumps import (
     TaskEnrichment,
 )
 from .guestmem import is_bad
-from .monitor_read import MAX_PID, Sampler
+from .monitor_read import MAX_PID, Sampler, real_exit_kind
 
 LIST_CAP = 256
 REASON_NO_SDT = "sdt_alloc views are not captured by ktstr-vmm"
@@ -130,7 +130,7 @@ def _sched(s: Sampler) -> ScxSchedState | None:
         sch = s.last_sch  # freed at disable, but its memory usually still holds the exit
     if not sch:
         return None
-    kind = _int(mem, sch + L.sch_exit_kind, 4) if L.sch_exit_kind is not None else None
+    kind = real_exit_kind(mem, L, sch) if L.sch_exit_kind is not None else None
     if kind is None or kind > 0xFFFF:
         return None
     kw: dict[str, Any] = {"exit_kind": kind}

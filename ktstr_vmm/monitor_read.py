@@ -274,7 +274,7 @@ class Sampler:
             return out, flags
         self.last_sch = sch
         if L.sch_exit_kind is not None:
-            k = self._u(_U32, sch + L.sch_exit_kind)
+            k = real_exit_kind(self.mem, L, sch)
             out["exit_kind"] = k
             if k is None:
                 flags.append(f"read_error exit_kind of scx_sched {sch:#x}")
@@ -341,3 +341,23 @@ class Sampler:
 
 def kernel_image_pa(va: int) -> int:
     return va - START_KERNEL_MAP
+
+
+def real_exit_kind(mem: Any, L: Any, sch: int) -> int | None:
+    """scx_sched->exit_kind, or the exit_info's kind once the kernel's disable work has
+    swapped exit_kind to SCX_EXIT_DONE (1) - a poll that comes late would otherwise see
+    DONE for what was an scx_bpf_error (1025) or a stall (1026)."""
+    k = mem.u32(sch + L.sch_exit_kind)
+    if is_bad(k):
+        return None
+    ei_kind = L.extra.get("ei_kind")
+    if k == SCX_EXIT_DONE and L.sch_exit_info is not None and ei_kind is not None:
+        ei = mem.u64(sch + L.sch_exit_info)
+        if not is_bad(ei) and ei:
+            real = mem.u32(ei + ei_kind)
+            if not is_bad(real) and real:
+                return real
+    return k
+
+
+SCX_EXIT_DONE = 1
