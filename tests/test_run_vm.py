@@ -134,3 +134,43 @@ def test_ctrl_c_leaves_no_process_or_file(run_store):
         assert not Path(f"/proc/{qemu_pid}").exists() or \
             "qemu" not in Path(f"/proc/{qemu_pid}/comm").read_text()
     assert not (run_dir / "control.sock").exists()
+
+
+def test_snapshot_of_a_live_run_saves_the_kernels_dump_and_the_state(run_store):
+    env = {**os.environ, "KTSTR_HOME": str(run_store)}
+    p = subprocess.Popen([*KTSTR, "run", "--scheduler", "scx_simple", "--duration", "40s",
+                          "--no-auto-repro"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        run_dir = None
+        while time.monotonic() < deadline and run_dir is None:
+            for st in (run_store / "runs").glob("*/events.jsonl") if (run_store / "runs").exists() else []:
+                if '"phase":"workload_started"' in st.read_text():
+                    run_dir = st.parent
+            time.sleep(0.3)
+        assert run_dir is not None, "the run never started its workload"
+        snap = subprocess.run([*KTSTR, "snapshot", run_dir.name], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert snap.returncode == 0, snap.stderr
+        assert snap.stdout.startswith(f"{run_dir.name}: snapshot saved to ")
+        dumps = list((run_dir / "snapshots").glob("*.sched_ext_dump.txt"))
+        states = list((run_dir / "snapshots").glob("*.json"))
+        assert len(dumps) == 1 and len(states) == 1
+        assert "CPU states" in dumps[0].read_text()
+        assert json.loads(states[0].read_text())["rq_scx_states"]
+        stop = subprocess.run([*KTSTR, "stop", run_dir.name], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert stop.returncode == 0, stop.stderr
+        p.wait(timeout=90)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=30)
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["verdict"] in ("pass", "fail")  # judged on what it produced
+    late = subprocess.run([*KTSTR, "snapshot", run_dir.name], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert late.returncode == 2
+    assert late.stderr.strip() == (f"ktstr: error: run {run_dir.name} is not live (no control "
+                                   "socket) (the run has finished or was interrupted)")
