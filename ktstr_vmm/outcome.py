@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 
 from . import eval_types as ev
-from . import guestmsg as gm
 from .recorder import GuestState
 
 _DISABLED = re.compile(r'sched_ext: BPF scheduler "([^"]*)" disabled \(([^)]*)\)')
@@ -18,25 +17,6 @@ EXIT_KINDS = {"done": 0, "unregistered": 64, "unregistered from BPF": 65,
               "unregistered from user space": 66, "sysrq-S": 67,
               "runtime error": 1024, "scx_bpf_error": 1025,
               "runnable task stall": 1026}
-
-
-def scenario_stats(tr: gm.TestResult) -> ev.ScenarioStats:
-    groups = tr.groups()
-    workers = tuple(
-        ev.WorkerStats(worker=i, cgroup=w.group, kind=w.kind, cpu_time_ns=w.cpu_ns,
-                       wall_time_ns=w.wall_ns, iterations=w.iterations, migrations=w.migrations,
-                       max_gap_ms=w.max_gap_ns // 1_000_000, cpus=w.cpus)
-        for i, w in enumerate(tr.workers))
-    cpus = set().union(*(w.cpus for w in tr.workers)) if tr.workers else set()
-    return ev.ScenarioStats(
-        total_workers=len(tr.workers), total_cpus=len(cpus),
-        total_migrations=sum(w.migrations for w in tr.workers),
-        worst_spread=max((g.spread for g in groups), default=0.0),
-        worst_gap_ms=max((g.max_gap_ms for g in groups), default=0),
-        cgroups=tuple(ev.CgroupStats(num_workers=g.workers, num_cpus=g.cpus, spread=g.spread,
-                                     max_gap_ms=g.max_gap_ms, total_migrations=g.migrations,
-                                     total_iterations=g.iterations) for g in groups),
-        workers=workers)
 
 
 def sched_exit_from(state: GuestState, console: str) -> ev.SchedExit | None:
@@ -107,7 +87,7 @@ def build_outcome(*, test: str, scheduler: str | None, topology: str, state: Gue
                         f"{f' ({into:.1f}s into test)' if into is not None else ''}: {words}",
                 kind=kind))
         tr = ev.TestResult(outcome="fail" if details else "pass", details=tuple(details),
-                           info_notes=tuple(g.notes) + extra_notes, stats=scenario_stats(g))
+                           info_notes=tuple(g.notes) + extra_notes, stats=g.scenario_stats())
     crash = "\n".join(state.crash) or None
     return ev.RunOutcome(
         test=test, scheduler=scheduler, topology=topology, test_result=tr,

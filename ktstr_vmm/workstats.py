@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .eval_sections import stats_body
+from .eval_types import CgroupStats, ScenarioStats
+from .eval_types import WorkerStats as EvalWorker
+
 
 @dataclass(frozen=True)
 class WorkerStats:
@@ -37,11 +41,6 @@ class GroupStats:
     migrations: int
     iterations: int
 
-    def line(self) -> str:
-        return (f"  cg{self.index}: workers={self.workers} cpus={self.cpus} "
-                f"spread={self.spread:.1f}% gap={self.max_gap_ms}ms "
-                f"migrations={self.migrations} iter={self.iterations}")
-
 
 @dataclass(frozen=True)
 class TestResult:
@@ -70,16 +69,29 @@ class TestResult:
                 iterations=sum(w.iterations for w in ws)))
         return tuple(out)
 
-    def stats_line(self) -> str:
-        """`4 workers, 4 cpus, 2 migrations, worst_spread=0.0%, worst_gap=21ms`"""
+    def scenario_stats(self) -> ScenarioStats:
+        """The evaluation's view of these measurements (the seed's ScenarioStats)."""
         groups = self.groups()
         cpus = set().union(*(w.cpus for w in self.workers)) if self.workers else set()
-        spread = max((g.spread for g in groups), default=0.0)
-        gap = max((g.max_gap_ms for g in groups), default=0)
-        migrations = sum(w.migrations for w in self.workers)
-        return (f"{len(self.workers)} workers, {len(cpus)} cpus, {migrations} migrations, "
-                f"worst_spread={spread:.1f}%, worst_gap={gap}ms")
+        return ScenarioStats(
+            total_workers=len(self.workers), total_cpus=len(cpus),
+            total_migrations=sum(w.migrations for w in self.workers),
+            worst_spread=max((g.spread for g in groups), default=0.0),
+            worst_gap_ms=max((g.max_gap_ms for g in groups), default=0),
+            cgroups=tuple(CgroupStats(num_workers=g.workers, num_cpus=g.cpus, spread=g.spread,
+                                      max_gap_ms=g.max_gap_ms, total_migrations=g.migrations,
+                                      total_iterations=g.iterations) for g in groups),
+            workers=tuple(
+                EvalWorker(worker=i, cgroup=w.group, kind=w.kind, cpu_time_ns=w.cpu_ns,
+                           wall_time_ns=w.wall_ns, iterations=w.iterations,
+                           migrations=w.migrations, max_gap_ms=w.max_gap_ns // 1_000_000,
+                           cpus=w.cpus)
+                for i, w in enumerate(self.workers)))
 
     def stats_section(self) -> str:
-        """The body of the seed's `--- stats ---` section."""
-        return "\n".join([self.stats_line()] + [g.line() for g in self.groups()])
+        """The body of the seed's `--- stats ---` section (evaluation's own formatter)."""
+        return stats_body(self.scenario_stats())
+
+    def stats_line(self) -> str:
+        """`4 workers, 4 cpus, 2 migrations, worst_spread=0.0%, worst_gap=21ms`"""
+        return self.stats_section().split("\n", 1)[0]
