@@ -204,7 +204,7 @@ class Run:
             now = time.monotonic()
             if self.stop_requested.is_set():
                 self.rd.append_event("stopped", by="user")
-                m.kill()
+                m.kill(reason="stopped")
                 break
             if exit_seen_at is not None and now - exit_seen_at > POWEROFF_GRACE_S:
                 self.rd.append_event("warning", text="guest did not power off after Exit; killed")
@@ -213,7 +213,7 @@ class Run:
             if now > deadline and exit_seen_at is None:
                 timed_out = True
                 self.rd.append_event("watchdog", timeout_s=spec.timeout)
-                m.kill()
+                m.kill(reason="watchdog")
                 break
         # drain what is left on the wire
         for _ in range(20):

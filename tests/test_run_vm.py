@@ -107,6 +107,7 @@ def test_hung_guest_is_ended_by_watchdog(run_store):
     assert r["message"].splitlines()[0].endswith("timed out (no result via bulk port or COM2)") or \
         "timed out" in r["reason"]
     assert "--- watchdog ---" in r["message"]
+    assert r["exit_reason"] == "watchdog"
     assert took < 25 + 5 + 15  # timeout + 5 s, plus set-up and evaluation
 
 

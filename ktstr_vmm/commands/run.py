@@ -175,6 +175,10 @@ def print_result(result: dict) -> None:
     from ..evaluate import color_enabled, colorize
 
     verdict = result.get("verdict", "?")
+    if result.get("phase") == "interrupted":
+        print(f"INTERRUPTED  {result.get('run_id')}  (no verdict; QEMU stopped, nothing left "
+              f"running)\nrun directory: {result.get('run_dir')}")
+        return
     color = color_enabled(sys.stdout)
     topo = result.get("topology") or {}
     timings = result.get("timings") or {}
