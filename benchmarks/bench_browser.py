@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -47,6 +48,11 @@ def make_store(root: Path, n: int) -> None:
         (d / "result.json").write_text(json.dumps({
             "run_id": rid, "verdict": v, "message": f"run {i}: {v}", "reason": "",
             "sections": {}, "timings": {"total_s": 10.0}}))
+        # A real store's runs are days old: give the files their run's time, so the index
+        # does not treat 10,000 just-written directories as still settling.
+        when = t0 + i * 7 + 10
+        for f in (*d.iterdir(), d):
+            os.utime(f, (when, when))
 
 
 async def first_screen(root: Path) -> tuple[float, int]:
