@@ -131,3 +131,51 @@ def test_help(snap_compare, snapshot_runs):
         await pilot.press("question_mark")
 
     assert snap_compare(app_on(), terminal_size=SIZE, run_before=run_before)
+
+
+# ----------------------------------------------------------------------- the demo store
+# Real recorded runs (assets/demo-store). Re-recording it (assets/record_demo_store.py)
+# changes these pictures: update them with --snapshot-update and review.
+
+DEMO_STORE = SNAPSHOT_STORE.parent / "demo-store"
+
+
+@pytest.fixture
+def demo_store():
+    import shutil
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "assets" / "demo-store"
+    if DEMO_STORE.exists():
+        shutil.rmtree(DEMO_STORE)
+    shutil.copytree(src, DEMO_STORE, ignore=shutil.ignore_patterns("index.sqlite*"))
+    return DEMO_STORE
+
+
+def _demo_run(name: str):
+    return next(p for p in (DEMO_STORE / "runs").iterdir() if f"-{name}-" in p.name)
+
+
+def test_demo_browser(snap_compare, demo_store):
+    async def run_before(pilot):
+        table = pilot.app.screen.query_one("#runs", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 6, what="demo runs")
+
+    assert snap_compare(make_app(demo_store), terminal_size=SIZE, run_before=run_before)
+
+
+def test_demo_injected_error_result(snap_compare, demo_store):
+    app = make_app(demo_store, open_path=_demo_run("demo_error"))
+    assert snap_compare(app, terminal_size=SIZE, run_before=_result_ready)
+
+
+def test_demo_injected_error_real_failure_dump(snap_compare, demo_store):
+    async def run_before(pilot):
+        await _result_ready(pilot)
+        await pilot.press("F")
+        view = pilot.app.screen.query_one(FailureDumpView)
+        await wait_for(pilot, lambda: view.query(DataTable), what="real dump loaded")
+        await pilot.pause()
+
+    app = make_app(demo_store, open_path=_demo_run("demo_error"))
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
