@@ -7,6 +7,9 @@ kernel's watchdog, a verifier reject, a host-watchdog timeout, and a rerun pair 
 again on another topology, linked to its parent). Logs are trimmed so the store stays small.
 
     .venv/bin/python assets/record_demo_store.py [--out assets/demo-store]
+
+Then refresh the pictures that show it: pytest tests/tui/test_snapshots.py -k demo
+--snapshot-update, and assets/screenshots.py.
 """
 
 from __future__ import annotations
