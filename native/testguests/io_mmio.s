@@ -19,11 +19,8 @@ _start:
         cmp     $0xa5, %al
         jne     1f
         or      $1, %bx
-1:      lgdtl   %cs:gdt_desc
-        mov     %cr0, %eax
-        or      $1, %eax
-        mov     %eax, %cr0
-        ljmpl   $0x08, $(pm32 + BASE)
+1:
+        ENTER_PM32
         .code32
 pm32:   mov     $0x10, %ax
         mov     %ax, %ds
@@ -40,12 +37,6 @@ pm32:   mov     $0x10, %ax
         or      $0x10, %al
         out     %al, $EXIT_PORT
         hlt
-        .p2align 3
-gdt:    .quad   0
-        .quad   0x00cf9a000000ffff      # 0x08 flat 32-bit code
-        .quad   0x00cf92000000ffff      # 0x10 flat data
-gdt_desc:
-        .word   gdt_desc - gdt - 1
-        .long   gdt + BASE
+        FLAT_GDT
         .code16
         RESET_VECTOR

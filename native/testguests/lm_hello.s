@@ -14,11 +14,7 @@ _start:
         movl    $0x2003, %es:0x1000     # PML4[0] -> PDPT
         movl    $0x3003, %es:0x2000     # PDPT[0] -> PD
         movl    $0x83, %es:0x3000       # PD[0]: 2 MiB page at 0
-        lgdtl   %cs:gdt_desc
-        mov     %cr0, %eax
-        or      $1, %eax
-        mov     %eax, %cr0
-        ljmpl   $0x08, $(pm32 + BASE)
+        ENTER_PM32
         .code32
 pm32:   mov     $0x10, %ax
         mov     %ax, %ds
@@ -49,13 +45,6 @@ lm64:   lea     msg(%rip), %rsi
         out     %al, $EXIT_PORT
         hlt
 msg:    .asciz  "hello from long mode\n"
-        .p2align 3
-gdt:    .quad   0
-        .quad   0x00cf9a000000ffff      # 0x08 flat 32-bit code
-        .quad   0x00cf92000000ffff      # 0x10 flat data
-        .quad   0x00af9a000000ffff      # 0x18 64-bit code
-gdt_desc:
-        .word   gdt_desc - gdt - 1
-        .long   gdt + BASE
+        FLAT_GDT
         .code16
         RESET_VECTOR

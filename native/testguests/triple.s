@@ -6,11 +6,7 @@
 _start:
         REAL_MODE_SETUP
         lidtl   %cs:empty_idt
-        lgdtl   %cs:gdt_desc
-        mov     %cr0, %eax
-        or      $1, %eax
-        mov     %eax, %cr0
-        ljmpl   $0x08, $(pm32 + BASE)
+        ENTER_PM32
         .code32
 pm32:   mov     $0x10, %ax
         mov     %ax, %ds
@@ -19,13 +15,7 @@ pm32:   mov     $0x10, %ax
         mov     $0x7f, %al              # never reached
         out     %al, $EXIT_PORT
         hlt
-        .p2align 3
-gdt:    .quad   0
-        .quad   0x00cf9a000000ffff      # 0x08 flat 32-bit code
-        .quad   0x00cf92000000ffff      # 0x10 flat data
-gdt_desc:
-        .word   gdt_desc - gdt - 1
-        .long   gdt + BASE
+        FLAT_GDT
 empty_idt:
         .word   0
         .long   0
