@@ -55,7 +55,9 @@ CMDLINE = ("console=ttyS0 panic=-1 nokaslr oops=panic panic_on_warn=0 8250.nr_ua
 # for COM2 (one interrupt per 16-byte FIFO), which matters for dumps and probe traces.
 # The KVM engine has only the two UARTs and ignores this knob.
 WIRE = "virtio"
-POWEROFF_GRACE_S = 15.0  # after the agent's Exit frame, the guest has this long to power off
+POWEROFF_GRACE_S = 15.0
+BOOT_STALL_S = 45.0  # + 1 s per vCPU: no wire byte by then means the guest kernel hung
+BOOT_RETRIES = 1  # after the agent's Exit frame, the guest has this long to power off
 CONSOLE_TAIL = 4 << 20
 
 
@@ -176,14 +178,9 @@ class Run:
                         console_path=self.rd / CONSOLE, workdir=workdir,
                         extra={"wire": WIRE})
         (self.rd / SCHED_LOG).touch()
-        self.boot_started = time.monotonic()
-        deadline = self.boot_started + spec.timeout
-        self.machine = self.prep.engine.start(boot)
-        m = self.machine
-        self.phase("booting", f"{m.engine}/{m.accel}", engine=f"{m.engine}/{m.accel}",
-                   watchdog_deadline=time.time() + spec.timeout,
-                   **({"vm_pid": m.pid} if m.pid else {}))
-        decoder = Decoder()
+        retries = BOOT_RETRIES
+        stall_s = BOOT_STALL_S + spec.topology.vcpus
+        m, decoder, deadline = self.start_machine(boot)
         timed_out = False
         exit_seen_at = None
         running = False
@@ -193,6 +190,19 @@ class Run:
                 for frame in decoder.feed(data):
                     self.recorder.handle(frame)
             st = self.recorder.state
+            if (not running and retries and stall_s < spec.timeout
+                    and time.monotonic() - self.boot_started > stall_s
+                    and decoder.stats()["bytes_in"] == 0):
+                # Not a word from the agent: the guest kernel hung while booting (seen about
+                # once in a few hundred TCG boots, at SMP or ACPI bring-up). That is no verdict
+                # on the scheduler: boot again, once, and say so.
+                retries -= 1
+                self.rd.append_event("boot_retry", after_s=round(stall_s, 1),
+                                     console=_last_line(self.rd / CONSOLE))
+                m.kill(reason="boot hang")
+                m.close()
+                m, decoder, deadline = self.start_machine(boot)
+                continue
             if not running and st.sysrdy is not None:
                 running = True
                 self.start_monitor(st.sysrdy)
@@ -231,6 +241,15 @@ class Run:
         elapsed = time.monotonic() - self.boot_started
         self.close_machine()
         return timed_out, elapsed
+
+    def start_machine(self, boot: BootSpec) -> tuple[Machine, Decoder, float]:
+        spec = self.spec
+        self.boot_started = time.monotonic()
+        self.machine = m = self.prep.engine.start(boot)
+        self.phase("booting", f"{m.engine}/{m.accel}", engine=f"{m.engine}/{m.accel}",
+                   watchdog_deadline=time.time() + spec.timeout,
+                   **({"vm_pid": m.pid} if m.pid else {}))
+        return m, Decoder(), self.boot_started + spec.timeout
 
     # ------------------------------------------------------------------ monitor
     def start_monitor(self, sysrdy) -> None:
@@ -438,6 +457,11 @@ def _stats_json(tr) -> dict[str, Any]:
     return {"summary": tr.stats_line(), "duration_ms": tr.duration_ms, "notes": list(tr.notes),
             "groups": [g.__dict__ for g in tr.groups()],
             "workers": [{**w.__dict__, "cpus": list(w.cpus)} for w in tr.workers]}
+
+
+def _last_line(path: Path) -> str:
+    lines = _tail(path, 4096).strip().splitlines()
+    return lines[-1][:300] if lines else ""
 
 
 def _tail(path: Path, limit: int) -> str:

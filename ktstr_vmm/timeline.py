@@ -57,6 +57,8 @@ def _label(ev: dict[str, Any]) -> str | None:
         return f"snapshot {ev.get('file')}"
     if kind in ("pause", "resume"):
         return f"guest {kind}d"
+    if kind == "boot_retry":
+        return f"no word from the guest after {ev.get('after_s')}s: kernel hung booting, booted again"
     if kind == "watchdog":
         return f"host watchdog fired after {ev.get('timeout_s')}s"
     if kind == "stopped":

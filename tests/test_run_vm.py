@@ -175,3 +175,20 @@ def test_snapshot_of_a_live_run_saves_the_kernels_dump_and_the_state(run_store):
     assert late.returncode == 2
     assert late.stderr.strip() == (f"ktstr: error: run {run_dir.name} is not live (no control "
                                    "socket) (the run has finished or was interrupted)")
+
+
+def test_a_guest_that_never_speaks_is_booted_again_once(store, kernel, schedulers, monkeypatch):
+    from ktstr_vmm import runner
+    from ktstr_vmm.spec import RunSpec, parse_topology
+
+    # Make the first boot look hung (no wire byte within 1 s) to drive the retry for real.
+    monkeypatch.setattr(runner, "BOOT_STALL_S", -3.0)
+    spec = RunSpec(name="retry", scheduler="scx_simple", topology=parse_topology("tiny-2llc"),
+                   duration_s=2.0, auto_repro=False)
+    r = runner.run(spec)
+    assert r["verdict"] == "pass", r["message"]
+    events = [json.loads(x) for x in (Path(r["run_dir"]) / "events.jsonl").read_text().splitlines()]
+    retries = [e for e in events if e["kind"] == "boot_retry"]
+    assert len(retries) == 1 and retries[0]["after_s"] == 1.0
+    assert [e["phase"] for e in events if e["kind"] == "phase"].count("booting") == 2
+    assert not list(Path("/dev/shm").glob(f"ktstr-{r['run_id']}*"))
