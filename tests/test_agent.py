@@ -79,6 +79,9 @@ class GuestRun:
         return [v.phase for v in self.of(gm.Lifecycle)]
 
 
+BOOT_STALL_S = 60.0  # no frame by then: the guest kernel hung while booting
+
+
 def boot_agent(kernel, tmp_path, spec_text, files=None, topology="1n2l2c1t", timeout=240.0,
                on_frame=None, wire="serial") -> GuestRun:
     """Boot the real kernel with the agent and `spec_text` through QemuEngine and collect
@@ -103,8 +106,17 @@ def boot_agent(kernel, tmp_path, spec_text, files=None, topology="1n2l2c1t", tim
     d = Decoder()
     t0 = time.monotonic()
     m = QemuEngine(wire=wire).start(boot)
+    retried = False
     try:
         while time.monotonic() - t0 < timeout:
+            if not retried and not frames and time.monotonic() - t0 > BOOT_STALL_S:
+                # the guest kernel hung while booting (rare under TCG): boot again once,
+                # as the runner does
+                retried = True
+                m.close()
+                console.unlink(missing_ok=True)
+                t0 = time.monotonic()
+                m = QemuEngine(wire=wire).start(boot)
             data = m.read_wire(0.1)
             for f in d.feed(data or b""):
                 first.setdefault(f.type, time.monotonic())
