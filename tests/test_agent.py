@@ -279,7 +279,10 @@ def test_scheduler_error_mid_run_reports_sched_exit_with_the_kernels_words(kerne
     run = boot_agent(kernel, tmp_path, render_guest_spec(spec, "/usr/bin/scx_ktstr", []),
                      files={"/usr/bin/scx_ktstr": sched.path})
     se = run.one(gm.SchedExit)
-    assert (se.reason, se.state, se.code) == ("scx_disabled", "disabled", None)
+    assert (se.reason, se.code) == ("scx_disabled", None)
+    # the agent reports the state when it sends, after waiting for the kernel's words: the
+    # kernel may still be tearing the scheduler down
+    assert se.state in ("disabling", "disabled")
     assert re.fullmatch(
         r'sched_ext: BPF scheduler "ktstr" disabled \(scx_bpf_error\)\n'
         r"sched_ext: ktstr: scx_ktstr\.bpf\.c:\d+: scx_ktstr: injected error after 1000ms "
