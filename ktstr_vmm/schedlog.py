@@ -127,12 +127,9 @@ def detect_cycle(lines: list[str]) -> tuple[int, int, int] | None:
         for pos in positions:
             if pos + 2 * period > n:
                 break
-            block = norm[pos:pos + period]
-            if block != norm[pos + period:pos + 2 * period]:
+            count = _repeats(norm, pos, period)
+            if count < 2:
                 continue
-            count = 1
-            while pos + (count + 1) * period <= n and norm[pos + count * period:pos + (count + 1) * period] == block:
-                count += 1
             best_start, best_reps = pos, count
             for offset in range(1, period):
                 cand = pos - offset
@@ -140,12 +137,9 @@ def detect_cycle(lines: list[str]) -> tuple[int, int, int] | None:
                     break
                 if cand + 2 * period > n:
                     continue
-                cblock = norm[cand:cand + period]
-                if cblock != norm[cand + period:cand + 2 * period]:
+                c = _repeats(norm, cand, period)
+                if c < 2:
                     continue
-                c = 2
-                while cand + (c + 1) * period <= n and norm[cand + c * period:cand + (c + 1) * period] == cblock:
-                    c += 1
                 if c > best_reps:
                     best_start, best_reps = cand, c
             if best_reps >= _MIN_REPS:
@@ -213,3 +207,11 @@ def fingerprint(log: str | None) -> str | None:
         if line.strip():
             return line
     return None
+
+
+def _repeats(norm: list[str], start: int, period: int) -> int:
+    """How many times the block of `period` lines at `start` repeats back to back."""
+    block, n, count = norm[start:start + period], len(norm), 1
+    while start + (count + 1) * period <= n and norm[start + count * period:start + (count + 1) * period] == block:
+        count += 1
+    return count
