@@ -40,13 +40,8 @@ class ControlServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        # The socket path may exceed sun_path's 108 bytes in deep stores: bind relative.
-        cwd = os.getcwd()
-        try:
-            os.chdir(self.path.parent)
-            self._sock.bind(self.path.name)
-        finally:
-            os.chdir(cwd)
+        with _short_path(self.path) as short:
+            self._sock.bind(short)
         self._sock.listen(8)
         self._sock.settimeout(0.2)
         self._stop = threading.Event()
@@ -91,6 +86,18 @@ class ControlServer:
             self.path.unlink()
 
 
+@contextlib.contextmanager
+def _short_path(path: Path):
+    """A socket address for `path` that fits sun_path's 108 bytes however deep the store is:
+    /proc/self/fd/N/NAME through an O_PATH descriptor of the directory. (chdir would do it
+    too, but the working directory is process-wide and the TUI and the runner are threaded.)"""
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
 def _read_line(conn: socket.socket) -> bytes:
     buf = b""
     while b"\n" not in buf:
@@ -114,13 +121,9 @@ def send_command(run_dir: Path, cmd: str, timeout: float = 30.0, **fields: Any) 
                          "the run has finished or was interrupted")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
-    cwd = os.getcwd()
     try:
-        try:
-            os.chdir(path.parent)
-            s.connect(path.name)
-        finally:
-            os.chdir(cwd)
+        with _short_path(path) as short:
+            s.connect(short)
         s.sendall((json.dumps({"cmd": cmd, **fields}) + "\n").encode())
         line = _read_line(s)
     except (ConnectionRefusedError, FileNotFoundError) as e:

@@ -1,3 +1,4 @@
+import os
 import threading
 
 import pytest
@@ -49,3 +50,16 @@ def test_concurrent_clients(tmp_path):
     finally:
         srv.close()
     assert results == [{"ok": True, "phase": "running"}] * 8
+
+
+def test_deep_run_directory_beyond_sun_path(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    assert len(str(deep / "control.sock")) > 108
+    cwd = os.getcwd()
+    srv = ControlServer(deep, {"status": lambda req: {"phase": "running"}})
+    try:
+        assert send_command(deep, "status") == {"ok": True, "phase": "running"}
+    finally:
+        srv.close()
+    assert os.getcwd() == cwd
