@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ktstr_vmm import rundir
+from ktstr_vmm import rundir, runsummary
 from ktstr_vmm.errors import StoreError
 
 VERDICTS = ("pass", "fail", "inconclusive", "skip")
@@ -39,22 +39,14 @@ def _str(v: Any) -> str | None:
 
 
 def load_json_object(path: Path, what: str) -> dict[str, Any] | None:
-    """A JSON object file; None when absent; StoreError naming the problem when corrupt."""
+    """A JSON object file; None when absent; StoreError naming the file and the problem when
+    it is unreadable, empty, truncated, not JSON or not an object (runsummary's one reader,
+    the same words `ktstr runs` uses)."""
     try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise StoreError(f"cannot read {what} {path}: {e.strerror}") from e
-    if not data.strip():
-        raise StoreError(f"{what} {path} is empty (truncated write?)")
-    try:
-        obj = json.loads(data)
-    except ValueError as e:
-        raise StoreError(f"{what} {path} is not valid JSON: {e} (truncated or corrupt)") from e
-    if not isinstance(obj, dict):
-        raise StoreError(f"{what} {path} is not a JSON object but {type(obj).__name__}")
-    return obj
+        return runsummary.load_json_object(Path(path))
+    except runsummary.BadFile as e:
+        detail = str(e).removeprefix(f"{Path(path).name}: ")
+        raise StoreError(f"{what} {path}: {detail}") from None
 
 
 # --------------------------------------------------------------------------- status

@@ -3,7 +3,6 @@ field by field, differences marked - the TUI face of `ktstr compare`."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.text import Text
@@ -15,7 +14,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from ktstr_vmm.compare import Row, compare
+from ktstr_vmm.errors import StoreError
 from ktstr_vmm.rundir import RESULT
+
+from ..rundata import load_json_object
 
 
 class CompareScreen(Screen):
@@ -47,12 +49,12 @@ class CompareScreen(Screen):
     @work(thread=True, exclusive=True)
     def load(self) -> None:
         try:
-            a = json.loads((self.a / RESULT).read_bytes())
-            b = json.loads((self.b / RESULT).read_bytes())
-            if not isinstance(a, dict) or not isinstance(b, dict):
-                raise ValueError("result.json is not a JSON object")
+            a, b = (load_json_object(run / RESULT, "result file") for run in (self.a, self.b))
+            if a is None or b is None:
+                missing = self.a if a is None else self.b
+                raise StoreError(f"run {missing.name} has no result yet")
             self.post_message(self.Loaded(compare(a, b)))
-        except (OSError, ValueError) as e:
+        except StoreError as e:
             self.post_message(self.Loaded(None, f"cannot compare: {e}"))
 
     def on_compare_screen_loaded(self, message: Loaded) -> None:
