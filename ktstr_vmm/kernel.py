@@ -133,6 +133,17 @@ def read_config(text: str) -> dict[str, str]:
     return opts
 
 
+def kernel_hz(k: Kernel) -> int | None:
+    """CONFIG_HZ from the kernel's config (jiffies per second); None without a config."""
+    if k.config is None:
+        return None
+    try:
+        v = read_config(k.config.read_text(errors="replace")).get("CONFIG_HZ", "")
+    except OSError:
+        return None
+    return int(v) if v.isdigit() and int(v) > 0 else None
+
+
 def probe_features(vmlinux_path: Path, config: Path | None) -> Features:
     """sched_ext and BTF from the config when there is one, else from the ELF's BTF."""
     strings = vmlinux.btf_strings(vmlinux_path)

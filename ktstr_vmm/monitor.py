@@ -56,8 +56,9 @@ class MonitorUnavailable:
 
 class Monitor:
     def __init__(self, mem: GuestMemory, sampler: Sampler, out: Path, interval_s: float,
-                 thresholds: T.Thresholds = T.Thresholds()) -> None:
+                 thresholds: T.Thresholds = T.Thresholds(), hz: int | None = None) -> None:
         self.mem, self.sampler, self.out = mem, sampler, Path(out)
+        self.hz = hz  # the kernel's CONFIG_HZ, for runnable_for_ms in dumps
         self.interval_s = max(0.005, float(interval_s))
         self.thresholds = thresholds
         self.samples: list[dict[str, Any]] = []
@@ -76,15 +77,18 @@ class Monitor:
     @classmethod
     def create(cls, ram: Sequence[Any], sysrdy: Any, vmlinux: Path | None, out: Path,
                interval_s: float = 0.1, vcpus: int = 0, *, build_id: str | None = None,
-               thresholds: T.Thresholds | None = None,
+               thresholds: T.Thresholds | None = None, hz: int | None = None,
                remember_symbols: bool = False) -> Monitor | MonitorUnavailable:
         """A ready Monitor, or MonitorUnavailable(reason) when BTF, symbols or RAM are
         missing or the guest's memory does not look like its kernel. Never raises.
         thresholds default to Thresholds.for_vcpus(vcpus)."""
         thresholds = thresholds or T.Thresholds.for_vcpus(vcpus)
         try:
-            return cls._create(ram, sysrdy, vmlinux, out, interval_s, vcpus, build_id,
-                               thresholds, remember_symbols)
+            mon = cls._create(ram, sysrdy, vmlinux, out, interval_s, vcpus, build_id,
+                              thresholds, remember_symbols)
+            if isinstance(mon, Monitor):
+                mon.hz = hz
+            return mon
         except Exception as e:  # the run must go on without a monitor
             log.warning("monitor unavailable", exc_info=True)
             return MonitorUnavailable(f"{type(e).__name__}: {e}")
@@ -244,4 +248,4 @@ class Monitor:
         from .monitor_capture import capture
         with self._lock:
             samples = list(self.samples)
-        return capture(self.sampler, samples)
+        return capture(self.sampler, samples, self.hz)

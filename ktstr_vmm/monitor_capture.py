@@ -9,6 +9,7 @@ what could not be read is left out, as absent means "not captured" in the format
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from .dumps import (
@@ -54,7 +55,10 @@ def _walk(mem, head: int, node_off: int | None) -> tuple[list[int], bool]:
     return out, False
 
 
-def _task(s: Sampler, va: int, cpu: int | None = None) -> TaskEnrichment | None:
+def _task(s: Sampler, va: int, cpu: int | None = None,
+          waiting_ms: Callable[[int], int | None] | None = None) -> TaskEnrichment | None:
+    """One task's enrichment; `waiting_ms(va)` gives runnable_for_ms for a task on a
+    runnable list (None elsewhere: a running task's runnable_at is stale)."""
     mem, L, x = s.mem, s.L, s.L.extra
     t = s._task(va)
     if is_bad(t) or not 0 <= t[0] <= MAX_PID:
@@ -75,6 +79,10 @@ def _task(s: Sampler, va: int, cpu: int | None = None) -> TaskEnrichment | None:
                 kw[key] = v
     if cpu is not None and "cpu" not in kw:
         kw["cpu"] = cpu
+    if waiting_ms is not None:
+        ms = waiting_ms(va)
+        if ms is not None:
+            kw["runnable_for_ms"] = ms
     for key, off in (("real_parent", x["task_real_parent"]),
                      ("group_leader", x["task_group_leader"])):
         p = _int(mem, va + off, 8) if off is not None else None
@@ -87,7 +95,26 @@ def _task(s: Sampler, va: int, cpu: int | None = None) -> TaskEnrichment | None:
     return TaskEnrichment(**kw)
 
 
-def _rq(s: Sampler, cpu: int, tasks: dict[int, TaskEnrichment]) -> tuple[RqScxState, DsqState]:
+def _waiting(s: Sampler, hz: int | None) -> Callable[[int], int | None] | None:
+    """jiffies - p->scx.runnable_at in ms, as the kernel's watchdog and dump count it
+    (runnable_at is set when a task is put on its run queue's runnable list and reset
+    when it runs). None without the kernel's HZ, jiffies or the member."""
+    off, sym = s.L.extra.get("task_runnable_at"), s.L.sym.get("jiffies")
+    now = _int(s.mem, sym, 8) if sym is not None else None
+    if not hz or hz <= 0 or off is None or now is None:
+        return None
+
+    def waiting_ms(va: int) -> int | None:
+        at = _int(s.mem, va + off, 8)
+        if at is None:
+            return None
+        delta = (now - at) & (2**64 - 1)
+        return None if delta >= 2**63 else delta * 1000 // hz  # "after now": not waiting
+    return waiting_ms
+
+
+def _rq(s: Sampler, cpu: int, tasks: dict[int, TaskEnrichment],
+        waiting_ms: Callable[[int], int | None] | None = None) -> tuple[RqScxState, DsqState]:
     mem, L, x = s.mem, s.L, s.L.extra
     rq = s.rq_addrs[cpu]
     c = s.read_cpu(cpu)
@@ -110,7 +137,7 @@ def _rq(s: Sampler, cpu: int, tasks: dict[int, TaskEnrichment]) -> tuple[RqScxSt
     curr = _int(mem, rq + L.rq_curr, 8)
     for va in ([curr] if curr else []) + runnable:
         if va not in tasks:
-            t = _task(s, va, cpu)
+            t = _task(s, va, cpu, waiting_ms if va != curr else None)
             if t is not None:
                 tasks[va] = t
     queued, dtrunc = _walk(mem, rq + x["local_dsq_list"], x["task_dsq_node"]) \
@@ -164,11 +191,14 @@ def _timeline(samples: list[dict]) -> tuple[EventCounterSample, ...]:
     return tuple(out)
 
 
-def capture(s: Sampler, samples: list[dict]) -> FailureDump:
+def capture(s: Sampler, samples: list[dict], hz: int | None = None) -> FailureDump:
+    """`hz`: the kernel's CONFIG_HZ (from its config); without it runnable_for_ms is left
+    out."""
     tasks: dict[int, TaskEnrichment] = {}
     rqs, dsqs = [], []
+    waiting_ms = _waiting(s, hz)
     for cpu in range(s.ncpus):
-        r, d = _rq(s, cpu, tasks)
+        r, d = _rq(s, cpu, tasks, waiting_ms)
         rqs.append(r)
         dsqs.append(d)
     sched = _sched(s)

@@ -34,7 +34,7 @@ from .errors import Interrupted, KtstrError
 from .evaluate import evaluate, result_json
 from .fsutil import atomic_write_json, atomic_write_text
 from .guestspec import render_guest_spec
-from .kernel import Kernel, check_kernel, resolve_kernel
+from .kernel import Kernel, check_kernel, kernel_hz, resolve_kernel
 from .monitor import KALLSYMS, Monitor, MonitorUnavailable
 from .outcome import build_outcome
 from .recorder import Recorder
@@ -258,7 +258,7 @@ class Run:
         try:
             mon = Monitor.create(m.ram(), sysrdy, k.vmlinux, self.rd / MONITOR,
                                  spec.monitor_interval_ms / 1000, spec.topology.vcpus,
-                                 build_id=k.build_id, remember_symbols=True)
+                                 build_id=k.build_id, hz=kernel_hz(k), remember_symbols=True)
         except KtstrError as e:
             mon = MonitorUnavailable(e.one_line())
         self.monitor = mon

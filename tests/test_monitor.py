@@ -82,6 +82,36 @@ def test_exit_is_seen_and_captured(kernel, image, tmp_path):
         "scheduler state left enabled: enabled (SCX_EXIT_ERROR_BPF) at sample 1")
 
 
+def test_dump_says_how_long_a_queued_task_has_waited(kernel, image, tmp_path):
+    """A task on CPU 1's runnable list since 7,500 jiffies ago is 30 s late at HZ=250 (what
+    the kernel's watchdog counts for a runnable task stall); the running task says nothing."""
+    image.set_scx(exit_kind=1026, reason="runnable task stall")
+    jiffies = 4_295_000_000
+    image.put(image.kallsyms["jiffies"] - MI.KBASE, "Q", jiffies)
+    stalled = MI.TASK_BASE + 0x40000
+    image.put(stalled + image.m("task_struct", "pid"), "i", 321)
+    comm = stalled + image.m("task_struct", "comm")
+    image.buf[comm:comm + 16] = b"victim".ljust(16, b"\0")
+    image.put(stalled + image.m("task_struct", "thread_info.cpu"), "I", 1)
+    image.put(stalled + image.m("task_struct", "scx.runnable_at"), "Q", jiffies - 7500)
+    image.put(image.task_pa(1) + image.m("task_struct", "scx.runnable_at"), "Q", jiffies - 9999)
+    head = image.rq_pa(1) + image.m("rq", "scx.runnable_list")
+    node = stalled + image.m("task_struct", "scx.runnable_node")
+    image.put(head, "QQ", MI.POB + node, MI.POB + node)
+    image.put(node, "QQ", MI.POB + head, MI.POB + head)
+    mon = Monitor.create(image.regions(), image.sysrdy(), kernel.vmlinux, tmp_path / "m.jsonl",
+                         0.1, 4, build_id=kernel.build_id, hz=250)
+    d = mon.capture()
+    waited = {t.pid: t.runnable_for_ms for t in d.task_enrichments}
+    assert waited[321] == 30_000
+    assert waited[101] is None  # running: its runnable_at is stale
+    victim = next(t for t in dump_to_json(d)["task_enrichments"] if t["pid"] == 321)
+    assert (victim["comm"], victim["runnable_for_ms"], victim["cpu"]) == ("victim", 30_000, 1)
+    # Without the kernel's HZ the field is left out, not guessed.
+    mon.hz = None
+    assert all(t.runnable_for_ms is None for t in mon.capture().task_enrichments)
+
+
 def _series(n: int, per_cpu, **scx) -> list[dict]:
     """n samples; per_cpu(i, cpu) -> dict of fields."""
     out = []

@@ -65,3 +65,9 @@ def test_stall_after_flags_a_stuck_cpu(env):
     stuck = int(re.search(r"\bstuck=(\d+)", monitor).group(1))
     assert stuck > 0, monitor
     assert "stuck cpu" in monitor
+    # The frozen guest's dump names the tasks the watchdog counted and how long each waited
+    # (scx_ktstr sets ops.timeout_ms=3000; the watchdog fires once one waited longer).
+    d = load_failure_dump(Path(r["run_dir"]) / "mon.failure-dump.json")
+    waited = {t.comm: t.runnable_for_ms for t in d.task_enrichments if t.runnable_for_ms}
+    assert any(comm.startswith("spin-") for comm in waited), waited
+    assert max(waited.values()) >= 2900, waited
