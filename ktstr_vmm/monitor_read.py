@@ -10,6 +10,8 @@ the sample's `flags`; nothing raises.
 
 from __future__ import annotations
 
+import functools
+import operator
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +34,10 @@ _U64 = struct.Struct("<Q")
 DSQ_PLAUSIBILITY_CEILING = 10_000  # the seed's: deeper means uninitialised memory
 NR_RUNNING_CEILING = 100_000
 
+
+
+def _add_rows(acc, row):
+    return map(operator.add, acc, row)
 
 
 def _opt(btf: Btf, s: str, path: str) -> int | None:
@@ -174,7 +180,9 @@ class Sampler:
         self._task_idx = [t_names.index(n) for n in ("pid", "comm", "sched_class")]
         self._comm_cache: dict[bytes, str] = {}
         self._static: dict[tuple[int, int], tuple[Any, int] | None] = {}
-        self._ev_pcpu: int | None = None
+        self._sch = 0  # the scx_sched whose locations below are resolved
+        self._kind_loc: tuple[Any, int] | None = None
+        self._pcpu: int | None = None
         self._ev_locs: list[tuple[Any, int] | None] = []
 
     def prepare(self) -> str | None:
@@ -223,22 +231,6 @@ class Sampler:
             out["curr_pid"], out["curr_comm"], out["curr_class"] = t
         return out
 
-    def _events(self, pcpu: int, flags: list[str]) -> dict[str, int]:
-        L, mem, ev = self.L, self.mem, self._ev
-        if pcpu != self._ev_pcpu:
-            self._ev_pcpu = pcpu
-            self._ev_locs = [mem.locate_kva(mem.per_cpu(pcpu + L.ev_offset,
-                                                        self.per_cpu_offsets, c), ev.size)
-                             for c in range(self.ncpus)]
-        rows = []
-        for c, loc in enumerate(self._ev_locs):
-            if loc is None:
-                flags.append(f"read_error events cpu{c}")
-            else:
-                rows.append(ev.unpack_from(*loc))
-        return dict(zip(L.events, map(sum, zip(*rows, strict=True)), strict=True)) if rows \
-            else {}
-
     def _u(self, fmt: struct.Struct, va: int | None) -> int | None:
         """One integer at `va` via the fast locator; None when it cannot be read."""
         if va is None:
@@ -251,6 +243,37 @@ class Sampler:
         else:
             loc = self.mem.locate_kva(va, fmt.size)
         return None if loc is None else fmt.unpack_from(*loc)[0]
+
+    def _sch_locs(self, sch: int) -> tuple[Any, int] | None:
+        """Where `sch->exit_kind` is, resolved once per scheduler instance (a slab object
+        in the direct map: its location never changes while it lives), and the per-CPU
+        event-stat locations under its `pcpu` pointer (set at enable, never changed)."""
+        if sch != self._sch:
+            L, mem = self.L, self.mem
+            self._sch = sch
+            self._kind_loc = (mem.locate_kva(sch + L.sch_exit_kind, 4)
+                              if L.sch_exit_kind is not None else None)
+            self._pcpu = (self._u(_U64, sch + L.sch_pcpu)
+                          if self._ev is not None and L.sch_pcpu is not None else None)
+            if self._pcpu:
+                self._ev_locs = [
+                    mem.locate_kva(mem.per_cpu(self._pcpu + L.ev_offset, self.per_cpu_offsets,
+                                               c), self._ev.size) for c in range(self.ncpus)]
+        return self._kind_loc
+
+    def _events(self, flags: list[str]) -> dict[str, int]:
+        ev, rows = self._ev, []
+        for c, loc in enumerate(self._ev_locs):
+            if loc is None:
+                flags.append(f"read_error events cpu{c}")
+            else:
+                rows.append(ev.unpack_from(*loc))
+        if not rows:
+            return {}
+        # Column sums. Few CPUs: chained lazy element-wise adds (twice as fast as summing
+        # zip(*rows)); many: the chain gets deep and zip(*rows) wins.
+        sums = functools.reduce(_add_rows, rows) if len(rows) <= 8 else map(sum, zip(*rows))
+        return dict(zip(self.L.events, sums, strict=True))
 
     def scx(self) -> tuple[dict[str, Any], list[str]]:
         """The scx block of a sample: state, exit_kind, summed events; and flags."""
@@ -271,19 +294,22 @@ class Sampler:
             out["state"] = "enabled" if sch else "disabled"
         if not sch:
             out["exit_kind"] = None
+            self._sch = 0  # a scheduler loaded later may reuse the address
             return out, flags
         self.last_sch = sch
+        kind_loc = self._sch_locs(sch)
         if L.sch_exit_kind is not None:
-            k = real_exit_kind(self.mem, L, sch)
+            k = _U32.unpack_from(*kind_loc)[0] if kind_loc is not None else None
+            if k == SCX_EXIT_DONE:  # late poll: the real kind is in exit_info
+                k = real_exit_kind(self.mem, L, sch)
             out["exit_kind"] = k
             if k is None:
                 flags.append(f"read_error exit_kind of scx_sched {sch:#x}")
         if self._ev is not None and L.sch_pcpu is not None:
-            pcpu = self._u(_U64, sch + L.sch_pcpu)
-            if not pcpu:
+            if not self._pcpu:
                 flags.append("read_error scx_sched.pcpu")
             else:
-                events = self._events(pcpu, flags)
+                events = self._events(flags)
                 if events:
                     out["events"] = events
         return out, flags
