@@ -108,7 +108,8 @@ def per_cpu_rows(doc: DumpDoc) -> list[tuple[int, str, str]]:
             for m in maps:
                 if not isinstance(m, dict):
                     continue
-                for entry in m.get("percpu_entries") or ():
+                for entry in [*(m.get("percpu_entries") or ()),
+                              *(m.get("percpu_hash_entries") or ())]:
                     if not isinstance(entry, dict):
                         continue
                     for cpu, v in enumerate(entry.get("per_cpu") or ()):

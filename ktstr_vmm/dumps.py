@@ -161,6 +161,7 @@ class FailureDumpMap:
     value: Any = _omit()
     entries: Any = _omit()
     percpu_entries: Any = _omit()
+    percpu_hash_entries: Any = _omit()
     error: str | None = _omit()
 
 

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from .bpf_maps import active_obj_name, read_maps
 from .dumps import (
     REASON_NO_NUMA_WALKER,
     REASON_PROG_ACCESSOR_UNAVAILABLE,
@@ -202,8 +203,9 @@ def capture(s: Sampler, samples: list[dict], hz: int | None = None) -> FailureDu
         rqs.append(r)
         dsqs.append(d)
     sched = _sched(s)
+    maps = read_maps(s.mem, s.mem.btf, s.L.sym.get("map_idr"), s.per_cpu_offsets, s.ncpus)
     return FailureDump(
-        rq_scx_states=tuple(rqs), dsq_states=tuple(dsqs), scx_sched_state=sched,
+        maps=maps, active_obj_name=active_obj_name(maps), rq_scx_states=tuple(rqs), dsq_states=tuple(dsqs), scx_sched_state=sched,
         scx_walker_unavailable=None if sched is not None else REASON_SCX_ROOT_NULL,
         task_enrichments=tuple(tasks.values()),
         task_enrichments_unavailable=None if tasks else "no task could be read",

@@ -24,7 +24,7 @@ REQUIRED_SYMBOLS = ("runqueues", "__per_cpu_offset", "page_offset_base")
 OPTIONAL_SYMBOLS = ("scx_root", "scx_enable_state_var", "init_top_pgt", "phys_base",
                     "ext_sched_class", "fair_sched_class", "idle_sched_class",
                     "rt_sched_class", "dl_sched_class", "stop_sched_class", "jiffies",
-                    "nr_cpu_ids")
+                    "nr_cpu_ids", "map_idr")
 CLASS_SYMBOLS = {"ext_sched_class": "ext", "fair_sched_class": "fair",
                  "idle_sched_class": "idle", "rt_sched_class": "rt", "dl_sched_class": "dl",
                  "stop_sched_class": "stop"}
@@ -272,7 +272,7 @@ class Sampler:
             return {}
         # Column sums. Few CPUs: chained lazy element-wise adds (twice as fast as summing
         # zip(*rows)); many: the chain gets deep and zip(*rows) wins.
-        sums = functools.reduce(_add_rows, rows) if len(rows) <= 8 else map(sum, zip(*rows))
+        sums = functools.reduce(_add_rows, rows) if len(rows) <= 8 else map(sum, zip(*rows, strict=True))
         return dict(zip(self.L.events, sums, strict=True))
 
     def scx(self) -> tuple[dict[str, Any], list[str]]:

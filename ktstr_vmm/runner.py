@@ -278,10 +278,13 @@ class Run:
         try:
             m.pause()
             paused = True
+            t0 = time.monotonic()
             dump = mon.capture()
+            frozen_ms = round((time.monotonic() - t0) * 1000, 1)
             self.real_dump = write_failure_dump(self.rd.path, self.spec.name, dump)
             self.rd.append_event("failure_dump", file=self.real_dump.name,
-                                 exit_kind=mon.exit_kind())
+                                 exit_kind=mon.exit_kind(), maps=len(dump.maps),
+                                 capture_ms=frozen_ms)
         except (KtstrError, OSError) as e:
             self.rd.append_event("warning", text=f"could not capture the failure dump: {e}")
         finally:

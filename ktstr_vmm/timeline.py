@@ -52,7 +52,11 @@ def _label(ev: dict[str, Any]) -> str | None:
     if kind == "kmsg" and "disabled" in str(ev.get("text", "")):
         return str(ev["text"])
     if kind == "failure_dump":
-        return f"VM frozen, failure dump captured (exit kind {ev.get('exit_kind')})"
+        extra = "".join(f", {label}" for label in (
+            f"{ev['maps']} BPF maps" if isinstance(ev.get("maps"), int) else "",
+            f"frozen {ev['capture_ms']} ms" if isinstance(ev.get("capture_ms"), int | float)
+            else "") if label)
+        return f"VM frozen, failure dump captured (exit kind {ev.get('exit_kind')}{extra})"
     if kind == "snapshot":
         return f"snapshot {ev.get('file')}"
     if kind in ("pause", "resume"):

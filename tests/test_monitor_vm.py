@@ -54,6 +54,15 @@ def test_error_after_freezes_the_vm_for_a_real_dump(env):
     assert [q.cpu for q in d.rq_scx_states] == [0, 1, 2, 3]
     assert all(q.rq_clock > 0 and q.curr_pid is not None for q in d.rq_scx_states)
     assert d.task_enrichments
+    # The scheduler's BPF maps at the freeze, rendered with its own BTF.
+    maps = {m.name: m for m in d.maps}
+    assert d.active_obj_name == "scx_ktst"  # libbpf's "<obj>.bss" prefix, 8 characters here
+    bss = maps["scx_ktst.bss"].value
+    assert bss["injected"] & 1 and bss["start_ns"] > 0  # INJ_ERROR fired
+    stats = maps["stats"]  # PERCPU_ARRAY without BTF types: u64 counters per CPU
+    assert stats.percpu_entries and all(len(e["per_cpu"]) == 4 for e in stats.percpu_entries)
+    assert all(isinstance(v, int) for e in stats.percpu_entries for v in e["per_cpu"])
+    assert maps["ktstr_ops"].error == "map type STRUCT_OPS is not rendered"
     events = (Path(r["run_dir"]) / "events.jsonl").read_text()
     assert '"kind":"failure_dump"' in events and '"exit_kind":1025' in events
 
@@ -71,3 +80,10 @@ def test_stall_after_flags_a_stuck_cpu(env):
     waited = {t.comm: t.runnable_for_ms for t in d.task_enrichments if t.runnable_for_ms}
     assert any(comm.startswith("spin-") for comm in waited), waited
     assert max(waited.values()) >= 2900, waited
+    # scx_ktstr's own maps say the same from the scheduler's side: the spinners' enqueues
+    # went to STALL_DSQ (1) - a HASH map and a PERCPU_HASH map read from the frozen guest.
+    maps = {m.name: m for m in d.maps}
+    tasks = [e["value"] for e in maps["task_enq"].entries]
+    assert any(t["comm"].startswith("spin-") and t["stalled"] >= 1 for t in tasks), tasks
+    dsqs = {e["key"]: e["per_cpu"] for e in maps["dsq_inserts"].percpu_hash_entries}
+    assert 1 in dsqs and sum(dsqs[1]) >= 1 and len(dsqs[1]) == 4, dsqs

@@ -78,6 +78,59 @@ struct {
 	__type(value, struct fault_timer);
 } fault_timer SEC(".maps");
 
+/*
+ * What a failure dump shows of the scheduler's own state besides .bss: every
+ * task's enqueue history (a HASH map with BTF types) and how many inserts each
+ * CPU sent to each DSQ (a PERCPU_HASH map keyed by DSQ id).
+ */
+struct task_enq {
+	u64 enqueues;
+	u64 stalled;
+	s32 last_cpu;
+	char comm[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, s32);
+	__type(value, struct task_enq);
+} task_enq SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16);
+	__type(key, u64);
+	__type(value, u64);
+} dsq_inserts SEC(".maps");
+
+static void note_enqueue(struct task_struct *p, u64 dsq, bool stalled)
+{
+	struct task_enq *te;
+	s32 pid = p->pid;
+	u64 one = 1, *cnt;
+
+	te = bpf_map_lookup_elem(&task_enq, &pid);
+	if (!te) {
+		struct task_enq init = {};
+
+		bpf_probe_read_kernel_str(init.comm, sizeof(init.comm), p->comm);
+		bpf_map_update_elem(&task_enq, &pid, &init, BPF_NOEXIST);
+		te = bpf_map_lookup_elem(&task_enq, &pid);
+	}
+	if (te) {
+		__sync_fetch_and_add(&te->enqueues, 1);
+		if (stalled)
+			__sync_fetch_and_add(&te->stalled, 1);
+		te->last_cpu = bpf_get_smp_processor_id();
+	}
+	cnt = bpf_map_lookup_elem(&dsq_inserts, &dsq);
+	if (cnt)
+		(*cnt)++;
+	else
+		bpf_map_update_elem(&dsq_inserts, &dsq, &one, BPF_NOEXIST);
+}
+
 static void stat_inc(u32 idx)
 {
 	u64 *cnt_p = bpf_map_lookup_elem(&stats, &idx);
@@ -197,16 +250,19 @@ void BPF_STRUCT_OPS(ktstr_enqueue, struct task_struct *p, u64 enq_flags)
 	u64 vtime = p->scx.dsq_vtime;
 
 	if (fired(INJ_BAD_DSQ)) {
+		note_enqueue(p, BAD_DSQ, false);
 		scx_bpf_dsq_insert(p, BAD_DSQ, SCX_SLICE_DFL, enq_flags);
 		return;
 	}
 	if (stall_victim(p)) {
 		stat_inc(KTSTR_STAT_STALLED);
+		note_enqueue(p, STALL_DSQ, true);
 		scx_bpf_dsq_insert(p, STALL_DSQ, SCX_SLICE_DFL, enq_flags);
 		return;
 	}
 
 	stat_inc(KTSTR_STAT_GLOBAL);
+	note_enqueue(p, SHARED_DSQ, false);
 	if (fifo_sched) {
 		scx_bpf_dsq_insert(p, SHARED_DSQ, SCX_SLICE_DFL, enq_flags);
 		return;
