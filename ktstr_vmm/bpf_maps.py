@@ -33,6 +33,7 @@ MAX_ENTRIES = 256  # rendered entries per map
 MAX_VALUE_BYTES = 1 << 20  # bytes read for one map's values
 MAX_BTF_BYTES = 8 << 20
 XA_CHUNK = 64
+MAX_MAP_TYPE = 255
 ARRAY, HASH, PERCPU_HASH, PERCPU_ARRAY, LRU_HASH, LRU_PERCPU_HASH = 2, 1, 5, 6, 9, 10
 
 
@@ -145,8 +146,12 @@ class MapReader:
         if any(is_bad(x) for x in head) or is_bad(btf_ptr):
             return FailureDumpMap(name=name, error="map header unreadable")
         mtype, ksize, vsize, max_entries, ktid, vtid = head
+        if not name.isprintable() or not name:
+            name = f"<map at {va:#x}>"
         base = FailureDumpMap(name=name, map_type=mtype, value_size=vsize,
                               max_entries=max_entries)
+        if mtype > MAX_MAP_TYPE or ksize > MAX_VALUE_BYTES or vsize > MAX_VALUE_BYTES:
+            return _with(base, error="implausible map header (not a bpf_map?)")
         btf = self._btf(btf_ptr) if btf_ptr else None
         if isinstance(btf, str):
             btf, btf_err = None, btf

@@ -289,3 +289,52 @@ def test_stuck_needs_the_vm_to_have_run_and_is_not_a_long_slice():
     assert not cpu_stuck(_cpu(100), _cpu(200))
     # idle with runnable work while the clock advances is stuck
     assert cpu_stuck(_cpu(100, cls="idle", pid=0), _cpu(200, cls="idle", pid=0))
+
+
+def test_map_walk_over_garbage_never_raises(kbtf, image):
+    """map_idr pointing at random bytes, nodes and maps made of random pointers: the
+    reader returns what it can (maybe nothing), each bad map with its reason."""
+    import random
+
+    from ktstr_vmm.bpf_maps import MAX_MAPS, read_maps
+    from ktstr_vmm.guestmem import GuestMemory
+
+    mem = GuestMemory(image.regions(), btf=kbtf)
+    mem.page_offset_base = MI.POB
+    idr = MI.KBASE + 0x1F30000
+    for seed in range(30):
+        rnd = random.Random(seed)
+        area = 0x1F30000
+        for i in range(0, 0x8000, 8):  # pointers into RAM, internal entries, junk
+            choice = rnd.randrange(4)
+            v = (MI.POB + area + rnd.randrange(0x8000) & ~7 | (2 if choice == 0 else 0)
+                 if choice < 2 else rnd.getrandbits(64))
+            image.put(area + i, "Q", v)
+        maps = read_maps(mem, kbtf, idr, [0] * 4, 4)
+        assert len(maps) <= MAX_MAPS
+        for m in maps:
+            assert m.name and (m.error is None or isinstance(m.error, str))
+
+
+def test_map_walk_finds_an_array_map_through_an_xarray_node(kbtf, image):
+    """A one-entry ARRAY map hung off a real xa_node in map_idr: its value comes back as
+    an integer (no BTF: value_size 8) and its header fields are the kernel's."""
+    from ktstr_vmm.bpf_maps import read_maps
+    from ktstr_vmm.guestmem import GuestMemory
+
+    m = kbtf.member
+    idr, node, amap = 0x1F30000, 0x1F31000, 0x1F32000
+    image.put(idr + m("idr", "idr_rt.xa_head").offset, "Q", MI.POB + node + 2)  # a node
+    image.put(node + m("xa_node", "shift").offset, "B", 0)
+    image.put(node + m("xa_node", "slots").offset + 8 * 3, "Q", MI.POB + amap)  # id 3
+    name = m("bpf_map", "name").offset
+    image.buf[amap + name:amap + name + 16] = b"counters\0".ljust(16, b"\0")
+    for path, v in (("map_type", 2), ("key_size", 4), ("value_size", 8), ("max_entries", 1)):
+        image.put(amap + m("bpf_map", path).offset, "I", v)
+    image.put(amap + m("bpf_array", "elem_size").offset, "I", 8)
+    image.put(amap + m("bpf_array", "value").offset, "Q", 4242)
+    mem = GuestMemory(image.regions(), btf=kbtf)
+    mem.page_offset_base = MI.POB
+    (got,) = read_maps(mem, kbtf, MI.KBASE + idr, [0] * 4, 4)
+    assert (got.name, got.map_type, got.value_size, got.max_entries, got.value) == (
+        "counters", 2, 8, 1, 4242)
