@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 KALLSYMS = ("runqueues", "__per_cpu_offset", "page_offset_base", "scx_root", "nr_cpu_ids",
             "scx_enable_state_var", "init_top_pgt", "phys_base",
             "jiffies", "ext_sched_class", "fair_sched_class", "idle_sched_class",
-            "rt_sched_class", "dl_sched_class", "stop_sched_class", "map_idr")
+            "rt_sched_class", "dl_sched_class", "stop_sched_class", "map_idr",
+            "nr_node_ids")
 EXIT_POLL_S = 0.01  # how often the thread checks the exit kind between samples
 
 

@@ -150,12 +150,69 @@ def _rq(s: Sampler, cpu: int, tasks: dict[int, TaskEnrichment],
     return RqScxState(**kw), d
 
 
+def _dsq(s: Sampler, dsq: int, origin: str) -> DsqState | None:
+    """A `struct scx_dispatch_q` at `dsq`: id, nr, seq and the queued tasks (its list)."""
+    x = s.L.extra
+    if None in (x.get("dsq_nr"), x.get("dsq_seq"), x.get("dsq_id"), x.get("dsq_list")):
+        return None
+    head = [_int(s.mem, dsq + x[k], n) for k, n in (("dsq_nr", 4), ("dsq_seq", 4),
+                                                     ("dsq_id", 8))]
+    if None in head:
+        return None
+    nr, seq, dsq_id = head
+    queued, trunc = _walk(s.mem, dsq + x["dsq_list"], x["task_dsq_node"])
+    return DsqState(id=dsq_id, origin=origin, nr=nr, seq=seq, task_kvas=tuple(queued),
+                    truncated=trunc)
+
+
+def _shared_dsqs(s: Sampler, sch: int) -> list[DsqState]:
+    """The scheduler's global DSQ per NUMA node (`sch->pnode[n]->global_dsq`) and its user
+    DSQs (the `sch->dsq_hash` rhashtable: buckets of rhash_head chains ending in an odd
+    "nulls" marker; bit 0 of a bucket pointer is its lock)."""
+    mem, x = s.mem, s.L.extra
+    out: list[DsqState] = []
+    pnode = _int(mem, sch + x["sch_pnode"], 8) if None not in (
+        x.get("sch_pnode"), x.get("pnode_global_dsq")) else None
+    nodes = _int(mem, s.L.sym["nr_node_ids"], 4) if "nr_node_ids" in s.L.sym else 1
+    for n in range(min(nodes or 1, 64)) if pnode else ():
+        node = _int(mem, pnode + 8 * n, 8)
+        d = _dsq(s, node + x["pnode_global_dsq"], f"global node {n}") if node else None
+        if d is not None:
+            out.append(d)
+    tbl = _int(mem, sch + x["sch_dsq_hash"], 8) if None not in (
+        x.get("sch_dsq_hash"), x.get("dsq_hash_node"), x.get("tbl_size"), x.get("tbl_nest"),
+        x.get("tbl_buckets")) else None
+    size = _int(mem, tbl + x["tbl_size"], 4) if tbl else None
+    nest = _int(mem, tbl + x["tbl_nest"], 4) if tbl else None
+    if not size or nest or size > 1 << 16:
+        return out  # no table, a nested (huge) table, or garbage
+    raw = mem.read(tbl + x["tbl_buckets"], 8 * size)
+    if is_bad(raw):
+        return out
+    for b in range(size):
+        node = int.from_bytes(raw[8 * b:8 * b + 8], "little") & ~1
+        hops = 0
+        while node and not node & 1 and hops < LIST_CAP and len(out) < LIST_CAP:
+            d = _dsq(s, node - x["dsq_hash_node"], "user")
+            if d is None:
+                break
+            out.append(d)
+            node = _int(mem, node, 8) or 0
+            hops += 1
+    return out
+
+
+def _current_sch(s: Sampler) -> int:
+    """*scx_root, or the last scx_sched the monitor saw (freed at disable, but its memory
+    usually still holds the exit and the queues)."""
+    root = s.L.sym.get("scx_root")
+    sch = _int(s.mem, root, 8) if root is not None else None
+    return sch or s.last_sch
+
+
 def _sched(s: Sampler) -> ScxSchedState | None:
     mem, L, x = s.mem, s.L, s.L.extra
-    root = L.sym.get("scx_root")
-    sch = _int(mem, root, 8) if root is not None else None
-    if not sch:
-        sch = s.last_sch  # freed at disable, but its memory usually still holds the exit
+    sch = _current_sch(s)
     if not sch:
         return None
     kind = real_exit_kind(mem, L, sch) if L.sch_exit_kind is not None else None
@@ -203,6 +260,15 @@ def capture(s: Sampler, samples: list[dict], hz: int | None = None) -> FailureDu
         rqs.append(r)
         dsqs.append(d)
     sched = _sched(s)
+    sch = _current_sch(s)
+    if sch:
+        for d in _shared_dsqs(s, sch):
+            dsqs.append(d)
+            for va in d.task_kvas:
+                if va not in tasks:
+                    t = _task(s, va, None, waiting_ms)
+                    if t is not None:
+                        tasks[va] = t
     maps = read_maps(s.mem, s.mem.btf, s.L.sym.get("map_idr"), s.per_cpu_offsets, s.ncpus)
     return FailureDump(
         maps=maps, active_obj_name=active_obj_name(maps), rq_scx_states=tuple(rqs), dsq_states=tuple(dsqs), scx_sched_state=sched,

@@ -24,7 +24,7 @@ REQUIRED_SYMBOLS = ("runqueues", "__per_cpu_offset", "page_offset_base")
 OPTIONAL_SYMBOLS = ("scx_root", "scx_enable_state_var", "init_top_pgt", "phys_base",
                     "ext_sched_class", "fair_sched_class", "idle_sched_class",
                     "rt_sched_class", "dl_sched_class", "stop_sched_class", "jiffies",
-                    "nr_cpu_ids", "map_idr")
+                    "nr_cpu_ids", "map_idr", "nr_node_ids")
 CLASS_SYMBOLS = {"ext_sched_class": "ext", "fair_sched_class": "fair",
                  "idle_sched_class": "idle", "rt_sched_class": "rt", "dl_sched_class": "dl",
                  "stop_sched_class": "stop"}
@@ -122,6 +122,17 @@ class Layout:
             "task_real_parent": _opt(btf, "task_struct", "real_parent"),
             "task_group_leader": _opt(btf, "task_struct", "group_leader"),
             "task_cpu": _opt(btf, "task_struct", "thread_info.cpu"),
+            "dsq_nr": _opt(btf, "scx_dispatch_q", "nr"),
+            "dsq_seq": _opt(btf, "scx_dispatch_q", "seq"),
+            "dsq_id": _opt(btf, "scx_dispatch_q", "id"),
+            "dsq_list": _opt(btf, "scx_dispatch_q", "list"),
+            "dsq_hash_node": _opt(btf, "scx_dispatch_q", "hash_node"),
+            "sch_pnode": _opt(btf, "scx_sched", "pnode"),
+            "sch_dsq_hash": _opt(btf, "scx_sched", "dsq_hash.tbl"),
+            "pnode_global_dsq": _opt(btf, "scx_sched_pnode", "global_dsq"),
+            "tbl_size": _opt(btf, "bucket_table", "size"),
+            "tbl_nest": _opt(btf, "bucket_table", "nest"),
+            "tbl_buckets": _opt(btf, "bucket_table", "buckets"),
             "ei_kind": _opt(btf, "scx_exit_info", "kind"),
             "ei_reason": _opt(btf, "scx_exit_info", "reason"),
             "ei_msg": _opt(btf, "scx_exit_info", "msg"),

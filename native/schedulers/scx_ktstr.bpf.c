@@ -78,59 +78,6 @@ struct {
 	__type(value, struct fault_timer);
 } fault_timer SEC(".maps");
 
-/*
- * What a failure dump shows of the scheduler's own state besides .bss: every
- * task's enqueue history (a HASH map with BTF types) and how many inserts each
- * CPU sent to each DSQ (a PERCPU_HASH map keyed by DSQ id).
- */
-struct task_enq {
-	u64 enqueues;
-	u64 stalled;
-	s32 last_cpu;
-	char comm[16];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, s32);
-	__type(value, struct task_enq);
-} task_enq SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 16);
-	__type(key, u64);
-	__type(value, u64);
-} dsq_inserts SEC(".maps");
-
-static void note_enqueue(struct task_struct *p, u64 dsq, bool stalled)
-{
-	struct task_enq *te;
-	s32 pid = p->pid;
-	u64 one = 1, *cnt;
-
-	te = bpf_map_lookup_elem(&task_enq, &pid);
-	if (!te) {
-		struct task_enq init = {};
-
-		bpf_probe_read_kernel_str(init.comm, sizeof(init.comm), p->comm);
-		bpf_map_update_elem(&task_enq, &pid, &init, BPF_NOEXIST);
-		te = bpf_map_lookup_elem(&task_enq, &pid);
-	}
-	if (te) {
-		__sync_fetch_and_add(&te->enqueues, 1);
-		if (stalled)
-			__sync_fetch_and_add(&te->stalled, 1);
-		te->last_cpu = bpf_get_smp_processor_id();
-	}
-	cnt = bpf_map_lookup_elem(&dsq_inserts, &dsq);
-	if (cnt)
-		(*cnt)++;
-	else
-		bpf_map_update_elem(&dsq_inserts, &dsq, &one, BPF_NOEXIST);
-}
-
 static void stat_inc(u32 idx)
 {
 	u64 *cnt_p = bpf_map_lookup_elem(&stats, &idx);
@@ -229,6 +176,59 @@ static void arm_fault_timer(void)
 	ret = bpf_timer_start(&ft->timer, next, 0);
 	if (ret)
 		scx_bpf_error("scx_ktstr: bpf_timer_start failed (%d)", ret);
+}
+
+/*
+ * What a failure dump shows of the scheduler's own state besides .bss: every
+ * task's enqueue history (a HASH map with BTF types) and how many inserts each
+ * CPU sent to each DSQ (a PERCPU_HASH map keyed by DSQ id).
+ */
+struct task_enq {
+	u64 enqueues;
+	u64 stalled;
+	s32 last_cpu;
+	char comm[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, s32);
+	__type(value, struct task_enq);
+} task_enq SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16);
+	__type(key, u64);
+	__type(value, u64);
+} dsq_inserts SEC(".maps");
+
+static void note_enqueue(struct task_struct *p, u64 dsq, bool stalled)
+{
+	struct task_enq *te;
+	s32 pid = p->pid;
+	u64 one = 1, *cnt;
+
+	te = bpf_map_lookup_elem(&task_enq, &pid);
+	if (!te) {
+		struct task_enq init = {};
+
+		bpf_probe_read_kernel_str(init.comm, sizeof(init.comm), p->comm);
+		bpf_map_update_elem(&task_enq, &pid, &init, BPF_NOEXIST);
+		te = bpf_map_lookup_elem(&task_enq, &pid);
+	}
+	if (te) {
+		__sync_fetch_and_add(&te->enqueues, 1);
+		if (stalled)
+			__sync_fetch_and_add(&te->stalled, 1);
+		te->last_cpu = bpf_get_smp_processor_id();
+	}
+	cnt = bpf_map_lookup_elem(&dsq_inserts, &dsq);
+	if (cnt)
+		(*cnt)++;
+	else
+		bpf_map_update_elem(&dsq_inserts, &dsq, &one, BPF_NOEXIST);
 }
 
 s32 BPF_STRUCT_OPS(ktstr_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
