@@ -166,11 +166,19 @@ def _dsq(s: Sampler, dsq: int, origin: str) -> DsqState | None:
 
 
 def _shared_dsqs(s: Sampler, sch: int) -> list[DsqState]:
-    """The scheduler's global DSQ per NUMA node (`sch->pnode[n]->global_dsq`) and its user
-    DSQs (the `sch->dsq_hash` rhashtable: buckets of rhash_head chains ending in an odd
+    """The scheduler's per-CPU bypass DSQs (`sch->pcpu->bypass_dsq`: where the disable
+    path re-queues every runnable task), its global DSQ per NUMA node
+    (`sch->pnode[n]->global_dsq`) and its user DSQs (the `sch->dsq_hash` rhashtable: buckets of rhash_head chains ending in an odd
     "nulls" marker; bit 0 of a bucket pointer is its lock)."""
     mem, x = s.mem, s.L.extra
     out: list[DsqState] = []
+    pcpu = _int(mem, sch + s.L.sch_pcpu, 8) if None not in (
+        s.L.sch_pcpu, x.get("pcpu_bypass_dsq")) else None
+    for cpu in range(s.ncpus) if pcpu else ():
+        d = _dsq(s, mem.per_cpu(pcpu + x["pcpu_bypass_dsq"], s.per_cpu_offsets, cpu),
+                 f"bypass cpu {cpu}")
+        if d is not None and (d.nr or d.task_kvas):  # idle bypass queues say nothing
+            out.append(d)
     pnode = _int(mem, sch + x["sch_pnode"], 8) if None not in (
         x.get("sch_pnode"), x.get("pnode_global_dsq")) else None
     nodes = _int(mem, s.L.sym["nr_node_ids"], 4) if "nr_node_ids" in s.L.sym else 1

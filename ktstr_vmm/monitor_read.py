@@ -130,6 +130,7 @@ class Layout:
             "sch_pnode": _opt(btf, "scx_sched", "pnode"),
             "sch_dsq_hash": _opt(btf, "scx_sched", "dsq_hash.tbl"),
             "pnode_global_dsq": _opt(btf, "scx_sched_pnode", "global_dsq"),
+            "pcpu_bypass_dsq": _opt(btf, "scx_sched_pcpu", "bypass_dsq"),
             "tbl_size": _opt(btf, "bucket_table", "size"),
             "tbl_nest": _opt(btf, "bucket_table", "nest"),
             "tbl_buckets": _opt(btf, "bucket_table", "buckets"),

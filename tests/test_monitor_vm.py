@@ -87,3 +87,9 @@ def test_stall_after_flags_a_stuck_cpu(env):
     assert any(t["comm"].startswith("spin-") and t["stalled"] >= 1 for t in tasks), tasks
     dsqs = {e["key"]: e["per_cpu"] for e in maps["dsq_inserts"].percpu_hash_entries}
     assert 1 in dsqs and sum(dsqs[1]) >= 1 and len(dsqs[1]) == 4, dsqs
+    # Every dispatch queue is walked: the global one, the user DSQs (scx_ktstr's 0 and its
+    # STALL_DSQ 1) and the bypass queues the disable path moves the stalled tasks to.
+    queues = {(q.origin, q.id) for q in d.dsq_states}
+    assert {("global node 0", 2**63 + 1), ("user", 0), ("user", 1)} <= queues, queues
+    assert any(q.nr for q in d.dsq_states if q.origin.startswith("bypass") or
+               (q.origin, q.id) == ("user", 1)), d.dsq_states
