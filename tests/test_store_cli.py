@@ -190,6 +190,10 @@ def test_show_real_failure_dump_has_per_cpu_table(capsys):
         "dsq_states            1",
         "scx_sched_state       aborting=True, bypass_depth=0, exit_kind=1024",
         "",
+        "maps:",
+        "  bss       ARRAY  64 B x 1",
+        "  task_ctx  HASH   16 B x 4096",
+        "",
         "rq_scx_states:",
         "  cpu  nr_running  flags  cpu_released  ops_qseq  kick_sync  nr_immed  rq_clock",
         "  0    3           1      False         1841      0          0         9812345678",
@@ -304,3 +308,21 @@ def test_dump_and_sidecar_rendering_never_raise_on_any_json_object(obj):
 
     assert all(isinstance(line, str) for line in render_dump(obj))
     assert render_sidecar(obj)[0].startswith("verdict ")
+
+
+def test_show_real_dump_lists_the_schedulers_maps(capsys):
+    """A recorded scx_ktstr --stall-after dump (trimmed): one line per BPF map, the .bss
+    globals spelled out, per-CPU counters per entry, STRUCT_OPS with its reason."""
+    code, out, _ = run(capsys, "show", str(DATA / "dumps/stall-maps.failure-dump.json"))
+    assert code == 0
+    lines = out.splitlines()
+    maps = lines[lines.index("maps:") + 1:lines.index("rq_scx_states:") - 1]
+    assert maps[0] == ("  stats            PERCPU_ARRAY  8 B x 3      3 entries: [0] 11 28 3 45 | "
+                       "[1] 34 53 75 36 | [2] 1 2 1 1")
+    assert ("  scx_ktst.bss     ARRAY         24 B x 1     start_ns=3712004248 injected=2 "
+            "timer_started=1 vtime_now=1132633789") in maps
+    assert "  ktstr_ops        STRUCT_OPS    576 B x 1    map type STRUCT_OPS is not rendered" in maps
+    assert any(m.startswith("  task_enq         HASH          40 B x 4096  3 entries: [15] "
+                            '{"enqueues":6,') for m in maps)
+    assert all(len(m) <= 2 + 15 + 2 + 12 + 2 + 11 + 2 + 110 for m in maps)
+    assert "  0x8000000000000003  bypass cpu 0   2   2" in lines
