@@ -41,6 +41,12 @@ def _off(btf: Btf, s: str, path: str) -> int:
     return btf.member(s, path).offset
 
 
+def _pointee_size(btf: Btf, s: str, path: str) -> int:
+    """Size of what the pointer member `s.path` points to (`struct bucket` for buckets)."""
+    ptr = btf.type(btf.resolve(btf.member(s, path).type_id))
+    return btf.size_of(ptr.type_id)
+
+
 @dataclass(frozen=True)
 class MapLayout:
     """Offsets from the kernel's BTF; `build` raises BtfError when one is missing."""
@@ -87,7 +93,7 @@ class MapLayout:
             arr_value=_off(kbtf, "bpf_array", "value"),
             htab_buckets=_off(kbtf, "bpf_htab", "buckets"),
             htab_n_buckets=_off(kbtf, "bpf_htab", "n_buckets"),
-            bucket_size=kbtf.size_of(kbtf.find("bucket")),
+            bucket_size=_pointee_size(kbtf, "bpf_htab", "buckets"),
             elem_key=_off(kbtf, "htab_elem", "key"),
             btf_data=_off(kbtf, "btf", "data"), btf_data_size=_off(kbtf, "btf", "data_size"),
             map_types=types)
