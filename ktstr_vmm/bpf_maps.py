@@ -37,22 +37,32 @@ MAX_MAP_TYPE = 255
 ARRAY, HASH, PERCPU_HASH, PERCPU_ARRAY, LRU_HASH, LRU_PERCPU_HASH = 2, 1, 5, 6, 9, 10
 
 
-def _off(btf: Btf, s: str, path: str) -> int:
-    return btf.member(s, path).offset
-
-
 def _pointee_size(btf: Btf, s: str, path: str) -> int:
     """Size of what the pointer member `s.path` points to (`struct bucket` for buckets)."""
     ptr = btf.type(btf.resolve(btf.member(s, path).type_id))
     return btf.size_of(ptr.type_id)
 
 
+# MapLayout field -> (kernel struct, member path): byte offsets from the kernel's BTF.
+_OFFSETS = {
+    "idr_head": ("idr", "idr_rt.xa_head"), "xa_slots": ("xa_node", "slots"),
+    "m_name": ("bpf_map", "name"), "m_type": ("bpf_map", "map_type"),
+    "m_key_size": ("bpf_map", "key_size"), "m_value_size": ("bpf_map", "value_size"),
+    "m_max_entries": ("bpf_map", "max_entries"), "m_btf": ("bpf_map", "btf"),
+    "m_key_tid": ("bpf_map", "btf_key_type_id"), "m_value_tid": ("bpf_map", "btf_value_type_id"),
+    "arr_elem_size": ("bpf_array", "elem_size"), "arr_value": ("bpf_array", "value"),
+    "htab_buckets": ("bpf_htab", "buckets"), "htab_n_buckets": ("bpf_htab", "n_buckets"),
+    "elem_key": ("htab_elem", "key"), "btf_data": ("btf", "data"),
+    "btf_data_size": ("btf", "data_size"),
+}
+
+
 @dataclass(frozen=True)
 class MapLayout:
-    """Offsets from the kernel's BTF; `build` raises BtfError when one is missing."""
+    """Offsets from the kernel's BTF (see _OFFSETS); `build` raises BtfError when one is
+    missing."""
 
     idr_head: int
-    xa_shift: int
     xa_slots: int
     m_name: int
     m_type: int
@@ -66,10 +76,10 @@ class MapLayout:
     arr_value: int
     htab_buckets: int
     htab_n_buckets: int
-    bucket_size: int
     elem_key: int
     btf_data: int
     btf_data_size: int
+    bucket_size: int
     map_types: dict[int, str]
 
     @classmethod
@@ -79,24 +89,9 @@ class MapLayout:
                      for k, v in kbtf.enum("bpf_map_type").items()}
         except BtfError:
             types = {}
-        return cls(
-            idr_head=_off(kbtf, "idr", "idr_rt.xa_head"), xa_shift=_off(kbtf, "xa_node", "shift"),
-            xa_slots=_off(kbtf, "xa_node", "slots"), m_name=_off(kbtf, "bpf_map", "name"),
-            m_type=_off(kbtf, "bpf_map", "map_type"),
-            m_key_size=_off(kbtf, "bpf_map", "key_size"),
-            m_value_size=_off(kbtf, "bpf_map", "value_size"),
-            m_max_entries=_off(kbtf, "bpf_map", "max_entries"),
-            m_btf=_off(kbtf, "bpf_map", "btf"),
-            m_key_tid=_off(kbtf, "bpf_map", "btf_key_type_id"),
-            m_value_tid=_off(kbtf, "bpf_map", "btf_value_type_id"),
-            arr_elem_size=_off(kbtf, "bpf_array", "elem_size"),
-            arr_value=_off(kbtf, "bpf_array", "value"),
-            htab_buckets=_off(kbtf, "bpf_htab", "buckets"),
-            htab_n_buckets=_off(kbtf, "bpf_htab", "n_buckets"),
-            bucket_size=_pointee_size(kbtf, "bpf_htab", "buckets"),
-            elem_key=_off(kbtf, "htab_elem", "key"),
-            btf_data=_off(kbtf, "btf", "data"), btf_data_size=_off(kbtf, "btf", "data_size"),
-            map_types=types)
+        offsets = {k: kbtf.member(st, path).offset for k, (st, path) in _OFFSETS.items()}
+        return cls(**offsets, bucket_size=_pointee_size(kbtf, "bpf_htab", "buckets"),
+                   map_types=types)
 
 
 class MapReader:
