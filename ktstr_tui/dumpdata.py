@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ktstr_vmm.dumptext import map_rows
 from ktstr_vmm.errors import KtstrError, StoreError
 
 from .rundata import load_json_object
@@ -119,6 +120,19 @@ def per_cpu_rows(doc: DumpDoc) -> list[tuple[int, str, str]]:
     return rows
 
 
+def map_table_rows(doc: DumpDoc) -> list[tuple[str, str, str, str]]:
+    """(map, type, size, contents in short) for every BPF map in the dump (both snapshots
+    of a dual dump, labelled)."""
+    rows = []
+    for label, report in doc.reports():
+        maps = report.get("maps")
+        if isinstance(maps, list):
+            prefix = f"{label}: " if label else ""
+            rows += [(prefix + name, *rest) for name, *rest in
+                     map_rows([m for m in maps if isinstance(m, dict)])]
+    return rows
+
+
 def _fmt_val(v: Any) -> str:
     return str(v).lower() if isinstance(v, bool) else _compact(v, 40)
 
@@ -127,4 +141,4 @@ def _fmt_reg(v: Any) -> str:
     return f"{v:#x}" if isinstance(v, int) and not isinstance(v, bool) else _compact(v, 40)
 
 
-__all__ = ["DumpDoc", "KtstrError", "load_dump", "per_cpu_rows"]
+__all__ = ["DumpDoc", "KtstrError", "load_dump", "map_table_rows", "per_cpu_rows"]

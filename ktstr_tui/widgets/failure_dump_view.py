@@ -1,4 +1,5 @@
-"""The failure-dump viewer: the JSON as a tree beside a per-CPU table.
+"""The failure-dump viewer: the JSON as a tree beside a per-CPU table, and the scheduler's
+BPF maps one row each below.
 
 Loads in a worker; a corrupt or truncated file shows as an error line naming the problem;
 a placeholder dump says so and why.
@@ -17,7 +18,7 @@ from textual.widgets import DataTable, LoadingIndicator, Static
 
 from ktstr_vmm.errors import KtstrError
 
-from ..dumpdata import DumpDoc, load_dump, per_cpu_rows
+from ..dumpdata import DumpDoc, load_dump, map_table_rows, per_cpu_rows
 from .json_tree import JsonTree
 
 
@@ -72,3 +73,11 @@ class FailureDumpView(Vertical):
             table.add_row(str(cpu), what, value)
         if not rows:
             table.add_row("-", "no per-CPU data in this dump", "")
+        maps = map_table_rows(doc)
+        if maps:
+            mt = DataTable(classes="dump-maps", cursor_type="row", zebra_stripes=True)
+            await self.mount(Static(Text(f"BPF maps ({len(maps)})", style="bold"),
+                                    classes="dump-title"), mt)
+            mt.add_columns("map", "type", "size", "contents")
+            for row in maps:
+                mt.add_row(*row)

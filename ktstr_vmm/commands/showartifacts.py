@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..dumptext import map_rows
 from ..errors import UsageError
 from ..runsummary import BadFile, json_type, load_json_object
 
@@ -125,56 +126,12 @@ def _render_report(obj: dict[str, Any]) -> list[str]:
     return lines
 
 
-# uapi BPF_MAP_TYPE_* values (stable ABI) for the maps table.
-MAP_TYPES = {1: "HASH", 2: "ARRAY", 3: "PROG_ARRAY", 4: "PERF_EVENT_ARRAY", 5: "PERCPU_HASH",
-             6: "PERCPU_ARRAY", 7: "STACK_TRACE", 9: "LRU_HASH", 10: "LRU_PERCPU_HASH",
-             12: "ARRAY_OF_MAPS", 13: "HASH_OF_MAPS", 22: "QUEUE", 23: "STACK",
-             26: "STRUCT_OPS", 27: "RINGBUF", 29: "TASK_STORAGE", 33: "ARENA"}
-MAP_LINE = 110  # characters of a map's contents shown on its line
-
-
 def map_lines(maps: list[dict[str, Any]]) -> list[str]:
-    """One line per BPF map: name, type, value size x entries, then its contents in short
-    (a one-entry array's fields, how many entries a keyed map holds, or why not shown)."""
-    rows = []
-    for m in maps:
-        mtype = m.get("map_type")
-        size = f"{m.get('value_size', '?')} B x {m.get('max_entries', '?')}"
-        rows.append((str(m.get("name", "?")), MAP_TYPES.get(mtype, str(mtype)), size,
-                     _map_contents(m)))
+    """One aligned line per BPF map (dumptext.map_rows)."""
+    rows = map_rows(maps)
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return [("  " + "  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True))
              + "  " + r[3]).rstrip() for r in rows]
-
-
-def _map_contents(m: dict[str, Any]) -> str:
-    if isinstance(m.get("error"), str):
-        return m["error"]
-    if "value" in m:
-        v = m["value"]
-        text = " ".join(f"{k}={_short(x)}" for k, x in v.items()) if isinstance(v, dict) \
-            else _short(v)
-    else:
-        entries = next((m[k] for k in ("entries", "percpu_entries", "percpu_hash_entries")
-                        if isinstance(m.get(k), list)), None)
-        if entries is None:
-            return ""
-        text = f"{len(entries)} entries" + (": " if entries else "") + " | ".join(
-            f"[{_short(e.get('key'))}] {_short(e.get('value', e.get('per_cpu')))}"
-            for e in entries[:4] if isinstance(e, dict))
-    return text if len(text) <= MAP_LINE else text[:MAP_LINE - 3] + "..."
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return json.dumps(v)
-    if isinstance(v, list) and all(not isinstance(x, (dict, list)) for x in v):
-        return " ".join(_short(x) for x in v)
-    if isinstance(v, (dict, list)):
-        return json.dumps(v, separators=(",", ":"))
-    if isinstance(v, str):
-        return json.dumps(v) if " " in v or not v else v
-    return str(v)
 
 
 def _scalars(d: dict[str, Any]) -> str:

@@ -225,11 +225,14 @@ async def test_result_failure_dump_tree_and_per_cpu_table(store_root):
         screen = await open_result(pilot, "fail")
         await pilot.press("F")
         view = screen.query_one(FailureDumpView)
-        await wait_for(pilot, lambda: view.query(DataTable), what="dump loaded")
-        table = view.query_one(DataTable)
-        cpus = table_column(table, "cpu") if False else [str(table.get_row_at(i)[0])
-                                                         for i in range(table.row_count)]
+        await wait_for(pilot, lambda: view.query(".dump-maps"), what="dump loaded")
+        table = view.query_one(".dump-cpus", DataTable)
+        cpus = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
         assert cpus == ["0", "0", "1", "1", "2", "2", "3"]
+        maps = view.query_one(".dump-maps", DataTable)
+        assert [tuple(map(str, maps.get_row_at(i))) for i in range(maps.row_count)] == [
+            ("errsim.bss", "ARRAY", "16 B x 1", "nr_enqueued=60 inject_after=60"),
+            ("errsim_pcpu", "PERCPU_ARRAY", "8 B x 1", "1 entries: [0] 21 17 22 null")]
         tree = view.query_one(Tree)
         assert [str(c.label).split(":")[0] for c in tree.root.children][:3] == [
             "schema", "maps", "rq_scx_states"]
