@@ -65,19 +65,22 @@ class FailureDumpView(Vertical):
                 f"{': ' + doc.reason if doc.reason else ''}", style="bold yellow"),
                 classes="placeholder-note"))
         table = DataTable(classes="dump-cpus", cursor_type="row", zebra_stripes=True)
-        await self.mount(Horizontal(JsonTree(self.path.name, doc.data, id=None), table,
-                                    classes="dump-body"))
+        widgets = [Horizontal(JsonTree(self.path.name, doc.data, id=None), table,
+                              classes="dump-body")]
+        maps = map_table_rows(doc)
+        mt = DataTable(classes="dump-maps", cursor_type="row", zebra_stripes=True)
+        if maps:
+            widgets += [Static(Text(f"BPF maps ({len(maps)})", style="bold"),
+                               classes="dump-title"), mt]
+        await self.mount(*widgets)  # one mount: nothing sees half a viewer
         table.add_columns("cpu", "what", "value")
         rows = per_cpu_rows(doc)
         for cpu, what, value in rows:
             table.add_row(str(cpu), what, value)
         if not rows:
             table.add_row("-", "no per-CPU data in this dump", "")
-        maps = map_table_rows(doc)
         if maps:
-            mt = DataTable(classes="dump-maps", cursor_type="row", zebra_stripes=True)
-            await self.mount(Static(Text(f"BPF maps ({len(maps)})", style="bold"),
-                                    classes="dump-title"), mt)
             mt.add_columns("map", "type", "size", "contents")
             for row in maps:
                 mt.add_row(*row)
+        self.add_class("loaded")

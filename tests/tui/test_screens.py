@@ -225,7 +225,7 @@ async def test_result_failure_dump_tree_and_per_cpu_table(store_root):
         screen = await open_result(pilot, "fail")
         await pilot.press("F")
         view = screen.query_one(FailureDumpView)
-        await wait_for(pilot, lambda: view.query(".dump-maps"), what="dump loaded")
+        await wait_for(pilot, lambda: view.has_class("loaded"), what="dump loaded")
         table = view.query_one(".dump-cpus", DataTable)
         cpus = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
         assert cpus == ["0", "0", "1", "1", "2", "2", "3"]

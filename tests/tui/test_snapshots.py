@@ -58,7 +58,7 @@ def test_result_failure_dump_viewer(snap_compare, snapshot_runs):
         await _result_ready(pilot)
         await pilot.press("F")
         view = pilot.app.screen.query_one(FailureDumpView)
-        await wait_for(pilot, lambda: view.query(DataTable), what="dump")
+        await wait_for(pilot, lambda: view.has_class("loaded"), what="dump")
 
     assert snap_compare(app_on("fail"), terminal_size=SIZE, run_before=run_before)
 
@@ -174,7 +174,7 @@ def test_demo_injected_error_real_failure_dump(snap_compare, demo_store):
         await _result_ready(pilot)
         await pilot.press("F")
         view = pilot.app.screen.query_one(FailureDumpView)
-        await wait_for(pilot, lambda: view.query(DataTable), what="real dump loaded")
+        await wait_for(pilot, lambda: view.has_class("loaded"), what="real dump loaded")
         await pilot.pause()
 
     app = make_app(demo_store, open_path=_demo_run("demo_error"))
