@@ -5,7 +5,7 @@
 
 browser.svg   the run browser on assets/demo-store
 failure.svg   the result screen of the demo's injected scx_bpf_error
-dump.svg      that run's failure dump (tree + per-CPU table)
+dump.svg      that run's failure dump (tree, per-CPU table, BPF maps)
 live.svg      a real run (scx_simple on tiny-2llc) watched live: per-CPU grid, timeline, logs
 """
 

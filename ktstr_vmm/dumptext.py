@@ -16,9 +16,10 @@ MAP_LINE = 110  # characters of a map's contents shown on its line
 def map_rows(maps: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     """(name, type, "value size B x entries", contents in short) per BPF map: a one-entry
     array's fields, how many entries a keyed map holds and the first few, or the reason
-    its contents are absent."""
+    its contents are absent. The scheduler's globals come first (`.bss`, `.data`), then its
+    other maps in the dump's order, `.rodata` and maps shown without contents last."""
     rows = []
-    for m in maps:
+    for m in sorted(maps, key=_order):
         mtype = m.get("map_type")
         size = f"{m.get('value_size', '?')} B x {m.get('max_entries', '?')}"
         rows.append((str(m.get("name", "?")), MAP_TYPES.get(mtype, str(mtype)), size,
@@ -54,3 +55,14 @@ def _short(v: Any) -> str:
     if isinstance(v, str):
         return json.dumps(v) if " " in v or not v else v
     return str(v)
+
+
+def _order(m: dict[str, Any]) -> int:
+    name = str(m.get("name", ""))
+    if name.endswith(".bss"):
+        return 0
+    if name.endswith(".data"):
+        return 1
+    if name.endswith(".rodata") or "error" in m:
+        return 3
+    return 2

@@ -317,11 +317,14 @@ def test_show_real_dump_lists_the_schedulers_maps(capsys):
     assert code == 0
     lines = out.splitlines()
     maps = lines[lines.index("maps:") + 1:lines.index("rq_scx_states:") - 1]
-    assert maps[0] == ("  stats            PERCPU_ARRAY  8 B x 3      3 entries: [0] 11 28 3 45 | "
-                       "[1] 34 53 75 36 | [2] 1 2 1 1")
-    assert ("  scx_ktst.bss     ARRAY         24 B x 1     start_ns=3712004248 injected=2 "
-            "timer_started=1 vtime_now=1132633789") in maps
-    assert "  ktstr_ops        STRUCT_OPS    576 B x 1    map type STRUCT_OPS is not rendered" in maps
+    # the scheduler's globals first, maps without contents last
+    assert maps[0] == ("  scx_ktst.bss     ARRAY         24 B x 1     start_ns=3712004248 injected=2 "
+                       "timer_started=1 vtime_now=1132633789")
+    assert maps[1].startswith("  scx_ktst.data    ARRAY         1573 B x 1   "
+                              "__scx_prolog_disables_migration=true uei=")
+    assert ("  stats            PERCPU_ARRAY  8 B x 3      3 entries: [0] 11 28 3 45 | "
+            "[1] 34 53 75 36 | [2] 1 2 1 1") in maps
+    assert maps[-1] == "  ktstr_ops        STRUCT_OPS    576 B x 1    map type STRUCT_OPS is not rendered"
     assert any(m.startswith("  task_enq         HASH          40 B x 4096  3 entries: [15] "
                             '{"enqueues":6,') for m in maps)
     assert all(len(m) <= 2 + 15 + 2 + 12 + 2 + 11 + 2 + 110 for m in maps)
