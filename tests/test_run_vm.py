@@ -159,7 +159,14 @@ def test_snapshot_of_a_live_run_saves_the_kernels_dump_and_the_state(run_store):
         states = list((run_dir / "snapshots").glob("*.json"))
         assert len(dumps) == 1 and len(states) == 1
         assert "CPU states" in dumps[0].read_text()
-        assert json.loads(states[0].read_text())["rq_scx_states"]
+        state = json.loads(states[0].read_text())
+        assert state["rq_scx_states"]
+        # the live scheduler's BPF maps, read without stopping it: scx_simple's globals
+        # and its per-CPU local/global dispatch counters
+        maps = {m["name"]: m for m in state["maps"]}
+        assert any(name.endswith(".bss") and "value" in m for name, m in maps.items()), maps
+        assert all(len(e["per_cpu"]) == 4 for e in maps["stats"]["percpu_entries"])
+        assert sum(sum(e["per_cpu"]) for e in maps["stats"]["percpu_entries"]) > 0
         stop = subprocess.run([*KTSTR, "stop", run_dir.name], env=env, capture_output=True,
                               text=True, timeout=60)
         assert stop.returncode == 0, stop.stderr
