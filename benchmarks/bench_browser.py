@@ -1,7 +1,9 @@
 """Two workstation measurements, headless (Textual's run_test), same machine, same run:
 
 1. First screen of a 10,000-run store: app start until the run table shows rows, cold
-   (no index.sqlite yet: the store indexes every run directory) and warm (index exists).
+   (no index.sqlite yet: the newest runs are read straight from their directories while
+   the store indexes every run; also when that indexed listing replaces them) and warm
+   (index exists).
 2. Live ingest: a writer appends scheduler-log lines as fast as it can while the live
    screen follows; lines/s the log view indexes and shows (its line count reaching the
    writer's) - the rate the view keeps up with.
@@ -64,7 +66,12 @@ async def first_screen(root: Path) -> tuple[float, int]:
             await pilot.pause(0.01)
             if time.monotonic() - t > 300:
                 raise RuntimeError("no rows after 300s")
-        return time.monotonic() - t, table.row_count
+        first = time.monotonic() - t
+        while app.screen.provisional:  # the newest runs shown while the index builds
+            await pilot.pause(0.01)
+            if time.monotonic() - t > 300:
+                raise RuntimeError("the index never finished")
+        return first, time.monotonic() - t, table.row_count
 
 
 async def bare_first_screen() -> float:
@@ -122,11 +129,12 @@ def main() -> int:
         t = time.monotonic()
         make_store(work / "store", args.runs)
         print(f"bench: made {args.runs} runs in {time.monotonic() - t:.1f}s")
-        cold, rows = asyncio.run(first_screen(work / "store"))
-        warm, _ = asyncio.run(first_screen(work / "store"))
+        cold, cold_full, rows = asyncio.run(first_screen(work / "store"))
+        warm, _, _ = asyncio.run(first_screen(work / "store"))
         bare = asyncio.run(bare_first_screen())
         print(f"first screen of a {args.runs}-run store ({rows} rows shown): "
-              f"cold {cold:.2f}s (index built), warm {warm:.2f}s (goal < 0.5s); "
+              f"cold {cold:.2f}s (newest runs read directly; the indexed listing at "
+              f"{cold_full:.2f}s), warm {warm:.2f}s (goal < 0.5s); "
               f"a bare Textual app with an empty DataTable: {bare:.2f}s")
         rate = asyncio.run(ingest(work / "live", args.lines))
         print(f"live ingest: {rate:,.0f} lines/s followed by the log view (goal >= 50,000)")

@@ -299,6 +299,11 @@ class Index:
             conn = self._connect()
             return [_summary(r) for r in conn.execute(sql, params)]
 
+    def known(self) -> int:
+        """How many runs the index holds (0 for a store never indexed)."""
+        with self._lock:
+            return self._connect().execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
     def ids(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self._connect().execute("SELECT run_id FROM runs")]

@@ -480,3 +480,21 @@ def test_create_run_on_unwritable_root_is_a_store_error(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(StoreError, match="cannot create .*/file/runs"):
         Store(tmp_path / "file").create_run(SPEC)
+
+
+def test_a_big_unindexed_store_shows_its_newest_runs_before_the_index_exists(tmp_path):
+    """The first look at a large store reads only the newest runs' directories; once the
+    index holds the store, the quick path steps aside (list_runs is as fast then)."""
+    for i in range(520):
+        make_run(tmp_path, f"20261120-{i // 60:02d}{i % 60:02d}00-basic-tiny-2llc-{i:04x}",
+                 verdict=("pass", "fail")[i % 2], started=T0 + i)
+    store = Store(tmp_path)
+    quick = store.peek_newest(3)
+    assert [s.run_id for s in quick] == [f"20261120-{i // 60:02d}{i % 60:02d}00-basic-tiny-2llc-{i:04x}"
+                                         for i in (519, 518, 517)]
+    assert [s.verdict for s in quick] == ["fail", "pass", "fail"]
+    assert [s.run_id for s in store.list_runs(limit=3)] == [s.run_id for s in quick]
+    assert store.peek_newest(3) is None  # indexed now
+    small = tmp_path / "small"
+    make_run(small, "20261120-000000-basic-tiny-2llc-0001")
+    assert Store(small).peek_newest(3) is None

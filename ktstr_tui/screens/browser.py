@@ -64,9 +64,11 @@ class BrowserScreen(Screen):
     ]
 
     class Loaded(Message):
-        def __init__(self, runs: list[RunSummary], error: str | None, limit: int) -> None:
+        def __init__(self, runs: list[RunSummary], error: str | None, limit: int,
+                     provisional: bool = False) -> None:
             super().__init__()
             self.runs, self.error, self.limit = runs, error, limit
+            self.provisional = provisional  # the newest runs, read while the index builds
 
     def __init__(self, store: Store, *, watch: bool = True) -> None:
         super().__init__()
@@ -74,6 +76,7 @@ class BrowserScreen(Screen):
         self.watch_enabled = watch
         self.verdict_filter: str | None = None
         self.runs: list[RunSummary] = []
+        self.provisional = False  # the table shows the newest runs while the index builds
         self._watcher = None
         self._reload_pending = False
 
@@ -124,6 +127,10 @@ class BrowserScreen(Screen):
     @work(thread=True, exclusive=True, group="load")
     def _load(self, text: str | None, verdict: str | None, limit: int) -> None:
         try:
+            if text is None and verdict is None and limit == FIRST_PAGE and not self.runs:
+                quick = self.store.peek_newest(limit)
+                if quick is not None:
+                    self.post_message(self.Loaded(quick, None, limit, provisional=True))
             runs = self.store.list_runs(verdict=verdict, text=text, limit=limit + 1)
             self.post_message(self.Loaded(runs, None, limit))
         except KtstrError as e:  # a broken store shows as a status line
@@ -135,7 +142,10 @@ class BrowserScreen(Screen):
         keep = self.selected_run_id()
         runs = message.runs[:message.limit]
         more = len(message.runs) > message.limit
-        if more and message.limit < PAGE:  # a screenful is up; fetch the rest of the page
+        self.provisional = message.provisional
+        if message.provisional:
+            more = False
+        elif more and message.limit < PAGE:  # a screenful is up; fetch the rest of the page
             self.reload(PAGE)
         self.runs = runs
         table.clear()
@@ -149,6 +159,9 @@ class BrowserScreen(Screen):
         status = self.query_one("#browser-status", Static)
         if message.error:
             status.update(Text(message.error, style="bold red"))
+        elif message.provisional:
+            status.update(f"newest {len(runs)} runs · indexing the store "
+                          f"(once, about 1 s per 10,000 runs) · {self.store.runs_dir}")
         elif not runs:
             status.update(f"no runs in {self.store.runs_dir} match · n starts a new run")
         else:

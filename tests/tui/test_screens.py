@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import RUN_IDS, make_app, wait_for
@@ -67,6 +68,26 @@ async def open_result(pilot, key: str) -> ResultScreen:
 
 
 # ----------------------------------------------------------------------------- browser
+
+
+async def test_a_big_unindexed_store_lists_its_newest_runs_then_the_index(tmp_path):
+    """520 runs, never indexed: the newest may be on screen first (read straight from their
+    directories: Store.peek_newest, tested in test_store), and the indexed listing takes
+    over with every run, newest first."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from store_helpers import T0, make_run
+
+    ids = [f"20261120-{i // 60:02d}{i % 60:02d}00-basic-tiny-2llc-{i:04x}" for i in range(520)]
+    for i, rid in enumerate(ids):
+        make_run(tmp_path, rid, started=T0 + i)
+    async with make_app(tmp_path).run_test(size=SIZE) as pilot:
+        browser = pilot.app.screen
+        await wait_for(pilot, lambda: len(browser.runs) == 520 and not browser.provisional,
+                       what="the indexed listing")
+        assert [s.run_id for s in browser.runs[:3]] == ids[:-4:-1]
+        assert text(browser.query_one("#browser-status", Static)).startswith("520 runs · ")
+    assert (tmp_path / "index.sqlite").exists()
 
 
 async def test_browser_lists_runs_newest_first_with_verdicts(store_root):
