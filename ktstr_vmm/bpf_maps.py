@@ -32,6 +32,8 @@ MAX_MAPS = 64
 MAX_ENTRIES = 256  # rendered entries per map
 MAX_VALUE_BYTES = 1 << 20  # bytes read for one map's values
 MAX_BTF_BYTES = 8 << 20
+MAX_BUCKET_BYTES = 4 << 20  # of a hash map's bucket array scanned for elements
+CHUNK = 64 << 10
 XA_CHUNK = 64
 MAX_MAP_TYPE = 255
 ARRAY, HASH, PERCPU_HASH, PERCPU_ARRAY, LRU_HASH, LRU_PERCPU_HASH = 2, 1, 5, 6, 9, 10
@@ -231,6 +233,18 @@ class MapReader:
                     break
         return _with(base, percpu_entries=entries)
 
+    def _bucket_heads(self, buckets: int, nb: int):
+        """Each bucket's first element pointer, the bucket array read 64 KiB at a time and
+        at most MAX_BUCKET_BYTES of it (a huge, sparse map must not keep the VM frozen)."""
+        stride = self.L.bucket_size
+        total = min(nb * stride, MAX_BUCKET_BYTES)
+        for off in range(0, total, CHUNK):
+            raw = self.mem.read(buckets + off, min(CHUNK, total - off))
+            if is_bad(raw):
+                return
+            for b in range(0, len(raw) - 7, stride):
+                yield int.from_bytes(raw[b:b + 8], "little")
+
     def _hash(self, va: int, base: FailureDumpMap, key: _Typed, val: _Typed,
               percpu: bool) -> FailureDumpMap:
         L, mem = self.L, self.mem
@@ -239,14 +253,10 @@ class MapReader:
             raise _Unreadable("bpf_htab buckets unreadable or implausible")
         ksz = (key.size + 7) & ~7
         entries: list[dict[str, Any]] = []
-        seen = 0
-        for b in range(nb):
-            first = mem.u64(buckets + b * L.bucket_size)
-            node = 0 if is_bad(first) else first
-            hops = 0
+        for first in self._bucket_heads(buckets, nb):
+            node, hops = first, 0
             while node and not node & 1 and hops < MAX_ENTRIES:  # nulls lists end odd
                 hops += 1
-                seen += 1
                 raw = mem.read(node + L.elem_key, ksz + (8 if percpu else val.size))
                 if is_bad(raw):
                     break
@@ -262,7 +272,7 @@ class MapReader:
                     break
                 nxt = mem.u64(node)
                 node = 0 if is_bad(nxt) else nxt
-            if len(entries) >= MAX_ENTRIES or seen > 16 * MAX_ENTRIES:
+            if len(entries) >= MAX_ENTRIES:
                 break
         return _with(base, **({"percpu_hash_entries": entries} if percpu
                               else {"entries": entries}))
