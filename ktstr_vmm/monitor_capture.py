@@ -166,47 +166,67 @@ def _dsq(s: Sampler, dsq: int, origin: str) -> DsqState | None:
 
 
 def _shared_dsqs(s: Sampler, sch: int) -> list[DsqState]:
-    """The scheduler's per-CPU bypass DSQs (`sch->pcpu->bypass_dsq`: where the disable
-    path re-queues every runnable task), its global DSQ per NUMA node
-    (`sch->pnode[n]->global_dsq`) and its user DSQs (the `sch->dsq_hash` rhashtable: buckets of rhash_head chains ending in an odd
-    "nulls" marker; bit 0 of a bucket pointer is its lock)."""
-    mem, x = s.mem, s.L.extra
-    out: list[DsqState] = []
-    pcpu = _int(mem, sch + s.L.sch_pcpu, 8) if None not in (
-        s.L.sch_pcpu, x.get("pcpu_bypass_dsq")) else None
+    """The attached scheduler's queues besides the local ones: bypass, global, user."""
+    return _bypass_dsqs(s, sch) + _global_dsqs(s, sch) + _user_dsqs(s, sch)
+
+
+def _bypass_dsqs(s: Sampler, sch: int) -> list[DsqState]:
+    """`sch->pcpu->bypass_dsq` of each CPU that holds tasks (the disable path re-queues
+    every runnable task there)."""
+    x = s.L.extra
+    if None in (s.L.sch_pcpu, x.get("pcpu_bypass_dsq")):
+        return []
+    pcpu = _int(s.mem, sch + s.L.sch_pcpu, 8)
+    out = []
     for cpu in range(s.ncpus) if pcpu else ():
-        d = _dsq(s, mem.per_cpu(pcpu + x["pcpu_bypass_dsq"], s.per_cpu_offsets, cpu),
+        d = _dsq(s, s.mem.per_cpu(pcpu + x["pcpu_bypass_dsq"], s.per_cpu_offsets, cpu),
                  f"bypass cpu {cpu}")
         if d is not None and (d.nr or d.task_kvas):  # idle bypass queues say nothing
             out.append(d)
-    pnode = _int(mem, sch + x["sch_pnode"], 8) if None not in (
-        x.get("sch_pnode"), x.get("pnode_global_dsq")) else None
-    nodes = _int(mem, s.L.sym["nr_node_ids"], 4) if "nr_node_ids" in s.L.sym else 1
+    return out
+
+
+def _global_dsqs(s: Sampler, sch: int) -> list[DsqState]:
+    """`sch->pnode[n]->global_dsq` for each of the kernel's `nr_node_ids` nodes."""
+    x = s.L.extra
+    if None in (x.get("sch_pnode"), x.get("pnode_global_dsq")):
+        return []
+    pnode = _int(s.mem, sch + x["sch_pnode"], 8)
+    nodes = _int(s.mem, s.L.sym["nr_node_ids"], 4) if "nr_node_ids" in s.L.sym else 1
+    out = []
     for n in range(min(nodes or 1, 64)) if pnode else ():
-        node = _int(mem, pnode + 8 * n, 8)
+        node = _int(s.mem, pnode + 8 * n, 8)
         d = _dsq(s, node + x["pnode_global_dsq"], f"global node {n}") if node else None
         if d is not None:
             out.append(d)
-    tbl = _int(mem, sch + x["sch_dsq_hash"], 8) if None not in (
-        x.get("sch_dsq_hash"), x.get("dsq_hash_node"), x.get("tbl_size"), x.get("tbl_nest"),
-        x.get("tbl_buckets")) else None
+    return out
+
+
+def _user_dsqs(s: Sampler, sch: int) -> list[DsqState]:
+    """The DSQs the scheduler created, from the `sch->dsq_hash` rhashtable: a bucket array
+    of rhash_head chains (bit 0 of a bucket pointer is its lock; a chain ends in an odd
+    "nulls" marker). A nested (huge) table is not walked."""
+    mem, x = s.mem, s.L.extra
+    if None in (x.get("sch_dsq_hash"), x.get("dsq_hash_node"), x.get("tbl_size"),
+                x.get("tbl_nest"), x.get("tbl_buckets")):
+        return []
+    tbl = _int(mem, sch + x["sch_dsq_hash"], 8)
     size = _int(mem, tbl + x["tbl_size"], 4) if tbl else None
     nest = _int(mem, tbl + x["tbl_nest"], 4) if tbl else None
     if not size or nest or size > 1 << 16:
-        return out  # no table, a nested (huge) table, or garbage
+        return []  # no table, a nested table, or garbage
     raw = mem.read(tbl + x["tbl_buckets"], 8 * size)
     if is_bad(raw):
-        return out
+        return []
+    out: list[DsqState] = []
     for b in range(size):
         node = int.from_bytes(raw[8 * b:8 * b + 8], "little") & ~1
-        hops = 0
-        while node and not node & 1 and hops < LIST_CAP and len(out) < LIST_CAP:
+        while node and not node & 1 and len(out) < LIST_CAP:
             d = _dsq(s, node - x["dsq_hash_node"], "user")
             if d is None:
                 break
             out.append(d)
             node = _int(mem, node, 8) or 0
-            hops += 1
     return out
 
 
