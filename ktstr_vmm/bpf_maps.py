@@ -134,7 +134,15 @@ class MapReader:
             out.append(entry)
 
     def read_all(self) -> tuple[FailureDumpMap, ...]:
-        return tuple(self.read_map(va) for va in self.map_addresses())
+        out = []
+        for va in self.map_addresses():
+            try:
+                out.append(self.read_map(va))
+            except Exception as e:  # garbage (a corrupt program BTF, say) costs one map,
+                # never the dump
+                out.append(FailureDumpMap(name=f"<map at {va:#x}>",
+                                          error=f"could not be read: {type(e).__name__}: {e}"))
+        return tuple(out)
 
     # ------------------------------------------------------------------ one map
 
