@@ -49,11 +49,13 @@ class RunUpdate(Message):
     """New state of a watched run directory (posted by the live tail worker)."""
 
     def __init__(self, status=None, events=(), samples=(), result_ready: bool = False,
-                 gone: bool = False, control_live: bool = False, error: str | None = None) -> None:
+                 gone: bool = False, control_live: bool = False, error: str | None = None,
+                 globals=()) -> None:
         super().__init__()
         self.status = status
         self.events = tuple(events)
         self.samples = tuple(samples)
+        self.globals = tuple(globals)  # bpf.jsonl lines' changed variables, in order
         self.result_ready = result_ready
         self.gone = gone
         self.control_live = control_live

@@ -133,6 +133,29 @@ class MapReader:
         elif not entry & 1:  # a pointer, not a value entry
             out.append(entry)
 
+    def globals(self, max_bytes: int = 64 << 10) -> dict[str, Any]:
+        """The scheduler's global variables now: each one-entry ARRAY map named
+        `<obj>.bss` or `<obj>.data` (libbpf's global-data maps; not `.rodata`, which
+        cannot change, nor libbpf-internal ones named `.data.*`) rendered by its BTF, by
+        map name. Read while the guest runs: a value may be mid-update."""
+        out: dict[str, Any] = {}
+        for va in self.map_addresses():
+            try:
+                got = self._header(va)
+                if got is None:
+                    continue
+                base, extra = got
+                if (base.error or base.map_type != ARRAY or base.max_entries != 1
+                        or base.value_size > max_bytes or base.name.startswith(".")
+                        or not base.name.endswith((".bss", ".data"))):
+                    continue
+                m = self._contents(va, base, extra)
+                if m.error is None:
+                    out[m.name] = m.value
+            except Exception:  # one unreadable map must not stop the others
+                continue
+        return out
+
     def read_all(self) -> tuple[FailureDumpMap, ...]:
         out = []
         for va in self.map_addresses():
@@ -146,23 +169,42 @@ class MapReader:
 
     # ------------------------------------------------------------------ one map
 
-    def read_map(self, va: int) -> FailureDumpMap:
+    def _header(self, va: int) -> tuple[FailureDumpMap, tuple[int, int, int, int]] | None:
+        """The map's FailureDumpMap shell (name, type, sizes; `error` set when the header
+        is unreadable or implausible) and (key size, key type id, value type id, btf
+        pointer); None when its name cannot be read at all."""
         L, mem = self.L, self.mem
         name = mem.cstr(va + L.m_name, 16)
         if is_bad(name):
-            return FailureDumpMap(name=f"<map at {va:#x}>", error=f"unreadable: {name.reason}")
+            return None
         head = [mem.u32(va + o) for o in (L.m_type, L.m_key_size, L.m_value_size,
                                           L.m_max_entries, L.m_key_tid, L.m_value_tid)]
         btf_ptr = mem.u64(va + L.m_btf)
-        if any(is_bad(x) for x in head) or is_bad(btf_ptr):
-            return FailureDumpMap(name=name, error="map header unreadable")
-        mtype, ksize, vsize, max_entries, ktid, vtid = head
         if not name.isprintable() or not name:
             name = f"<map at {va:#x}>"
+        if any(is_bad(x) for x in head) or is_bad(btf_ptr):
+            return FailureDumpMap(name=name, error="map header unreadable"), (0, 0, 0, 0)
+        mtype, ksize, vsize, max_entries, ktid, vtid = head
         base = FailureDumpMap(name=name, map_type=mtype, value_size=vsize,
                               max_entries=max_entries)
         if mtype > MAX_MAP_TYPE or ksize > MAX_VALUE_BYTES or vsize > MAX_VALUE_BYTES:
-            return _with(base, error="implausible map header (not a bpf_map?)")
+            base = _with(base, error="implausible map header (not a bpf_map?)")
+        return base, (ksize, ktid, vtid, btf_ptr)
+
+    def read_map(self, va: int) -> FailureDumpMap:
+        got = self._header(va)
+        if got is None:
+            return FailureDumpMap(name=f"<map at {va:#x}>", error="unreadable map name")
+        return self._contents(va, *got)
+
+    def _contents(self, va: int, base: FailureDumpMap,
+                  extra: tuple[int, int, int, int]) -> FailureDumpMap:
+        """The map's contents rendered into its header shell (or `error` saying why not)."""
+        L = self.L
+        ksize, ktid, vtid, btf_ptr = extra
+        if base.error:
+            return base
+        mtype, vsize = base.map_type, base.value_size
         btf = self._btf(btf_ptr) if btf_ptr else None
         if isinstance(btf, str):
             btf, btf_err = None, btf

@@ -32,24 +32,26 @@ def _map_contents(m: dict[str, Any]) -> str:
         return m["error"]
     if "value" in m:
         v = m["value"]
-        text = " ".join(f"{k}={_short(x)}" for k, x in v.items()) if isinstance(v, dict) \
-            else _short(v)
+        text = " ".join(f"{k}={short(x)}" for k, x in v.items()) if isinstance(v, dict) \
+            else short(v)
     else:
         entries = next((m[k] for k in ("entries", "percpu_entries", "percpu_hash_entries")
                         if isinstance(m.get(k), list)), None)
         if entries is None:
             return ""
         text = f"{len(entries)} entries" + (": " if entries else "") + " | ".join(
-            f"[{_short(e.get('key'))}] {_short(e.get('value', e.get('per_cpu')))}"
+            f"[{short(e.get('key'))}] {short(e.get('value', e.get('per_cpu')))}"
             for e in entries[:4] if isinstance(e, dict))
     return text if len(text) <= MAP_LINE else text[:MAP_LINE - 3] + "..."
 
 
-def _short(v: Any) -> str:
+def short(v: Any) -> str:
+    """A value in one short line: scalars as they are, plain lists space-separated, the
+    rest compact JSON."""
     if isinstance(v, bool) or v is None:
         return json.dumps(v)
     if isinstance(v, list) and all(not isinstance(x, (dict, list)) for x in v):
-        return " ".join(_short(x) for x in v)
+        return " ".join(short(x) for x in v)
     if isinstance(v, (dict, list)):
         return json.dumps(v, separators=(",", ":"))
     if isinstance(v, str):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import thresholds as T
+from .bpf_globals import GlobalsRecorder
 from .btf import BtfError
 from .btf_load import load_btf
 from .dumps import FailureDump
@@ -60,6 +61,7 @@ class Monitor:
                  thresholds: T.Thresholds = T.Thresholds(), hz: int | None = None) -> None:
         self.mem, self.sampler, self.out = mem, sampler, Path(out)
         self.hz = hz  # the kernel's CONFIG_HZ, for runnable_for_ms in dumps
+        self.globals_recorder: GlobalsRecorder | None = None  # bpf.jsonl (create())
         self.interval_s = max(0.005, float(interval_s))
         self.thresholds = thresholds
         self.samples: list[dict[str, Any]] = []
@@ -79,6 +81,7 @@ class Monitor:
     def create(cls, ram: Sequence[Any], sysrdy: Any, vmlinux: Path | None, out: Path,
                interval_s: float = 0.1, vcpus: int = 0, *, build_id: str | None = None,
                thresholds: T.Thresholds | None = None, hz: int | None = None,
+               globals_out: Path | None = None,
                remember_symbols: bool = False) -> Monitor | MonitorUnavailable:
         """A ready Monitor, or MonitorUnavailable(reason) when BTF, symbols or RAM are
         missing or the guest's memory does not look like its kernel. Never raises.
@@ -89,6 +92,9 @@ class Monitor:
                               thresholds, remember_symbols)
             if isinstance(mon, Monitor):
                 mon.hz = hz
+                if globals_out is not None:
+                    mon.globals_recorder = GlobalsRecorder.create(mon.sampler, Path(globals_out),
+                                                          max(1, round(1.0 / mon.interval_s)))
             return mon
         except Exception as e:  # the run must go on without a monitor
             log.warning("monitor unavailable", exc_info=True)
@@ -144,7 +150,10 @@ class Monitor:
         self._note_scx(s["scx"])
         with self._lock:
             self.samples.append(s)
+            n = len(self.samples)
         self._write(s)
+        if self.globals_recorder is not None and not self._exited:
+            self.globals_recorder.maybe_record(n, s["t"])
         return s
 
     def _note_scx(self, scx: dict[str, Any]) -> None:

@@ -39,7 +39,16 @@ from .monitor import KALLSYMS, Monitor, MonitorUnavailable
 from .outcome import build_outcome
 from .recorder import Recorder
 from .repro import maybe_auto_repro
-from .rundir import CONSOLE, EVENTS, MONITOR, RESULT, SCHED_LOG, SNAPSHOTS, RunDir
+from .rundir import (
+    BPF_GLOBALS,
+    CONSOLE,
+    EVENTS,
+    MONITOR,
+    RESULT,
+    SCHED_LOG,
+    SNAPSHOTS,
+    RunDir,
+)
 from .schedulers import Scheduler, resolve_scheduler
 from .spec import RunSpec
 from .timeline import read_events, render_timeline
@@ -258,7 +267,8 @@ class Run:
         try:
             mon = Monitor.create(m.ram(), sysrdy, k.vmlinux, self.rd / MONITOR,
                                  spec.monitor_interval_ms / 1000, spec.topology.vcpus,
-                                 build_id=k.build_id, hz=kernel_hz(k), remember_symbols=True)
+                                 build_id=k.build_id, hz=kernel_hz(k),
+                                 globals_out=self.rd / BPF_GLOBALS, remember_symbols=True)
         except KtstrError as e:
             mon = MonitorUnavailable(e.one_line())
         self.monitor = mon
@@ -298,7 +308,14 @@ class Run:
             return None
         if isinstance(mon, MonitorUnavailable):
             return mon.report(thresholds_enabled=False)
-        return mon.stop(thresholds_enabled=True)
+        report = mon.stop(thresholds_enabled=True)
+        g = mon.globals_recorder
+        self.rd.append_event(
+            "monitor", state="stopped", samples=len(mon.samples),
+            sample_ms=round(mon.sample_seconds * 1000, 1),
+            globals_reads=g.reads if g else 0,
+            globals_ms=round(g.seconds * 1000, 1) if g else 0.0)
+        return report
 
     def judge(self, timed_out: bool, elapsed: float) -> dict[str, Any]:
         spec, st = self.spec, self.recorder.state

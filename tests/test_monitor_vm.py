@@ -42,6 +42,13 @@ def test_scx_simple_samples_live_run_queues(env):
     assert "select_cpu_fallback" in ext[-1]["scx"]["events"]
     assert not [f for s in samples for f in s["flags"] if f.startswith("read_error cpu")]
     assert r["sections"]["monitor"].splitlines()[-1] == "verdict: monitor OK"
+    # The scheduler's globals, read live about once a second: scx_simple's vtime_now moves
+    lines = [json.loads(x) for x in (Path(r["run_dir"]) / "bpf.jsonl").read_text().splitlines()]
+    assert len(lines) >= 3, lines
+    assert "uei" in lines[0]["maps"]["scx_simp.data"]
+    vtimes = [ln["maps"]["scx_simp.bss"]["vtime_now"] for ln in lines
+              if "vtime_now" in ln["maps"].get("scx_simp.bss", {})]
+    assert len(vtimes) >= 3 and vtimes == sorted(vtimes) and vtimes[-1] > vtimes[0], vtimes
 
 
 def test_error_after_freezes_the_vm_for_a_real_dump(env):

@@ -1,8 +1,8 @@
-"""A run while it runs: monitor grid, timeline, scheduler log, console, status bar; keys to
-pause/resume the guest, take a snapshot, stop.
+"""A run while it runs: monitor grid, timeline, scheduler log, console, the scheduler's BPF
+globals, status bar; keys to pause/resume the guest, take a snapshot, stop.
 
 A tail worker follows the run directory (status.json, events.jsonl, monitor.jsonl,
-result.json, control.sock), woken by file notifications and polling as a fallback, and
+bpf.jsonl, result.json, control.sock), woken by file notifications and polling as a fallback, and
 posts RunUpdate; the screen only renders. Control commands go through
 ktstr_vmm.control.send_command on a worker thread. When the run finishes the result screen
 replaces this one.
@@ -30,7 +30,16 @@ from ktstr_vmm.runsummary import pid_alive
 from ktstr_vmm.spec import parse_topology
 
 from ..messages import RunUpdate
-from ..rundata import JsonlTail, RunStatus, load_spec, load_status, parse_event, parse_sample
+from ..rundata import (
+    JsonlTail,
+    RunStatus,
+    load_spec,
+    load_status,
+    parse_event,
+    parse_globals,
+    parse_sample,
+)
+from ..widgets.bpf_globals import BpfGlobals
 from ..widgets.log_view import LogPane
 from ..widgets.monitor_grid import MonitorGrid
 from ..widgets.timeline import Timeline
@@ -55,6 +64,7 @@ class LiveRunScreen(Screen):
         Binding("enter", "open_result", "Result"),
         Binding("1", "show_tab('tab-sched')", "Sched log", show=False),
         Binding("2", "show_tab('tab-console')", "Console", show=False),
+        Binding("3", "show_tab('tab-globals')", "BPF globals", show=False),
     ]
 
     def __init__(self, path: Path, *, auto_result: bool = True) -> None:
@@ -91,6 +101,8 @@ class LiveRunScreen(Screen):
                     yield self._sched_pane
                 with TabPane("Console", id="tab-console"):
                     yield self._console_pane
+                with TabPane("BPF globals", id="tab-globals"):
+                    yield BpfGlobals(id="globals")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -135,6 +147,7 @@ class LiveRunScreen(Screen):
     def _tail(self) -> None:
         events = JsonlTail(self.path / rundir.EVENTS)
         samples = JsonlTail(self.path / rundir.MONITOR)
+        bpf = JsonlTail(self.path / rundir.BPF_GLOBALS)
         first = True
         last: tuple | None = None
         while not self._stop.is_set():
@@ -148,14 +161,16 @@ class LiveRunScreen(Screen):
                 error = e.one_line()
             new_events = [e for e in map(parse_event, events.read()) if e]
             new_samples = [s for s in map(parse_sample, samples.read()) if s]
+            new_globals = [g for g in map(parse_globals, bpf.read()) if g]
             result_ready = (self.path / rundir.RESULT).exists()
             control = (self.path / rundir.CONTROL).exists()
             state = (status, result_ready, control, error)
-            if new_events or new_samples or state != last:  # only news reach the screen
+            if new_events or new_samples or new_globals or state != last:  # news only
                 last = state
                 self.post_message(RunUpdate(status=status, events=new_events,
                                             samples=new_samples, result_ready=result_ready,
-                                            control_live=control, error=error))
+                                            control_live=control, error=error,
+                                            globals=new_globals))
             if first:
                 first = False
                 self._load_topology()
@@ -190,6 +205,8 @@ class LiveRunScreen(Screen):
                           "(interrupted)")
         if u.samples:
             self.query_one("#monitor", MonitorGrid).add_samples(u.samples)
+        if u.globals:
+            self.query_one("#globals", BpfGlobals).add_lines(list(u.globals))
         if u.events:
             self.last_event = u.events[-1].label
             for e in u.events:

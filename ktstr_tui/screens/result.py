@@ -35,14 +35,17 @@ from ktstr_vmm.spec import parse_topology
 from ..lexers import highlight_text
 from ..messages import OpenRun
 from ..rundata import (
+    JsonlTail,
     MonitorSample,
     RunResult,
     failure_dumps,
     load_result,
     load_spec,
+    parse_globals,
     read_samples,
     snapshot_files,
 )
+from ..widgets.bpf_globals import BpfGlobals
 from ..widgets.failure_dump_view import FailureDumpView
 from ..widgets.log_view import LogPane
 from ..widgets.monitor_grid import MonitorGrid
@@ -67,6 +70,7 @@ class RunView:
     snapshots: tuple[Path, ...]
     children: tuple[tuple[str, Path], ...] = field(default=())
     parent_path: Path | None = None
+    globals: tuple[dict, ...] = ()  # bpf.jsonl lines (what changed each time), in order
 
 
 def message_head(message: str) -> str:
@@ -99,6 +103,7 @@ class ResultScreen(Screen):
         Binding("m", "show_tab('tab-message')", "Message", show=False),
         Binding("D", "show_tab('tab-dump')", "sched_ext dump", show=False),
         Binding("F", "show_tab('tab-failure')", "Failure dump", show=False),
+        Binding("G", "show_tab('tab-globals')", "BPF globals", show=False),
     ]
 
     class Loaded(Message):
@@ -132,6 +137,9 @@ class ResultScreen(Screen):
                 yield ScxDumpView(id="scx-dump")
             with TabPane("Failure dump", id="tab-failure"):
                 yield VerticalScroll(id="failure-dumps")
+            with TabPane("BPF globals", id="tab-globals"):
+                yield Static("", id="globals-note")
+                yield BpfGlobals(id="globals")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -171,7 +179,10 @@ class ResultScreen(Screen):
             samples=tuple(read_samples(self.path)), dumps=tuple(failure_dumps(self.path)),
             snapshots=tuple(p for p in snapshot_files(self.path)
                             if p.name.endswith(".sched_ext_dump.txt")),
-            children=tuple(children), parent_path=parent_path)))
+            children=tuple(children), parent_path=parent_path,
+            globals=tuple(g for g in map(parse_globals,
+                                         JsonlTail(self.path / rundir.BPF_GLOBALS).read(
+                                             64 << 20)) if g))))
 
     @on(Loaded)
     async def _loaded(self, message: Loaded) -> None:
@@ -191,7 +202,19 @@ class ResultScreen(Screen):
         self._fill_monitor(v)
         self._fill_dumps(v)
         await self._fill_failure_dumps(v)
+        self._fill_globals(v)
         self.refresh_bindings()
+
+    def _fill_globals(self, v: RunView) -> None:
+        note = self.query_one("#globals-note", Static)
+        if not v.globals:
+            note.update("no BPF globals recorded for this run (no bpf.jsonl: the scheduler "
+                        "has no .bss/.data maps, or the monitor was off)")
+            return
+        note.update(f"the scheduler's global variables as last read while it ran "
+                    f"({len(v.globals)} reads that changed something; the last read's "
+                    "changes highlighted)")
+        self.query_one("#globals", BpfGlobals).add_lines(list(v.globals))
 
     def _info_line(self, v: RunView) -> Text:
         r, spec = v.result, v.spec

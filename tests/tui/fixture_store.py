@@ -194,6 +194,9 @@ def make_store(root: Path) -> dict[str, Path]:
     (d / "sched.log").write_text(SCHED_OUT)
     _jsonl(d / "events.jsonl", _events(t0, fail=True))
     _jsonl(d / "monitor.jsonl", _samples(t0, 4, 55, stuck_cpu=2))
+    _jsonl(d / "bpf.jsonl", [
+        {"t": 0.9, "maps": {"scx_errs.bss": {"nr_enqueued": 12, "injected": False}}},
+        {"t": 1.9, "maps": {"scx_errs.bss": {"nr_enqueued": 60, "injected": True}}}])
     _write(d / "result.json", _fail_result(d.name, "tiny-2llc", "1n2l2c1t", None))
     _write(d / "errsim.failure-dump.json", real_dump_json())
     (d / "snapshots").mkdir()

@@ -11,6 +11,7 @@ from conftest import make_app, wait_for
 from ktstr_tui.screens.confirm import ConfirmScreen
 from ktstr_tui.screens.live_run import NO_CONTROL, LiveRunScreen
 from ktstr_tui.screens.result import ResultScreen
+from ktstr_tui.widgets.bpf_globals import BpfGlobals
 from ktstr_tui.widgets.log_view import LogPane
 from ktstr_tui.widgets.monitor_grid import MonitorGrid
 from ktstr_tui.widgets.timeline import Timeline
@@ -62,6 +63,23 @@ async def test_live_screen_follows_a_writer_and_controls_the_run(store_root):
             grid = screen.query_one("#monitor", MonitorGrid)
             await wait_for(pilot, lambda: grid.samples == 5, what="samples")
             assert "node 0 · llc 1" in str(grid.render())
+
+            # the scheduler's globals: lines hold what changed, merged in order; "3" shows them
+            append_json_line(run / "bpf.jsonl", {"t": 0.9, "maps": {
+                "scx_simp.bss": {"vtime_now": 100, "nr_queued": 0},
+                "scx_simp.data": {"uei": {"kind": 0, "reason": ""}}}})
+            append_json_line(run / "bpf.jsonl", {"t": 1.9, "maps": {
+                "scx_simp.bss": {"vtime_now": 250}}})
+            glob = screen.query_one("#globals", BpfGlobals)
+            await wait_for(pilot, lambda: glob.updates == 2, what="globals")
+            rows = [tuple(str(c) for c in glob.get_row_at(i)) for i in range(glob.row_count)]
+            assert rows == [("scx_simp.bss", "nr_queued", "0"),
+                            ("scx_simp.bss", "vtime_now", "250"),
+                            ("scx_simp.data", "uei", '{"kind":0,"reason":""}')]
+            assert glob.get_row_at(1)[2].style == "bold yellow"  # changed in the last line
+            await pilot.press("3")
+            assert screen.query_one("#live-tabs").active == "tab-globals"
+            await pilot.press("1")
 
             with open(run / "sched.log", "ab") as f:
                 f.write(b"".join(b"local=%d global=%d\n" % (i, i // 2) for i in range(1000)))

@@ -259,6 +259,23 @@ async def test_result_failure_dump_tree_and_per_cpu_table(store_root):
             "schema", "maps", "rq_scx_states"]
 
 
+async def test_result_shows_the_schedulers_last_globals(store_root):
+    async with make_app(store_root).run_test(size=SIZE) as pilot:
+        screen = await open_result(pilot, "fail")
+        await pilot.press("G")
+        assert screen.query_one("#result-tabs").active == "tab-globals"
+        table = screen.query_one("#globals", DataTable)
+        assert [tuple(map(str, table.get_row_at(i))) for i in range(table.row_count)] == [
+            ("scx_errs.bss", "injected", "true"), ("scx_errs.bss", "nr_enqueued", "60")]
+        assert text(screen.query_one("#globals-note", Static)).startswith(
+            "the scheduler's global variables as last read while it ran (2 reads")
+        await pilot.press("escape")
+        screen = await open_result(pilot, "pass")
+        await pilot.press("G")
+        assert text(screen.query_one("#globals-note", Static)).startswith(
+            "no BPF globals recorded for this run")
+
+
 async def test_placeholder_dump_says_so_and_parent_child_navigation(store_root):
     async with make_app(store_root).run_test(size=SIZE) as pilot:
         screen = await open_result(pilot, "rerun")
