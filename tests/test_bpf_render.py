@@ -92,3 +92,22 @@ def test_the_objects_name_comes_from_its_global_data_maps():
             FailureDumpMap("scx_ktst.rodata", 2), FailureDumpMap(".data.uei_dump", 2)]
     assert active_obj_name(maps) == "scx_ktst"
     assert active_obj_name(maps + [FailureDumpMap("other.bss", 2)]) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_a_corrupt_program_btf_is_refused_or_renders_without_raising(btf, data):
+    """A guest's map BTF is untrusted: flip bytes anywhere in a real one; parsing either
+    refuses it with BtfError or gives types whose rendering never raises."""
+    from ktstr_vmm.btf_types import BtfError
+
+    raw = bytearray(btf._data)
+    for _ in range(data.draw(st.integers(1, 8))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        bad = Btf.from_bytes(bytes(raw))
+    except BtfError:
+        return
+    value = data.draw(st.binary(max_size=128))
+    for tid in range(bad.nr_types + 1):
+        render(bad, tid, value)
