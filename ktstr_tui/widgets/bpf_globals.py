@@ -1,6 +1,7 @@
 """The scheduler's global variables, live: a table of map, variable and value fed by
 bpf.jsonl lines (each holds what changed; merged here in order). Variables that changed
-in the latest line are highlighted."""
+in the latest line are highlighted. The format strings scx's error/printk macros leave in
+`.data` (`<func>.___fmt`, constant) are not listed."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ class BpfGlobals(DataTable):
         for maps in lines:
             for name, fields in maps.items():
                 for var, value in fields.items():
-                    self.values[(name, var)] = value
+                    if "___fmt" not in var:
+                        self.values[(name, var)] = value
         self.updates += len(lines)
         fresh = {(name, var) for name, fields in lines[-1].items() for var in fields}
         keep = self.cursor_row

@@ -67,7 +67,8 @@ async def test_live_screen_follows_a_writer_and_controls_the_run(store_root):
             # the scheduler's globals: lines hold what changed, merged in order; "3" shows them
             append_json_line(run / "bpf.jsonl", {"t": 0.9, "maps": {
                 "scx_simp.bss": {"vtime_now": 100, "nr_queued": 0},
-                "scx_simp.data": {"uei": {"kind": 0, "reason": ""}}}})
+                "scx_simp.data": {"uei": {"kind": 0, "reason": ""},
+                                  "simple_init.___fmt": "failed to create DSQ %d"}}})
             append_json_line(run / "bpf.jsonl", {"t": 1.9, "maps": {
                 "scx_simp.bss": {"vtime_now": 250}}})
             glob = screen.query_one("#globals", BpfGlobals)
