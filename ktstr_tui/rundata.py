@@ -278,15 +278,6 @@ def read_events(run: Path) -> list[Event]:
     return [e for e in map(parse_event, JsonlTail(run / rundir.EVENTS).read(64 << 20)) if e]
 
 
-def parse_globals(d: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
-    """One bpf.jsonl line's `maps` ({map: {variable: value}}, the changed ones), or None."""
-    maps = d.get("maps")
-    if not isinstance(maps, dict):
-        return None
-    out = {str(k): v for k, v in maps.items() if isinstance(v, dict)}
-    return out or None
-
-
 def read_samples(run: Path) -> list[MonitorSample]:
     return [s for s in map(parse_sample, JsonlTail(run / rundir.MONITOR).read(256 << 20)) if s]
 

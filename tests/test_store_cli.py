@@ -329,3 +329,22 @@ def test_show_real_dump_lists_the_schedulers_maps(capsys):
                             '{"enqueues":6,') for m in maps)
     assert all(len(m) <= 2 + 15 + 2 + 12 + 2 + 11 + 2 + 110 for m in maps)
     assert "  0x8000000000000003  bypass cpu 0   2   2" in lines
+
+
+def test_show_run_prints_the_schedulers_last_globals(capsys, populated):
+    run_dir = populated / "runs" / "20261125-180102-basic-scx_lavd-numa2-4llc-0b1c"
+    (run_dir / "bpf.jsonl").write_text(
+        '{"t":0.9,"maps":{"scx_lavd.bss":{"nr_cpus":8,"slice_ns":20000000},'
+        '"scx_lavd.data":{"uei":{"kind":0},"lavd_init.___fmt":"failed %d"}}}\n'
+        '{"t":1.9,"maps":{"scx_lavd.bss":{"slice_ns":5000000}}}\n'
+        '{"t":2.9,"maps":{"scx_lav')  # a torn last line: the run was still writing
+    code, out, _ = run(capsys, "show", "0b1c")
+    assert code == 0
+    lines = out.splitlines()
+    at = lines.index("globals   the scheduler's BPF globals as last read (bpf.jsonl):")
+    assert lines[at + 1:at + 4] == ["  scx_lavd.bss.nr_cpus   8",
+                                    "  scx_lavd.bss.slice_ns  5000000",
+                                    '  scx_lavd.data.uei      {"kind":0}']
+    code, out, _ = run(capsys, "show", "0b1c", "--json")
+    assert json.loads(out)["bpf_globals"] == {
+        "scx_lavd.bss": {"nr_cpus": 8, "slice_ns": 5000000}, "scx_lavd.data": {"uei": {"kind": 0}}}

@@ -25,6 +25,7 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
 from ktstr_vmm import rundir
+from ktstr_vmm.bpf_globals import parse_line as parse_globals
 from ktstr_vmm.errors import KtstrError
 from ktstr_vmm.runsummary import pid_alive
 from ktstr_vmm.spec import parse_topology
@@ -36,7 +37,6 @@ from ..rundata import (
     load_spec,
     load_status,
     parse_event,
-    parse_globals,
     parse_sample,
 )
 from ..widgets.bpf_globals import BpfGlobals

@@ -29,19 +29,18 @@ from textual.widgets import (
 )
 
 from ktstr_vmm import rundir
+from ktstr_vmm.bpf_globals import read_lines
 from ktstr_vmm.errors import KtstrError
 from ktstr_vmm.spec import parse_topology
 
 from ..lexers import highlight_text
 from ..messages import OpenRun
 from ..rundata import (
-    JsonlTail,
     MonitorSample,
     RunResult,
     failure_dumps,
     load_result,
     load_spec,
-    parse_globals,
     read_samples,
     snapshot_files,
 )
@@ -180,9 +179,7 @@ class ResultScreen(Screen):
             snapshots=tuple(p for p in snapshot_files(self.path)
                             if p.name.endswith(".sched_ext_dump.txt")),
             children=tuple(children), parent_path=parent_path,
-            globals=tuple(g for g in map(parse_globals,
-                                         JsonlTail(self.path / rundir.BPF_GLOBALS).read(
-                                             64 << 20)) if g))))
+            globals=tuple(read_lines(self.path / rundir.BPF_GLOBALS)))))
 
     @on(Loaded)
     async def _loaded(self, message: Loaded) -> None:

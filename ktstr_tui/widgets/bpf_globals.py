@@ -10,6 +10,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import DataTable
 
+from ktstr_vmm.bpf_globals import merge
 from ktstr_vmm.dumptext import short
 
 MAX_VALUE = 120
@@ -28,11 +29,7 @@ class BpfGlobals(DataTable):
         """Merge bpf.jsonl lines (their `maps`) and redraw."""
         if not lines:
             return
-        for maps in lines:
-            for name, fields in maps.items():
-                for var, value in fields.items():
-                    if "___fmt" not in var:
-                        self.values[(name, var)] = value
+        merge(lines, into=self.values)
         self.updates += len(lines)
         fresh = {(name, var) for name, fields in lines[-1].items() for var in fields}
         keep = self.cursor_row

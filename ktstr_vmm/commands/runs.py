@@ -13,8 +13,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..bpf_globals import merge, read_lines
+from ..dumptext import short
 from ..errors import StoreError, UsageError
-from ..rundir import RESULT, SPEC, STATUS
+from ..rundir import BPF_GLOBALS, RESULT, SPEC, STATUS
 from ..runsummary import (
     ALL_VERDICTS,
     CORRUPT,
@@ -245,18 +247,24 @@ def show_run(s: RunSummary, *, store: Store | None, section: str | None, as_json
             print(text, end="" if text.endswith("\n") else "\n")
         return 0
     kids = store.children(s.run_id) if store is not None and "/" not in s.run_id else []
+    globals_now = merge(read_lines(s.path / BPF_GLOBALS))
     if as_json:
+        nested: dict[str, dict[str, Any]] = {}
+        for (name, var), value in globals_now.items():
+            nested.setdefault(name, {})[var] = value
         print(json.dumps({"summary": s.to_json(), "spec": _read(s.path / SPEC),
                           "status": _read(s.path / STATUS), "result": result,
-                          "children": [k.run_id for k in kids]}, indent=2))
+                          "children": [k.run_id for k in kids], "bpf_globals": nested},
+                         indent=2))
         return 0
-    for line in format_run(s, result, _read(s.path / STATUS), kids):
+    for line in format_run(s, result, _read(s.path / STATUS), kids, globals_now):
         print(line)
     return 0
 
 
 def format_run(s: RunSummary, result: dict[str, Any] | None, status: dict[str, Any] | None,
-               kids: list[RunSummary]) -> list[str]:
+               kids: list[RunSummary],
+               globals_now: dict[tuple[str, str], Any] | None = None) -> list[str]:
     topo = s.topology + (f" ({s.preset})" if s.preset else "")
     observed = (result or {}).get("topology")
     if isinstance(observed, dict) and isinstance(observed.get("observed"), str) \
@@ -294,6 +302,13 @@ def format_run(s: RunSummary, result: dict[str, Any] | None, status: dict[str, A
     artifacts = (result or {}).get("artifacts")
     if isinstance(artifacts, list) and artifacts:
         lines.append(f"artifacts {', '.join(str(a) for a in artifacts)}")
+    if globals_now:
+        lines.append("globals   the scheduler's BPF globals as last read (bpf.jsonl):")
+        width = max(len(f"{n}.{v}") for n, v in globals_now)
+        for (name, var), value in sorted(globals_now.items()):
+            text = short(value)
+            lines.append(f"  {f'{name}.{var}':<{width}}  "
+                         f"{text if len(text) <= 100 else text[:97] + '...'}")
     message = (result or {}).get("message")
     if isinstance(message, str) and message.strip():
         lines += ["", message.rstrip("\n")]
