@@ -113,7 +113,8 @@ class KtstrApp(App[int]):
 
                 self.push_screen(DumpScreen(dumps[0], others=dumps[1:]))
             elif not (path / "runs").is_dir():
-                self.notify(f"{path} holds no run, store or failure dump", severity="error")
+                self.notify(f"{path} holds no run, store or failure dump", severity="error",
+                            markup=False)
 
     # ------------------------------------------------------------------ navigation
     def open_run(self, path: Path, live: bool | None = None) -> None:
@@ -138,9 +139,9 @@ class KtstrApp(App[int]):
         try:
             launched = launcher.spawn(args, self.store_root)
         except KtstrError as e:  # shown; the app stays up
-            self.notify(e.one_line(), severity="error")
+            self.notify(e.one_line(), severity="error", markup=False)
             return
-        self.notify(f"started ktstr {' '.join(args)} (pid {launched.pid})")
+        self.notify(f"started ktstr {' '.join(args)} (pid {launched.pid})", markup=False)
         if open_live:
             self._await_run(launched)
 
@@ -159,7 +160,7 @@ class KtstrApp(App[int]):
         what = " ".join(message.argv[:1])
         detail = message.tail.splitlines()[-1] if message.tail else "no output"
         self.notify(f"ktstr {what} exited ({message.code}) before a run appeared: {detail}",
-                    severity="error", timeout=15)
+                    severity="error", timeout=15, markup=False)
 
     # ------------------------------------------------------------------ terminal size
     def on_resize(self, event: events.Resize) -> None:

@@ -21,6 +21,7 @@ from textual.widgets.data_table import CellDoesNotExist
 from ktstr_vmm.errors import KtstrError
 
 from ..messages import OpenRun, StoreChanged
+from ..plain import plain
 from ..store_access import LogAppended, RunSummary, Store, StoreEvent, StoreWatcher
 
 PAGE = 1000
@@ -150,7 +151,7 @@ class BrowserScreen(Screen):
         self.runs = runs
         table.clear()
         for s in runs:
-            table.add_row(*row_of(s), key=s.run_id)
+            table.add_row(*plain(*row_of(s)), key=s.run_id)
         if keep is not None:
             for i, s in enumerate(runs):
                 if s.run_id == keep:
@@ -160,14 +161,14 @@ class BrowserScreen(Screen):
         if message.error:
             status.update(Text(message.error, style="bold red"))
         elif message.provisional:
-            status.update(f"newest {len(runs)} runs · indexing the store "
-                          f"(once, about 1 s per 10,000 runs) · {self.store.runs_dir}")
+            status.update(Text(f"newest {len(runs)} runs · indexing the store "
+                               f"(once, about 1 s per 10,000 runs) · {self.store.runs_dir}"))
         elif not runs:
-            status.update(f"no runs in {self.store.runs_dir} match · n starts a new run")
+            status.update(Text(f"no runs in {self.store.runs_dir} match · n starts a new run"))
         else:
             note = ("" if not more else f" (first {PAGE}; filter to narrow)"
                     if message.limit >= PAGE else " (loading more)")
-            status.update(f"{len(runs)} runs{note} · {self.store.runs_dir}")
+            status.update(Text(f"{len(runs)} runs{note} · {self.store.runs_dir}"))
 
     @on(StoreChanged)
     def _store_changed(self) -> None:

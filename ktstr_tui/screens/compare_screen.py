@@ -37,7 +37,7 @@ class CompareScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"A {self.a.name}\nB {self.b.name}", id="compare-head")
+        yield Static(Text(f"A {self.a.name}\nB {self.b.name}"), id="compare-head")
         yield DataTable(id="compare", zebra_stripes=True, cursor_type="row")
         yield Footer()
 
@@ -59,7 +59,7 @@ class CompareScreen(Screen):
 
     def on_compare_screen_loaded(self, message: Loaded) -> None:
         if message.rows is None:
-            self.query_one("#compare-head", Static).update(message.error)
+            self.query_one("#compare-head", Static).update(Text(message.error or ""))
             return
         self.rows = message.rows
         self.refill()
@@ -75,7 +75,7 @@ class CompareScreen(Screen):
                           Text(r.a, style), Text(r.b, style))
         n = sum(r.differs for r in self.rows)
         self.query_one("#compare-head", Static).update(
-            f"A {self.a.name}\nB {self.b.name}\n{n} difference(s) marked *")
+            Text(f"A {self.a.name}\nB {self.b.name}\n{n} difference(s) marked *"))
 
     def action_toggle_diff(self) -> None:
         self.only_diff = not self.only_diff

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -21,7 +22,7 @@ class DumpScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"failure dump: {self.paths[0]}", id="dump-path")
+        yield Static(Text(f"failure dump: {self.paths[0]}"), id="dump-path")
         if len(self.paths) == 1:
             yield FailureDumpView(self.paths[0])
         else:

@@ -9,6 +9,7 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -130,7 +131,7 @@ class LauncherScreen(Screen[list[str] | None]):
     def _validate(self, key: str) -> str | None:
         value = self.query_one(f"#f-{key}", Input).value
         error = field_error(key, value)
-        self.query_one(f"#err-{key}", Static).update(error or "")
+        self.query_one(f"#err-{key}", Static).update(Text(error or ""))
         self.query_one(f"#f-{key}", Input).set_class(error is not None, "-invalid-field")
         if key == "topology":
             view = self.query_one("#topo-drawing", TopologyView)

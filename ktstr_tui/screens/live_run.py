@@ -192,7 +192,8 @@ class LiveRunScreen(Screen):
         if u.gone:
             self.gone = True
             self.control = False
-            self.notify(f"run directory deleted: {self.path}", severity="error", timeout=10)
+            self.notify(f"run directory deleted: {self.path}", severity="error", timeout=10,
+                        markup=False)
             self._draw_status()
             self.refresh_bindings()
             return

@@ -67,8 +67,8 @@ class RerunDialog(ModalScreen[str | None]):
                                  style="bold red"))
         else:
             spec = message.spec
-            settings.update("\n".join(f"{k}: {spec[k]}" for k in SHOWN
-                                      if spec.get(k) not in (None, "", [])))
+            settings.update(Text("\n".join(f"{k}: {spec[k]}" for k in SHOWN
+                                           if spec.get(k) not in (None, "", []))))
             box.value = str(spec.get("topology_requested") or spec.get("preset")
                             or spec.get("topology") or "")
         box.focus()
@@ -82,7 +82,7 @@ class RerunDialog(ModalScreen[str | None]):
             error = None
         except KtstrError as e:
             topo, error = None, e.one_line()
-        self.query_one("#rerun-error", Static).update(error or "")
+        self.query_one("#rerun-error", Static).update(Text(error or ""))
         self.query_one("#rerun-drawing", TopologyView).show(topo, None)
         self.query_one("#rerun-go", Button).disabled = error is not None
         return error

@@ -35,6 +35,7 @@ from ktstr_vmm.spec import parse_topology
 
 from ..lexers import highlight_text
 from ..messages import OpenRun
+from ..plain import plain
 from ..rundata import (
     MonitorSample,
     RunResult,
@@ -252,7 +253,7 @@ class ResultScreen(Screen):
             widgets.append(Collapsible(body, title=f"--- {name} ---", collapsed=i >= 3,
                                        classes="section"))
         if not widgets:
-            widgets.append(Static(f"{r.verdict}: {r.reason or 'no message'}"))
+            widgets.append(Static(Text(f"{r.verdict}: {r.reason or 'no message'}")))
         await box.mount_all(widgets)
 
     def _fill_stats(self, v: RunView) -> None:
@@ -261,14 +262,14 @@ class ResultScreen(Screen):
         table.add_columns("what", "value")
         r = v.result
         if r is None:
-            table.add_row("result", v.result_error or "none")
+            table.add_row(*plain("result", v.result_error or "none"))
             return
         for group, d in (("stats", r.stats), ("timings", r.timings), ("topology", r.topology)):
             for k, val in _flatten(d):
-                table.add_row(f"{group}.{k}", str(val))
+                table.add_row(*plain(f"{group}.{k}", str(val)))
         for k in ("name", "scheduler", "topology", "duration_s", "workload", "engine", "kernel"):
             if k in v.spec:
-                table.add_row(f"spec.{k}", str(v.spec[k]))
+                table.add_row(*plain(f"spec.{k}", str(v.spec[k])))
 
     def _fill_monitor(self, v: RunView) -> None:
         grid = self.query_one("#monitor-history", MonitorGrid)

@@ -13,6 +13,8 @@ from textual.widgets import DataTable
 from ktstr_vmm.bpf_globals import merge
 from ktstr_vmm.dumptext import short
 
+from ..plain import plain
+
 MAX_VALUE = 120
 
 
@@ -39,7 +41,7 @@ class BpfGlobals(DataTable):
             if len(text) > MAX_VALUE:
                 text = text[:MAX_VALUE - 3] + "..."
             style = "bold yellow" if (name, var) in fresh and self.updates > 1 else ""
-            self.add_row(name, var, Text(text, style=style))
+            self.add_row(*plain(name, var), Text(text, style=style))
         if self.row_count:
             self.move_cursor(row=min(keep, self.row_count - 1), animate=False)
 

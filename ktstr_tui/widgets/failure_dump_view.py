@@ -19,6 +19,7 @@ from textual.widgets import DataTable, LoadingIndicator, Static
 from ktstr_vmm.errors import KtstrError
 
 from ..dumpdata import DumpDoc, load_dump, map_table_rows, per_cpu_rows
+from ..plain import plain
 from .json_tree import JsonTree
 
 
@@ -76,11 +77,11 @@ class FailureDumpView(Vertical):
         table.add_columns("cpu", "what", "value")
         rows = per_cpu_rows(doc)
         for cpu, what, value in rows:
-            table.add_row(str(cpu), what, value)
+            table.add_row(*plain(str(cpu), what, value))
         if not rows:
             table.add_row("-", "no per-CPU data in this dump", "")
         if maps:
             mt.add_columns("map", "type", "size", "contents")
             for row in maps:
-                mt.add_row(*row)
+                mt.add_row(*plain(*row))
         self.add_class("loaded")

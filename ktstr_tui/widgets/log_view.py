@@ -231,7 +231,7 @@ class LogView(ScrollView, can_focus=True):
         if event.view is not self:
             return
         if event.line is None:
-            self.notify(f"'{event.pattern}' not found", severity="warning")
+            self.notify(f"'{event.pattern}' not found", severity="warning", markup=False)
             return
         self.follow = False
         self.pointer = event.line
@@ -289,7 +289,7 @@ class LogPane(Vertical):
         parts.append("following" if v.follow else "not following (f)")
         if v.gone:
             parts.append("file deleted")
-        self.query_one(".log-status", Static).update(" · ".join(parts))
+        self.query_one(".log-status", Static).update(Text(" · ".join(parts)))
 
     def action_search(self) -> None:
         box = self.query_one(".log-search", Input)

@@ -68,7 +68,8 @@ async def test_live_screen_follows_a_writer_and_controls_the_run(store_root):
             append_json_line(run / "bpf.jsonl", {"t": 0.9, "maps": {
                 "scx_simp.bss": {"vtime_now": 100, "nr_queued": 0},
                 "scx_simp.data": {"uei": {"kind": 0, "reason": ""},
-                                  "simple_init.___fmt": "failed to create DSQ %d"}}})
+                                  "simple_init.___fmt": "failed to create DSQ %d",
+                                  "odd[/]": "[/][bold]"}}})  # guest text is not markup
             append_json_line(run / "bpf.jsonl", {"t": 1.9, "maps": {
                 "scx_simp.bss": {"vtime_now": 250}}})
             glob = screen.query_one("#globals", BpfGlobals)
@@ -76,10 +77,12 @@ async def test_live_screen_follows_a_writer_and_controls_the_run(store_root):
             rows = [tuple(str(c) for c in glob.get_row_at(i)) for i in range(glob.row_count)]
             assert rows == [("scx_simp.bss", "nr_queued", "0"),
                             ("scx_simp.bss", "vtime_now", "250"),
+                            ("scx_simp.data", "odd[/]", "[/][bold]"),
                             ("scx_simp.data", "uei", '{"kind":0,"reason":""}')]
             assert glob.get_row_at(1)[2].style == "bold yellow"  # changed in the last line
             await pilot.press("3")
             assert screen.query_one("#live-tabs").active == "tab-globals"
+            await pilot.pause()  # drawn: a markup error would have crashed the app here
             await pilot.press("1")
 
             with open(run / "sched.log", "ab") as f:
