@@ -26,7 +26,6 @@ class GlobalsRecorder:
     def __init__(self, reader: MapReader, out: Path, every: int) -> None:
         self.reader, self.out, self.every = reader, Path(out), max(1, every)
         self.last: dict[str, dict[str, Any]] = {}
-        self.lines = 0
         self.reads = 0
         self.seconds = 0.0  # spent reading the guest's maps
 
@@ -74,7 +73,6 @@ class GlobalsRecorder:
                 with open(self.out, "a", encoding="utf-8") as f:
                     f.write(json.dumps({"t": round(t, 3), "maps": changed},
                                        separators=(",", ":")) + "\n")
-                self.lines += 1
             except OSError as e:
                 log.warning("cannot append to %s: %s", self.out, e)
         return changed

@@ -58,9 +58,9 @@ class MonitorUnavailable:
 
 class Monitor:
     def __init__(self, mem: GuestMemory, sampler: Sampler, out: Path, interval_s: float,
-                 thresholds: T.Thresholds = T.Thresholds(), hz: int | None = None) -> None:
+                 thresholds: T.Thresholds = T.Thresholds()) -> None:
         self.mem, self.sampler, self.out = mem, sampler, Path(out)
-        self.hz = hz  # the kernel's CONFIG_HZ, for runnable_for_ms in dumps
+        self.hz: int | None = None  # the kernel's CONFIG_HZ, for runnable_for_ms (create())
         self.globals_recorder: GlobalsRecorder | None = None  # bpf.jsonl (create())
         self.interval_s = max(0.005, float(interval_s))
         self.thresholds = thresholds

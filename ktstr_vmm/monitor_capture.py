@@ -141,12 +141,9 @@ def _rq(s: Sampler, cpu: int, tasks: dict[int, TaskEnrichment],
             t = _task(s, va, cpu, waiting_ms if va != curr else None)
             if t is not None:
                 tasks[va] = t
-    queued, dtrunc = _walk(mem, rq + x["local_dsq_list"], x["task_dsq_node"]) \
-        if x["local_dsq_list"] is not None else ([], False)
-    seq = _int(mem, rq + x["local_dsq_seq"], 4) if x["local_dsq_seq"] is not None else None
-    dsq_id = _int(mem, rq + x["local_dsq_id"], 8) if x["local_dsq_id"] is not None else None
-    d = DsqState(id=dsq_id or 0, origin=f"local cpu {cpu}", nr=c.get("local_dsq_nr", 0),
-                 seq=seq or 0, task_kvas=tuple(queued), truncated=dtrunc)
+    origin = f"local cpu {cpu}"
+    d = (_dsq(s, rq + x["rq_local_dsq"], origin) if x["rq_local_dsq"] is not None else None) \
+        or DsqState(id=0, origin=origin, nr=c.get("local_dsq_nr", 0))
     return RqScxState(**kw), d
 
 
@@ -238,9 +235,8 @@ def _current_sch(s: Sampler) -> int:
     return sch or s.last_sch
 
 
-def _sched(s: Sampler) -> ScxSchedState | None:
+def _sched(s: Sampler, sch: int) -> ScxSchedState | None:
     mem, L, x = s.mem, s.L, s.L.extra
-    sch = _current_sch(s)
     if not sch:
         return None
     kind = real_exit_kind(mem, L, sch) if L.sch_exit_kind is not None else None
@@ -287,8 +283,8 @@ def capture(s: Sampler, samples: list[dict], hz: int | None = None) -> FailureDu
         r, d = _rq(s, cpu, tasks, waiting_ms)
         rqs.append(r)
         dsqs.append(d)
-    sched = _sched(s)
     sch = _current_sch(s)
+    sched = _sched(s, sch)
     if sch:
         for d in _shared_dsqs(s, sch):
             dsqs.append(d)
@@ -299,7 +295,8 @@ def capture(s: Sampler, samples: list[dict], hz: int | None = None) -> FailureDu
                         tasks[va] = t
     maps = read_maps(s.mem, s.mem.btf, s.L.sym.get("map_idr"), s.per_cpu_offsets, s.ncpus)
     return FailureDump(
-        maps=maps, active_obj_name=active_obj_name(maps), rq_scx_states=tuple(rqs), dsq_states=tuple(dsqs), scx_sched_state=sched,
+        maps=maps, active_obj_name=active_obj_name(maps), rq_scx_states=tuple(rqs),
+        dsq_states=tuple(dsqs), scx_sched_state=sched,
         scx_walker_unavailable=None if sched is not None else REASON_SCX_ROOT_NULL,
         task_enrichments=tuple(tasks.values()),
         task_enrichments_unavailable=None if tasks else "no task could be read",
