@@ -21,6 +21,11 @@ _MIN_PERIOD = 5
 _MIN_REPS = 3
 _MAX_PASSES = 5
 
+# Rust's str::trim() set (Unicode White_Space). Python's str.strip() also strips
+# \x1c-\x1f, which Rust keeps.
+_WS = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+       "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
 
 def text_lines(text: str) -> list[str]:
     """Lines as Rust's str::lines() gives them: split on \\n, a trailing \\r dropped, no
@@ -44,16 +49,16 @@ def extract_sched_log(text: str) -> str | None:
         after = start + len(SCHED_OUTPUT_START)
         if end < 0 or after >= end:
             return None
-        content = text[after:end].strip()
+        content = text[after:end].strip(_WS)
     else:
-        content = text.strip()
+        content = text.strip(_WS)
     return content or None
 
 
 def normalize_verifier_line(line: str) -> str:
     """Strip the per-iteration register annotations of a verifier log line so lines of
     different loop iterations compare equal (the seed's normalize_verifier_line)."""
-    t = line.strip()
+    t = line.strip(_WS)
     if not t or not t[0].isascii() or not t[0].isdigit():
         return t
     colon = t.find(": ")
@@ -64,10 +69,10 @@ def normalize_verifier_line(line: str) -> str:
             return t[:colon + 1]
     pos = t.find("; frame")
     if pos >= 0:
-        return t[:pos].rstrip()
+        return t[:pos].rstrip(_WS)
     pos = t.find("; R")
     if pos >= 0 and pos + 3 < len(t) and t[pos + 3].isascii() and t[pos + 3].isdigit():
-        return t[:pos].rstrip()
+        return t[:pos].rstrip(_WS)
     goto = t.find("goto pc")
     if goto >= 0:
         rest = t[goto + 7:]
@@ -76,37 +81,54 @@ def normalize_verifier_line(line: str) -> str:
             end += 1
         insn_end = goto + 7 + end
         if insn_end < len(t):
-            return t[:insn_end].rstrip()
+            return t[:insn_end].rstrip(_WS)
     return t
 
 
-def _normalize_for_cycles(line: str) -> str:
-    n = normalize_verifier_line(line)
-    colon = n.find(": ")
-    if colon > 0 and n[:colon].isascii() and n[:colon].isdigit():
-        return n[colon + 2:]
-    return n
+def _strip_address(normalized: str) -> str:
+    """A normalized verifier line without its leading `NNN: ` instruction address (the
+    seed's normalize_for_cycle_detection after normalize_verifier_line)."""
+    colon = normalized.find(": ")
+    if colon > 0 and normalized[:colon].isascii() and normalized[:colon].isdigit():
+        return normalized[colon + 2:]
+    return normalized
 
 
-def detect_cycle(lines: list[str]) -> tuple[int, int, int] | None:
-    """(start, period, count) of the most prominent repeating block, or None."""
-    n = len(lines)
-    if n < _MIN_PERIOD * _MIN_REPS:
-        return None
-    norm = [_normalize_for_cycles(ln) for ln in lines]
+def _most_frequent(norms: list[str]) -> str | None:
+    """The line (at least 10 bytes) seen most often, at least _MIN_REPS times; ties go to the
+    first in sorted order, as the seed's scan over its sorted lines does."""
     counts: dict[str, int] = {}
-    for ln in norm:
-        if len(ln) >= 10:
+    for ln in norms:
+        if len(ln.encode()) >= 10:
             counts[ln] = counts.get(ln, 0) + 1
     best: tuple[str, int] | None = None
-    for ln in sorted(counts):   # sorted: ties resolve as the seed's sorted scan does
+    for ln in sorted(counts):
         c = counts[ln]
         if c >= _MIN_REPS and (best is None or c > best[1]):
             best = (ln, c)
-    if best is None:
+    return best[0] if best else None
+
+
+def detect_cycle(lines: list[str]) -> tuple[int, int, int] | None:
+    """(start, period, count) of the most prominent repeating block, or None.
+
+    As the seed's detect_cycle: the anchor is the most frequent line with its instruction
+    address kept (register annotations stripped), so an instruction the loop body holds at
+    several addresses does not outnumber a line seen once per iteration; only when no line
+    repeats that way (an unrolled loop, every address unique) is the anchor chosen with
+    addresses stripped. Blocks always compare with addresses stripped.
+    """
+    n = len(lines)
+    if n < _MIN_PERIOD * _MIN_REPS:
         return None
-    anchor = best[0]
-    positions = [i for i, ln in enumerate(norm) if ln == anchor]
+    anchor_norms = [normalize_verifier_line(ln) for ln in lines]
+    block_norms = [_strip_address(ln) for ln in anchor_norms]
+    anchor, pos_norms = _most_frequent(anchor_norms), anchor_norms
+    if anchor is None:
+        anchor, pos_norms = _most_frequent(block_norms), block_norms
+        if anchor is None:
+            return None
+    positions = [i for i, ln in enumerate(pos_norms) if ln == anchor]
 
     for stride in (1, 2, 3):
         if len(positions) <= stride:
@@ -127,7 +149,7 @@ def detect_cycle(lines: list[str]) -> tuple[int, int, int] | None:
         for pos in positions:
             if pos + 2 * period > n:
                 break
-            count = _repeats(norm, pos, period)
+            count = _repeats(block_norms, pos, period)
             if count < 2:
                 continue
             best_start, best_reps = pos, count
@@ -137,7 +159,7 @@ def detect_cycle(lines: list[str]) -> tuple[int, int, int] | None:
                     break
                 if cand + 2 * period > n:
                     continue
-                c = _repeats(norm, cand, period)
+                c = _repeats(block_norms, cand, period)
                 if c < 2:
                     continue
                 if c > best_reps:
