@@ -22,8 +22,8 @@ VERDICTS = ("pass", "fail", "inconclusive", "skip")
 LIVE_PHASES = ("pending", "building", "booting", "running", "evaluating")
 
 # Section order of a failure message (DESIGN.md "Evaluation").
-SECTION_ORDER = ("info", "stats", "scheduler log", "monitor", "sched_ext dump", "auto-repro",
-                 "watchdog")
+SECTION_ORDER = ("info", "stats", "periodic samples", "temporal assertions", "scheduler log",
+                 "monitor", "sched_ext dump", "auto-repro", "watchdog")
 
 
 def _num(v: Any) -> float | None:

@@ -62,6 +62,30 @@ def stats_body(s: ScenarioStats) -> str:
     return "\n".join(lines)
 
 
+def periodic_body(fired: int, target: int) -> str:
+    """The `--- periodic samples ---` body (the seed's format_periodic_samples_section):
+    coverage, and how many captures are missing. "" when none were asked for. The hint on
+    the missing line names this tool's record (capture.jsonl) instead of ktstr's
+    freeze-coordinator traces."""
+    if target <= 0:
+        return ""
+    lines = [f"fired {fired}/{target} periodic snapshots ({100.0 * fired / target:.0f}% coverage)"]
+    if fired < target:
+        lines.append(f"missing {target - fired} sample(s) — see capture.jsonl in the run "
+                     "directory for skip / timeout reasons")
+    return "\n".join(lines)
+
+
+def temporal_body(messages: list[str]) -> str:
+    """The `--- temporal assertions ---` body (the seed's
+    format_temporal_assertions_section): a count line and one indented line per violated
+    temporal assertion. "" when none failed."""
+    if not messages:
+        return ""
+    return "\n".join([f"{len(messages)} temporal assertion violation(s):",
+                      *(f"  {m}" for m in messages)])
+
+
 def info_body(notes: tuple[str, ...]) -> str:
     return "\n".join(f"  {n}" for n in notes)
 

@@ -197,6 +197,9 @@ class RunOutcome:
     sched_ext_dump  the sched_ext dump text: the scheduler's DEBUG DUMP block or the
                     trace_pipe `sched_ext_dump:` lines. None = evaluate extracts it from
                     `console` then `sched_log`
+    periodic_target periodic captures the run asked for (`--capture-every` / `--capture-at`);
+                    0 = none asked, no `--- periodic samples ---` section
+    periodic_fired  periodic captures actually taken
     repro           auto-repro section text (the runner fills it on a second evaluate after
                     the repro run; see evaluate.needs_repro); None = no section
     expect_err      the test is expected to fail: the verdict is inverted
@@ -220,6 +223,8 @@ class RunOutcome:
     timeline: str = ""
     timings: Timings = field(default_factory=Timings)
     sched_ext_dump: str | None = None
+    periodic_target: int = 0
+    periodic_fired: int = 0
     repro: str | None = None
     expect_err: bool = False
     skip_reason: str | None = None
@@ -236,7 +241,8 @@ class Verdict:
                 "failed", "scheduler exited: ...", ...) or the skip reason
     sections    ordered section name -> body text, in message order; names:
                 details, watchdog, guest crashed, diagnostics, timeline, info, stats,
-                scheduler log, monitor, sched_ext dump, auto-repro
+                periodic samples, temporal assertions, scheduler log, monitor,
+                sched_ext dump, auto-repro
     fingerprint last non-empty scheduler-log line, or None
     bug_summary first actionable scx_bpf_error-class line, or None
     expected_failure  expect_err was set and the run failed as expected

@@ -10,8 +10,8 @@ message is built exactly as the seed builds it:
 
 Branches, in the seed's order:
 1. a TestResult arrived and is not a pass: `failed:` / `inconclusive:` + the details, then
-   info, stats, diagnostics (scheduler died or verbose), timeline, scheduler log, monitor,
-   sched_ext dump, auto-repro;
+   info, stats, diagnostics (scheduler died or verbose), timeline, periodic samples,
+   temporal assertions, scheduler log, monitor, sched_ext dump, auto-repro;
 2. it passed but the monitor thresholds failed: `passed scenario but monitor failed:` +
    the violations, then timeline, monitor, scheduler log, sched_ext dump; an inconclusive
    monitor makes the run inconclusive (`monitor evaluation inconclusive: ...`);
@@ -34,8 +34,10 @@ from .eval_console import console_diagnostics, extract_panic_message, parse_kmsg
 from .eval_sections import (
     info_body,
     monitor_body,
+    periodic_body,
     scheduler_label,
     stats_body,
+    temporal_body,
     watchdog_body,
 )
 from .eval_types import (  # noqa: F401  (public re-exports)
@@ -208,6 +210,9 @@ def _result_failed(ctx: _Context, tr: TestResult) -> Verdict:
     if died or o.verbose:
         ctx.diagnostics(m)
     ctx.timeline(m)
+    m.section("periodic samples", periodic_body(o.periodic_fired, o.periodic_target))
+    m.section("temporal assertions", temporal_body(
+        [d.message for d in tr.details if d.outcome == "fail" and d.kind == "temporal"]))
     m.section("scheduler log", ctx.log_body)
     ctx.monitor(m)
     m.section("sched_ext dump", ctx.dump)
