@@ -97,9 +97,14 @@ class RunResult:
     timings: dict[str, Any]
     parent: str | None
     artifacts: tuple[str, ...]
+    headline: str = ""
 
     @property
     def first_line(self) -> str:
+        """The verdict's headline (built for its kind of failure), else the message's
+        first line (runs recorded before headlines), else the reason."""
+        if self.headline:
+            return self.headline
         for line in self.message.splitlines():
             if line.strip():
                 return line.strip()
@@ -142,6 +147,7 @@ class RunResult:
             timings=d.get("timings") if isinstance(d.get("timings"), dict) else {},
             parent=_str(d.get("parent")),
             artifacts=tuple(str(a) for a in artifacts) if isinstance(artifacts, list) else (),
+            headline=_str(d.get("headline")) or "",
         )
 
 

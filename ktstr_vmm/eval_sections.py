@@ -31,20 +31,34 @@ def fmt_duration(seconds: float) -> str:
 def watchdog_body(t: Timings) -> str:
     """The `--- watchdog ---` body: the four numbers the host watchdog consulted.
 
-    Same lines as the seed; the vm_timeout note and the hint name this tool's knobs
-    (`--duration`, `--watchdog-timeout`) instead of the Rust test attributes.
+    Same lines as the seed (elapsed=, vm_timeout=, watchdog_timeout=, duration=, hint:);
+    the notes say how this tool derives the deadline (`--timeout`, or the duration plus a
+    boot allowance) and the hint names the knob that helps for this run: with a duration
+    longer than an explicit `--timeout`, raising the duration would only make it worse.
     """
+    if t.timeout_set:
+        how = "host watchdog deadline, set with --timeout"
+    else:
+        how = "host watchdog deadline = duration + boot allowance (60s + 1s per vCPU)"
+    if t.timeout_set and t.duration_s >= t.vm_timeout_s:
+        hint = (f"the workload duration ({fmt_duration(t.duration_s)}) is not shorter than "
+                f"the --timeout ({fmt_duration(t.vm_timeout_s)}), so the run could not finish: "
+                "raise --timeout above the duration plus boot time, or shorten --duration")
+    elif t.timeout_set:
+        hint = ("the workload fits in the --timeout, so the guest hung or ran slow (boot under "
+                "TCG, a stalled scheduler): read the timeline and diagnostics; raise --timeout "
+                "only if the guest was still making progress")
+    else:
+        hint = ("the deadline already covers the duration plus boot, so the guest hung or ran "
+                "slow: read the timeline and diagnostics; `ktstr run --timeout` allows more "
+                "wall time (raising --duration lengthens the workload too)")
     return (
         f"elapsed={fmt_duration(t.elapsed_s)} (VM run wall-clock)\n"
-        f"vm_timeout={fmt_duration(t.vm_timeout_s)} (host watchdog deadline = "
-        "max(watchdog_timeout, duration, 1s) + vCPU-scaled vm_boot_headroom)\n"
+        f"vm_timeout={fmt_duration(t.vm_timeout_s)} ({how})\n"
         f"watchdog_timeout={fmt_duration(t.watchdog_timeout_s)} "
         "(scx_sched.watchdog_timeout override)\n"
         f"duration={fmt_duration(t.duration_s)} (workload duration)\n"
-        "hint: if the test body needs more wall time, increase duration (`ktstr run "
-        "--duration`); the VM timeout adds vCPU-scaled boot headroom on top of "
-        "max(watchdog_timeout, duration, 1s), so raising duration also extends the host "
-        "watchdog deadline"
+        f"hint: {hint}"
     )
 
 

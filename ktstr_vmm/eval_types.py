@@ -168,6 +168,7 @@ class Timings:
     vm_timeout_s: float = 0.0        # host watchdog deadline
     watchdog_timeout_s: float = 0.0  # scx_sched.watchdog_timeout override
     duration_s: float = 0.0          # workload duration
+    timeout_set: bool = False        # vm_timeout came from --timeout, not the duration
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,7 @@ class RunOutcome:
     exit_code       guest exit code (Exit frame); None when unknown (shown as -1)
     init_stage      the deepest lifecycle stage reached: "not_started", "init_started",
                     "payload_started" (Lifecycle frames); None = not_started
+    last_phase      the guest's last lifecycle phase ("workload_started", ...); None = none
     monitor         the monitor's report; None until the monitor ran / when disabled
     timeline        pre-rendered timeline section text ("" = none)
     timings         wall-clock facts for the watchdog section
@@ -219,6 +221,7 @@ class RunOutcome:
     timed_out: bool = False
     exit_code: int | None = None
     init_stage: str | None = None
+    last_phase: str | None = None
     monitor: MonitorReport | None = None
     timeline: str = ""
     timings: Timings = field(default_factory=Timings)
@@ -245,6 +248,7 @@ class Verdict:
                 sched_ext dump, auto-repro
     fingerprint last non-empty scheduler-log line, or None
     bug_summary first actionable scx_bpf_error-class line, or None
+    headline    one line built for the failure's kind (headline.py); "" for a pass
     expected_failure  expect_err was set and the run failed as expected
     """
 
@@ -255,6 +259,7 @@ class Verdict:
     fingerprint: str | None = None
     bug_summary: str | None = None
     expected_failure: bool = False
+    headline: str = ""
 
     @property
     def passed(self) -> bool:

@@ -57,6 +57,7 @@ from .eval_types import (  # noqa: F401  (public re-exports)
     WorkerStats,
 )
 from .fingerprint import extract_bug_summary, extract_exit_from_dump_trace, find_sched_ext_dump
+from .headline import headline
 from .schedlog import extract_sched_log, fingerprint, sched_log_body
 
 ERR_TIMED_OUT_NO_RESULT = "timed out (no result via bulk port or COM2)"
@@ -154,7 +155,9 @@ def evaluate(outcome: RunOutcome) -> Verdict:
         verdict = _judge_timeout(ctx)
     else:
         verdict = _judge_no_result(ctx)
-    return _apply_expect_err(ctx, verdict) if outcome.expect_err else verdict
+    if outcome.expect_err:
+        verdict = _apply_expect_err(ctx, verdict)
+    return replace(verdict, headline=headline(outcome, verdict, _sched_exit(ctx), ctx.dump))
 
 
 def _skip(o: RunOutcome, reason: str) -> Verdict:
@@ -303,8 +306,12 @@ def _apply_expect_err(ctx: _Context, v: Verdict) -> Verdict:
 def needs_repro(outcome: RunOutcome, verdict: Verdict) -> bool:
     """True when the verdict's branch has an `--- auto-repro ---` slot the runner should
     fill (a second evaluate with `outcome.repro` set): a failed or inconclusive run with a
-    sched_ext scheduler, not expected to fail, not a monitor-only failure, no repro yet."""
-    return (bool(outcome.scheduler) and not outcome.expect_err and outcome.repro is None
+    sched_ext scheduler that got as far as being enabled (a verifier reject or a load
+    failure reproduces by running the loader, not by booting a VM with probes), not
+    expected to fail, not a monitor-only failure, no repro yet."""
+    loaded = outcome.init_stage is None or outcome.init_stage == "payload_started"
+    return (bool(outcome.scheduler) and loaded and not outcome.expect_err
+            and outcome.repro is None
             and verdict.kind in ("fail", "inconclusive")
             and verdict.reason != ERR_MONITOR_FAILED_AFTER_SCENARIO
             and not verdict.reason.startswith(ERR_MONITOR_INCONCLUSIVE_PREFIX))
@@ -348,6 +355,7 @@ def result_json(verdict: Verdict, **extra: Any) -> dict[str, Any]:
         "sections": dict(verdict.sections),
         "fingerprint": verdict.fingerprint,
         "bug_summary": verdict.bug_summary,
+        "headline": verdict.headline,
         "expected_failure": verdict.expected_failure,
     }
     out.update(extra)

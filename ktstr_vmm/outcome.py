@@ -81,11 +81,15 @@ def build_outcome(*, test: str, scheduler: str | None, topology: str, state: Gue
                     else "scheduler_crashed" if se and se.kind_name in ("error", "stall")
                     else "scheduler_died_unknown_reason")
             into = _seconds_into_workload(state)
+            when = f" ({into:.1f}s into test)" if into is not None else ""
             words = se.message if se else state.sched_exit.reason
-            details.append(ev.Detail(
-                message=f"scheduler process died unexpectedly during the workload"
-                        f"{f' ({into:.1f}s into test)' if into is not None else ''}: {words}",
-                kind=kind))
+            if se is not None and se.kind_name == "stall":
+                # The scheduler process is alive: the kernel's watchdog disabled it.
+                text = (f"the kernel's watchdog disabled the scheduler during the workload"
+                        f"{when}: runnable task stall: {words}")
+            else:
+                text = f"scheduler process died unexpectedly during the workload{when}: {words}"
+            details.append(ev.Detail(message=text, kind=kind))
         tr = ev.TestResult(outcome="fail" if details else "pass", details=tuple(details),
                            info_notes=tuple(g.notes) + extra_notes, stats=g.scenario_stats())
     crash = "\n".join(state.crash) or None
@@ -94,6 +98,7 @@ def build_outcome(*, test: str, scheduler: str | None, topology: str, state: Gue
         sched_exit=sched_exit_from(state, console), sched_log=sched_log, console=console,
         guest_output="\n".join(state.agent_output), crash_message=crash, timed_out=timed_out,
         exit_code=state.exit.code if state.exit else None, init_stage=state.init_stage,
+        last_phase=state.lifecycle[-1].phase if state.lifecycle else None,
         monitor=monitor, timeline=timeline, timings=timings, repro=repro, expect_err=expect_err)
 
 

@@ -331,7 +331,8 @@ class Run:
             topology=requested, state=st, sched_log=sched_log, console=console,
             timed_out=timed_out,
             timings=ev.Timings(elapsed_s=elapsed, vm_timeout_s=spec.timeout,
-                               duration_s=spec.duration_s),
+                               duration_s=spec.duration_s,
+                               timeout_set=spec.timeout_s is not None),
             expect_err=spec.expect_err, extra_notes=notes, timeline=self.timeline_text(elapsed),
             monitor=getattr(self, "monitor_report", None) if self.prep.scheduler else None)
         verdict = evaluate(outcome)

@@ -181,12 +181,13 @@ def summarize(path: Path, run_id: str | None = None) -> RunSummary:
             if verdict not in VERDICTS:
                 raise BadFile(f"{RESULT}: unknown verdict '{verdict}'")
             message = field(result, RESULT, "message", str) or ""
+            headline = field(result, RESULT, "headline", str) or ""
             timings = field(result, RESULT, "timings", dict) or {}
             duration = field(timings, RESULT, "total_s", (int, float))
             info["parent"] = info["parent"] or field(result, RESULT, "parent", str)
             return _summary(run_id, path, started, info, verdict,
                             float(duration) if duration is not None else None,
-                            first_line(message), phase, None)
+                            headline or first_line(message), phase, None)
         if status_error:
             raise BadFile(status_error)
         if status is None:

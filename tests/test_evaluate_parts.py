@@ -160,7 +160,7 @@ def test_color_only_on_a_terminal_and_never_with_no_color(monkeypatch):
 def test_result_json_fields():
     v = evaluate(FAILED)
     doc = result_json(v, stats={"workers": 2})
-    assert list(doc) == ["verdict", "reason", "message", "sections", "fingerprint", "bug_summary",
+    assert list(doc) == ["verdict", "reason", "message", "sections", "fingerprint", "bug_summary", "headline",
                          "expected_failure", "stats"]
     assert doc["verdict"] == "fail" and doc["fingerprint"] == "last line"
     assert doc["sections"]["scheduler log"] == "scx_bpf_error (x)\nlast line"

@@ -70,3 +70,19 @@ def test_agent_crash_text_becomes_guest_crashed():
     assert v.reason.startswith("guest crashed:")
     assert "cannot mount /proc" in v.message
     assert MsgType.Crash  # the frame type these come from
+
+
+def test_stall_detail_says_the_kernels_watchdog_disabled_the_scheduler():
+    """A runnable-task stall leaves the scheduler process alive: the kernel's watchdog
+    disabled it, and the detail says so (the demo store's recorded stall console)."""
+    run = next((Path(__file__).parent.parent / "assets" / "demo-store" / "runs")
+               .glob("*-demo_stall-*"))
+    console = (run / "console.log").read_text()
+    st = GuestState()
+    st.lifecycle += [gm.Lifecycle("scx_enabled", 3000), gm.Lifecycle("workload_started", 3100)]
+    st.sched_exit = gm.SchedExit("scx_disabled", "disabled", None, None, "", 8000)
+    st.test_result = gm.TestResult("/usr/bin/scx_ktstr", 4900, tuple(_worker(i) for i in range(4)))
+    v = evaluate(_outcome(st, console))
+    assert ("  the kernel's watchdog disabled the scheduler during the workload (4.9s into "
+            "test): runnable task stall: spin-3[119] failed to run for 3.168s") in v.message
+    assert "scheduler process died" not in v.message

@@ -13,6 +13,7 @@ from collections import deque
 from rich.text import Text
 from textual.widgets import Static
 
+from ktstr_vmm.dumps import exit_kind_name
 from ktstr_vmm.spec import Topology
 
 from ..rundata import MonitorSample
@@ -96,7 +97,8 @@ class MonitorGrid(Static):
         out = Text(no_wrap=True)
         head = f"scx {s.scx_state or '?'}"
         if s.exit_kind:
-            head += f" · exit {s.exit_kind}"
+            kind = s.exit_kind
+            head += f" · exit {exit_kind_name(int(kind)) if kind.isdigit() else kind} ({kind})"
         head += f" · {self.samples} samples"
         out.append(head + "\n", style="bold")
         out.append(" cpu  nr scx dsq  current               history\n", style="dim underline")

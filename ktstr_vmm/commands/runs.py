@@ -284,6 +284,9 @@ def format_run(s: RunSummary, result: dict[str, Any] | None, status: dict[str, A
         f"started   {format_time(s.started)}    duration {format_duration(s.duration_s)}",
         f"verdict   {verdict}",
     ]
+    headline = (result or {}).get("headline")
+    if isinstance(headline, str) and headline:
+        lines.append(f"summary   {headline}")
     if s.is_live and status:
         pid, updated = status.get("pid"), status.get("updated")
         live = f"phase     {s.phase} (pid {pid}"
@@ -311,5 +314,23 @@ def format_run(s: RunSummary, result: dict[str, Any] | None, status: dict[str, A
                          f"{text if len(text) <= 100 else text[:97] + '...'}")
     message = (result or {}).get("message")
     if isinstance(message, str) and message.strip():
-        lines += ["", message.rstrip("\n")]
+        lines += ["", without_repeated_dump(message, (result or {}).get("sections")).rstrip("\n")]
     return lines
+
+
+DUMP_IN_LOG = "(the scheduler's DEBUG DUMP, printed in the scheduler log above)"
+
+
+def without_repeated_dump(message: str, sections: Any) -> str:
+    """The message with its `--- sched_ext dump ---` body replaced by a pointer when that
+    dump is the scheduler's DEBUG DUMP already shown whole in `--- scheduler log ---`
+    (the seed prints both; a reader should not page through the same dump twice).
+    result.json keeps the seed's message unchanged."""
+    if not isinstance(sections, dict):
+        return message
+    dump, log = sections.get("sched_ext dump"), sections.get("scheduler log")
+    if not isinstance(dump, str) or not isinstance(log, str) or not dump.strip() \
+            or dump.strip() not in log:
+        return message
+    block = f"\n\n--- sched_ext dump ---\n{dump}"
+    return message.replace(block, f"\n\n--- sched_ext dump ---\n{DUMP_IN_LOG}", 1)
