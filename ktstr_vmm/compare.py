@@ -26,14 +26,21 @@ METRICS: dict[str, str] = {
     "boot": "boot to guest ready, s",
     "vm": "VM wall time, s",
 }
+# The unit each metric is shown in ("" = a count).
+UNITS: dict[str, str] = {"spread": "%", "gap": "ms", "duration": "ms", "boot": "s", "vm": "s",
+                         "max_gap_ms": "ms"}
 
 
 @dataclass(frozen=True)
 class Row:
+    """One compared field: A's and B's values as shown (with units) and, for numbers,
+    B's change against A (`+12 (+8.3%)`, `-0.5 s (-10.0%)`; "" when equal or not numeric)."""
+
     group: str
     field: str
     a: str
     b: str
+    delta: str = ""
 
     @property
     def differs(self) -> bool:
@@ -50,6 +57,27 @@ def _fmt(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return " ".join(str(x) for x in v) or "-"
     return str(v)
+
+
+def _with_unit(v: Any, unit: str) -> str:
+    text = _fmt(v)
+    if not unit or text == "-":
+        return text
+    return f"{text}{unit}" if unit == "%" else f"{text} {unit}"
+
+
+def delta(va: Any, vb: Any, unit: str = "") -> str:
+    """B's change against A for two numbers: `+12`, `-0.5 s (-10.0%)`; "" otherwise."""
+    a, b = _num(va), _num(vb)
+    if a is None or b is None or a == b:
+        return ""
+    diff = b - a
+    text = f"{diff:+.1f}" if not float(diff).is_integer() else f"{int(diff):+d}"
+    if unit:
+        text += unit if unit == "%" else f" {unit}"
+    if unit == "%":
+        return text.replace("%", " pt")  # a change of a percentage is in points
+    return f"{text} ({diff / abs(a) * 100.0:+.1f}%)" if a else text
 
 
 def _dict(v: Any) -> dict[str, Any]:
@@ -113,6 +141,9 @@ def monitor_summary(result: dict[str, Any]) -> dict[str, Any]:
 def first_failure_line(result: dict[str, Any]) -> str:
     if result.get("verdict") == "pass" and not result.get("expected_failure"):
         return ""
+    headline = result.get("headline")
+    if isinstance(headline, str) and headline.strip():
+        return headline.strip()
     details = _dict(result.get("sections")).get("details")
     if isinstance(details, str) and details.strip():
         return details.strip().splitlines()[0]
@@ -123,8 +154,12 @@ def first_failure_line(result: dict[str, Any]) -> str:
 def compare(a: dict[str, Any], b: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
 
-    def add(group: str, field: str, va: Any, vb: Any) -> None:
-        rows.append(Row(group, field, _fmt(va), _fmt(vb)))
+    def add(group: str, field: str, va: Any, vb: Any, unit: str | None = None) -> None:
+        if unit is None:
+            rows.append(Row(group, field, _fmt(va), _fmt(vb)))
+        else:
+            rows.append(Row(group, field, _with_unit(va, unit), _with_unit(vb, unit),
+                            delta(va, vb, unit)))
 
     add("run", "id", a.get("run_id"), b.get("run_id"))
     add("run", "kind", a.get("kind") or "run", b.get("kind") or "run")
@@ -142,7 +177,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[Row]:
         add("topology", key, ta.get(key), tb.get(key))
     ma, mb = metrics(a), metrics(b)
     for key in METRICS:
-        add("stats", key, ma.get(key), mb.get(key))
+        add("stats", key, ma.get(key), mb.get(key), UNITS.get(key, ""))
     ga = {_fmt(g.get("index")): g for g in _list(_dict(a.get("stats")).get("groups"))
           if isinstance(g, dict)}
     gb = {_fmt(g.get("index")): g for g in _list(_dict(b.get("stats")).get("groups"))
@@ -150,10 +185,11 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[Row]:
     for idx in sorted(set(ga) | set(gb), key=lambda i: (not i.isdigit(), i.zfill(8))):
         x, y = _dict(ga.get(idx)), _dict(gb.get(idx))
         for key in ("kind", "workers", "cpus", "migrations", "spread", "max_gap_ms", "iterations"):
-            add(f"cg{idx}", key, x.get(key), y.get(key))
+            add(f"cg{idx}", key, x.get(key), y.get(key),
+                None if key == "kind" else UNITS.get(key, ""))
     sa, sb = monitor_summary(a), monitor_summary(b)
     for key in sorted(set(sa) | set(sb)):
-        add("monitor", key, sa.get(key), sb.get(key))
+        add("monitor", key, sa.get(key), sb.get(key), "")
     return rows
 
 
@@ -187,16 +223,33 @@ def parse_fail_on(text: str) -> FailOn:
     return FailOn(metric, float(amount), bool(pct), 1 if sign == "+" else -1)
 
 
+def check_rules(a: dict[str, Any], b: dict[str, Any], rules: list[FailOn]) -> None:
+    """UsageError (exit 2) naming the field when a rule asks about a metric the runs cannot
+    answer: a `monitor.` field neither run has, or a metric missing in one run. A CI gate
+    must not pass or fail on missing data; it must say the gate is wrong."""
+    ma, mb = metrics(a), metrics(b)
+    for r in rules:
+        va, vb = ma.get(r.metric), mb.get(r.metric)
+        if r.metric not in ma and r.metric not in mb:
+            known = sorted(k for k in {*ma, *mb} if k.startswith("monitor."))
+            raise UsageError(f"--fail-on {r}: unknown field '{r.metric}' (neither run has it)",
+                             f"fields: {', '.join([*METRICS, *known])}")
+        if va is None or vb is None:
+            side, res = ("A", a) if va is None else ("B", b)
+            raise UsageError(f"--fail-on {r}: run {side} ({res.get('run_id') or '?'}) has no "
+                             f"value for '{r.metric}'",
+                             "gate on a metric both runs recorded (see `ktstr compare A B`)")
+
+
 def regressions(a: dict[str, Any], b: dict[str, Any], rules: list[FailOn]) -> list[str]:
-    """One line per rule B breaks against A; a metric missing on either side is a
-    regression too (the script asked about something the runs cannot answer)."""
+    """One line per rule B breaks against A. A rule on a missing or unknown metric is a
+    UsageError (check_rules), never a regression."""
+    check_rules(a, b, rules)
     ma, mb = metrics(a), metrics(b)
     out = []
     for r in rules:
-        va, vb = ma.get(r.metric), mb.get(r.metric)
-        if va is None or vb is None:
-            out.append(f"{r}: {r.metric} is missing in {'A' if va is None else 'B'}")
-            continue
+        va, vb = ma[r.metric], mb[r.metric]
+        assert va is not None and vb is not None
         delta = (vb - va) * r.sign
         if r.percent:
             limit = abs(va) * r.amount / 100.0
@@ -205,18 +258,22 @@ def regressions(a: dict[str, Any], b: dict[str, Any], rules: list[FailOn]) -> li
             limit = r.amount
             change = f"{vb - va:+g}"
         if delta > limit:
-            out.append(f"{r}: {r.metric} {_fmt(va)} -> {_fmt(vb)} ({change})")
+            unit = UNITS.get(r.metric, "")
+            out.append(f"{r}: {r.metric} {_with_unit(va, unit)} -> {_with_unit(vb, unit)} "
+                       f"({change})")
     return out
 
 
 def render(rows: list[Row], a_label: str = "A", b_label: str = "B") -> str:
-    """A three-column table; differing rows marked with `*` in the first column."""
+    """A table FIELD / A / B / CHANGE; differing rows marked with `*` in the first column."""
     wf = max([len(f"{r.group}.{r.field}") for r in rows] + [5])
     wa = min(max([len(r.a) for r in rows] + [len(a_label)]), 48)
-    lines = [f"  {'FIELD':<{wf}}  {a_label:<{wa}}  {b_label}"]
+    wb = min(max([len(r.b) for r in rows if r.delta] + [len(b_label)]), 32)
+    lines = [f"  {'FIELD':<{wf}}  {a_label:<{wa}}  {b_label:<{wb}}  CHANGE".rstrip()]
     for r in rows:
         mark = "*" if r.differs else " "
-        lines.append(f"{mark} {r.group + '.' + r.field:<{wf}}  {r.a:<{wa}}  {r.b}".rstrip())
+        b = f"{r.b:<{wb}}  {r.delta}" if r.delta else r.b
+        lines.append(f"{mark} {r.group + '.' + r.field:<{wf}}  {r.a:<{wa}}  {b}".rstrip())
     n = sum(r.differs for r in rows)
     lines.append(f"{n} difference{'s' if n != 1 else ''}" if n else "no differences")
     return "\n".join(lines)
@@ -224,5 +281,5 @@ def render(rows: list[Row], a_label: str = "A", b_label: str = "B") -> str:
 
 def to_json(rows: list[Row], regress: list[str]) -> dict[str, Any]:
     return {"rows": [{"group": r.group, "field": r.field, "a": r.a, "b": r.b,
-                      "differs": r.differs} for r in rows],
+                      "delta": r.delta, "differs": r.differs} for r in rows],
             "differences": sum(r.differs for r in rows), "regressions": regress}

@@ -8,6 +8,7 @@ import json
 from ..errors import UsageError
 from ..rundir import RESULT
 from ..store import Store
+from . import add_store_option, open_store
 
 EXIT_SAME, EXIT_REGRESSED = 0, 1
 
@@ -25,6 +26,7 @@ def register(sub) -> None:
                    help="exit 1 when B is worse than A by more than this (repeatable), "
                    "e.g. migrations:+20%%, iterations:-10%%, gap:+50")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    add_store_option(p)
     p.set_defaults(func=cmd_compare)
 
 
@@ -42,7 +44,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..compare import compare, parse_fail_on, regressions, render, to_json
 
     rules = [parse_fail_on(t) for t in args.fail_on]
-    store = Store()
+    store = open_store(args)
     a, b = load_result(store, args.a), load_result(store, args.b)
     rows = compare(a, b)
     regress = regressions(a, b, rules)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from . import add_store_option, open_store
+
 
 def register(sub) -> None:
     for cmd, text in (("pause", "freeze a live run's guest (all vCPUs)"),
@@ -14,14 +16,13 @@ def register(sub) -> None:
         p = sub.add_parser(cmd, help=text, description=text)
         p.add_argument("run", metavar="RUN", help="run id, unique prefix or substring")
         p.add_argument("--json", action="store_true", help="print the reply as JSON")
+        add_store_option(p)
         p.set_defaults(func=cmd_control, control=cmd)
 
 
 def cmd_control(args: argparse.Namespace) -> int:
     from ..control import send_command
-    from ..store import Store
-
-    run_dir = Store().run_dir(args.run)
+    run_dir = open_store(args).run_dir(args.run)
     reply = send_command(run_dir.path, args.control, timeout=30.0)
     if args.json:
         print(json.dumps(reply))

@@ -10,7 +10,7 @@ from ..errors import UsageError
 from ..fsutil import atomic_write_json
 from ..rundir import RESULT, SPEC
 from ..spec import RunSpec
-from ..store import Store
+from . import add_store_option, open_store
 
 
 def register(sub) -> None:
@@ -20,6 +20,7 @@ def register(sub) -> None:
                        "--- auto-repro --- section to the run's result.")
     p.add_argument("run", metavar="RUN", help="run id, unique prefix or substring")
     p.add_argument("--json", action="store_true", help="print the updated result.json")
+    add_store_option(p)
     p.set_defaults(func=cmd_repro)
 
 
@@ -45,7 +46,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
     from ..repro import auto_repro_section, primary_from_run_dir, result_with_section
     from .run import LivePhase
 
-    store = Store()
+    store = open_store(args)
     summary = store.get(args.run)
     rd = store.run_dir(args.run)
     spec_data = rd.read_json(SPEC)

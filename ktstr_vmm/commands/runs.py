@@ -26,7 +26,7 @@ from ..runsummary import (
     summarize,
 )
 from ..store import Store
-from . import showartifacts
+from . import add_store_option, open_store, showartifacts
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON array of run summaries")
     p.add_argument("--reindex", action="store_true", help="rebuild index.sqlite from the run directories")
     p.add_argument("--delete", metavar="RUN", help="delete a finished run (id, prefix or substring)")
+    add_store_option(p)
     p.set_defaults(func=cmd_runs)
 
     s = sub.add_parser("show", help="show a run, one section of it, a failure dump, or ktstr artifacts",
@@ -55,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("target", metavar="RUN|PATH", help="run id, unique prefix or substring; or a path")
     s.add_argument("--section", metavar="NAME", help="print only this section of the failure message")
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_store_option(s)
     s.set_defaults(func=cmd_show)
 
 
@@ -62,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    store = Store()
+    store = open_store(args)
     if args.reindex:
         t0 = time.monotonic()
         n = store.reindex()
@@ -183,7 +185,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     target = Path(args.target)
     if target.exists():
         return _show_path(target, args)
-    store = Store()
+    store = open_store(args)
     s = store.get(args.target)
     return show_run(s, store=store, section=args.section, as_json=args.json)
 

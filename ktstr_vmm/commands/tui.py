@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import paths
 from ..errors import UsageError
+from . import add_store_option
 
 
 def register(sub) -> None:
@@ -20,8 +21,7 @@ def register(sub) -> None:
                     "starts `ktstr run` with the options that follow and opens it live.")
     p.add_argument("path", nargs="?", type=Path, help="run directory, failure dump, store or artifacts")
     p.add_argument("--demo", action="store_true", help="open the demo store shipped in assets/demo-store")
-    p.add_argument("--store", type=Path, default=None, metavar="DIR",
-                   help="store root (default: $KTSTR_HOME or the user data dir)")
+    add_store_option(p)
     p.add_argument("--run", dest="run_args", nargs=argparse.REMAINDER, default=None,
                    metavar="RUN-OPTIONS", help="start `ktstr run RUN-OPTIONS` and watch it")
     p.set_defaults(func=cmd_tui)
