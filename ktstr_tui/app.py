@@ -59,9 +59,11 @@ class KtstrApp(App[int]):
     ]
 
     def __init__(self, store_root: Path, *, open_path: Path | None = None,
-                 launch_args: list[str] | None = None, watch: bool = True) -> None:
+                 launch_args: list[str] | None = None, watch: bool = True,
+                 index_path: Path | None = None) -> None:
         super().__init__()
         self.store_root = Path(store_root)
+        self.index_path = index_path
         self.open_path = Path(open_path) if open_path else None
         self.launch_args = launch_args
         self.watch_store = watch
@@ -72,7 +74,7 @@ class KtstrApp(App[int]):
         """The run store, opened on first use (a directly opened log never needs it)."""
         from .store_access import Store
 
-        return Store(self.store_root)
+        return Store(self.store_root, index_path=self.index_path)
 
     # ------------------------------------------------------------------ startup
     def get_default_screen(self) -> Screen:

@@ -35,12 +35,14 @@ STALE_TEMP_S = 3600.0
 
 
 class Store:
-    """One run store. `root` None means paths.store_dir() ($KTSTR_HOME or the data dir)."""
+    """One run store. `root` None means paths.store_dir() ($KTSTR_HOME or the data dir).
+    `index_path` puts the derived index elsewhere than `<root>/index.sqlite` (a store that
+    must not be written to, like the demo store shipped inside the package)."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, *, index_path: Path | None = None) -> None:
         self.root = Path(root) if root is not None else paths.store_dir()
         self.runs_dir = self.root / "runs"
-        self.index = Index(self.root / "index.sqlite")
+        self.index = Index(Path(index_path) if index_path else self.root / "index.sqlite")
 
     def close(self) -> None:
         self.index.close()

@@ -54,6 +54,10 @@ def cmd_tui(args: argparse.Namespace) -> int:
         launch = ["run", *args.run_args]
     from ktstr_tui.app import KtstrApp  # lazily: Textual only for this command
 
-    app = KtstrApp(store, open_path=target, launch_args=launch)
+    index = None
+    if args.demo:
+        index = paths.demo_index(store)
+        index.parent.mkdir(parents=True, exist_ok=True)
+    app = KtstrApp(store, open_path=target, launch_args=launch, index_path=index)
     app.run()
     return app.return_code or 0

@@ -62,3 +62,23 @@ def test_section_body_drops_a_repeated_title_and_events_get_labels():
     ev = parse_event({"t": 1.0, "kind": "warning", "text": "engine auto chose QEMU TCG"})
     assert ev.label == "warning: engine auto chose QEMU TCG"
     assert parse_event({"kind": "x"}) is None
+
+
+def test_demo_index_lives_in_the_cache_not_in_the_package(monkeypatch, tmp_path):
+    """`ktstr tui --demo` must work from a read-only install: the demo store's SQLite
+    index goes to $KTSTR_CACHE/demo-index/, and nothing is written into assets/."""
+    from ktstr_vmm import paths
+    from ktstr_vmm.cli import build_parser
+    from ktstr_vmm.commands.tui import resolve
+    from ktstr_vmm.store import Store
+
+    monkeypatch.setenv("KTSTR_CACHE", str(tmp_path))
+    store, _ = resolve(build_parser().parse_args(["tui", "--demo"]))
+    before = sorted(p.name for p in store.iterdir())
+    index = paths.demo_index(store)
+    index.parent.mkdir(parents=True)
+    s = Store(store, index_path=index)
+    assert {r.name for r in s.list_runs()} >= {"demo_error", "demo_stall", "demo_verifier"}
+    s.close()
+    assert index.is_file() and index.parent.parent == tmp_path
+    assert sorted(p.name for p in store.iterdir()) == before
