@@ -39,7 +39,7 @@ TIMEOUT = 600
 
 def one(kernel, kib: int, workdir: Path, wire: str) -> dict:
     spec = RunSpec(name="bench_wire", scheduler="", topology=parse_topology("tiny-2llc"),
-                   duration_s=0.1)
+                   duration_s=0.1, trace=False)
     text = render_guest_spec(spec, None, [], wire_selftest_kib=kib)
     initrd = build_initramfs(build_agent(), text, {}, workdir / "initrd.cpio.gz")
     (workdir / "vm").mkdir()

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "repro",
     "rerun",
     "compare",
+    "trace",
 )
 
 
@@ -39,6 +40,7 @@ COMMAND_NAMES: dict[str, str] = {
     "kernel": "kernel", "schedulers": "schedulers", "doctor": "doctor",
     "runs": "runs", "show": "runs", "tui": "tui",
     "repro": "repro", "rerun": "rerun", "compare": "compare",
+    "trace": "trace",
 }
 
 

@@ -353,9 +353,9 @@ def _dmesg(raw: str) -> DmesgRecord:
 _SCENARIO = (MsgType.ScenarioStart, MsgType.ScenarioEnd, MsgType.ScenarioPause,
              MsgType.ScenarioResume)
 _TEXT = (MsgType.Stdout, MsgType.Stderr, MsgType.ProbeOutput, MsgType.Crash)
-_BLOB = (MsgType.Profraw, MsgType.WprofTrace, MsgType.RawPayloadOutput)
+_BLOB = (MsgType.Profraw, MsgType.WprofTrace, MsgType.RawPayloadOutput, MsgType.TracePages)
 _OPAQUE_JSON = (MsgType.KernelOpRequest, MsgType.KernelOpReply, MsgType.PayloadMetrics,
-                MsgType.Stimulus)
+                MsgType.Stimulus, MsgType.TraceFormats, MsgType.TraceStats)
 
 
 def _parse(frame: Frame) -> Payload:

@@ -10,6 +10,17 @@ from .spec import WORKLOAD_KINDS, RunSpec
 
 VERSION = 1
 STOP_TIMEOUT_MS = 5000
+# The scheduling trace's events (native/guest/trace.c): GROUP/* is every event of the group
+# the kernel offers; -GROUP/NAME leaves one out (sched_ext_dump is a text dump, not a
+# timeline event).
+TRACE_EVENTS = ("sched/sched_switch", "sched/sched_wakeup", "sched/sched_wakeup_new",
+                "sched/sched_migrate_task", "sched/sched_process_fork",
+                "sched/sched_process_exit", "sched_ext/*", "-sched_ext/sched_ext_dump")
+TRACE_BUFFER_KB = 2048  # per CPU
+TRACE_CAP_MB = 256  # streamed by the guest before only the ring buffers' last contents go
+# The wire budget of the trace, KiB/s: a virtio-serial port carries ~13 MB/s under TCG,
+# COM2 (the KVM engine) ~0.15 MB/s, which must stay free for logs and dumps.
+TRACE_RATE_KIB = {"virtio": 6144, "serial": 48}
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,7 @@ class GuestSpec:
     probes: tuple[str, ...]
     vcpus: int
     wire_selftest_kib: int = 0
+    trace: tuple[tuple[str, str], ...] = ()  # the trace* keys in order
 
 
 def enable_timeout_ms(vcpus: int) -> int:
@@ -44,7 +56,8 @@ def _value(key: str, value: str) -> str:
 
 
 def render_guest_spec(spec: RunSpec, scheduler_guest_path: str | None,
-                      kallsyms_wanted: list[str], *, wire_selftest_kib: int = 0) -> str:
+                      kallsyms_wanted: list[str], *, wire_selftest_kib: int = 0,
+                      wire: str = "virtio") -> str:
     """The text of `/ktstr/spec` for `spec`. `scheduler_guest_path` None (or "") runs a
     baseline under the default class. `wire_selftest_kib` makes the agent send that much
     filler right after SysRdy (a throughput measurement). Raises UsageError for values the
@@ -78,20 +91,34 @@ def render_guest_spec(spec: RunSpec, scheduler_guest_path: str | None,
     lines += [f"probe={_value('probe', p)}" for p in spec.probes]
     if wire_selftest_kib:
         lines.append(f"wire_selftest_kib={int(wire_selftest_kib)}")
+    lines += trace_lines(spec, wire)
     return "\n".join(lines) + "\n"
+
+
+def trace_lines(spec: RunSpec, wire: str) -> list[str]:
+    if not spec.trace:
+        return []
+    out = ["trace=1", f"trace_buffer_kb={TRACE_BUFFER_KB}",
+           f"trace_rate_kib={TRACE_RATE_KIB.get(wire, TRACE_RATE_KIB['serial'])}",
+           f"trace_cap_mb={TRACE_CAP_MB}"]
+    events = list(TRACE_EVENTS) + [e for e in spec.trace_events if e not in TRACE_EVENTS]
+    return out + [f"trace_event={_value('trace_event', e)}" for e in events]
 
 
 def parse_guest_spec(text: str) -> GuestSpec:
     """The inverse of render_guest_spec, with the agent's rules (unknown keys ignored)."""
     single: dict[str, str] = {}
     multi: dict[str, list[str]] = {"sched_arg": [], "kallsym": [], "probe": []}
+    trace: list[tuple[str, str]] = []
     for line in text.split("\n"):
         if not line or line.startswith("#"):
             continue
         key, sep, value = line.partition("=")
         if not sep:
             raise UsageError(f"guest spec: line without '=': {line[:60]!r}")
-        if key in multi:
+        if key.startswith("trace"):
+            trace.append((key, value))
+        elif key in multi:
             multi[key].append(value)
         else:
             single[key] = value
@@ -116,4 +143,4 @@ def parse_guest_spec(text: str) -> GuestSpec:
         enable_timeout_ms=num("enable_timeout_ms"), stop_timeout_ms=num("stop_timeout_ms"),
         workload=tuple(workload), cgroups=single.get("cgroups") == "1",
         kallsyms=tuple(multi["kallsym"]), probes=tuple(multi["probe"]), vcpus=num("vcpus"),
-        wire_selftest_kib=num("wire_selftest_kib"))
+        wire_selftest_kib=num("wire_selftest_kib"), trace=tuple(trace))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from . import guestmsg as gm
 from .fsutil import append_line
 from .rundir import SCHED_LOG, RunDir
+from .tracefiles import TraceWriter
 from .wire import Frame, MsgType, parse_payload
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._replies: dict[int, gm.SnapshotReply] = {}
         self._reply_cv = threading.Condition(self._lock)
+        self.trace = TraceWriter(run.path)
 
     def handle(self, frame: Frame) -> None:
         p = parse_payload(frame)
@@ -67,7 +69,16 @@ class Recorder:
             s.bad_payloads += 1
             log.debug("bad payload: %s", p)
             return
-        if isinstance(p, gm.SchedLogLine):
+        if isinstance(p, gm.Blob) and p.type == MsgType.TracePages:
+            self.trace.pages(p.data)
+        elif isinstance(p, gm.JsonMessage) and p.type == MsgType.TraceFormats:
+            self.trace.formats(p.data)
+            missing = [str(x) for x in p.data.get("missing") or ()][:20]
+            self.run.append_event("trace", state="started",
+                                  events=len(p.data.get("enabled") or ()), missing=missing)
+        elif isinstance(p, gm.JsonMessage) and p.type == MsgType.TraceStats:
+            self.trace.stats(p.data)
+        elif isinstance(p, gm.SchedLogLine):
             append_line(self.run / SCHED_LOG, p.text)
         elif isinstance(p, gm.DmesgRecord):
             if "sched_ext" in p.text:

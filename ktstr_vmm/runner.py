@@ -97,7 +97,8 @@ def prepare(spec: RunSpec) -> Prepared:
     if sched is not None:
         guest_path = f"/usr/bin/{sched.path.name}"
         files[guest_path] = sched.path
-    text = render_guest_spec(spec, guest_path, kallsyms_to_ask(kernel))
+    text = render_guest_spec(spec, guest_path, kallsyms_to_ask(kernel),
+                             wire=WIRE if getattr(engine, "name", "") == "qemu" else "serial")
     initrd = build_initramfs(build_agent(), text, files)
     return Prepared(spec, kernel, sched, engine, warning, initrd, text)
 
@@ -244,6 +245,7 @@ class Run:
         for frame in decoder.finish():
             self.recorder.handle(frame)
         self.wire_stats = decoder.stats()
+        self.recorder.trace.close()
         self.monitor_report = self.stop_monitor()
         self.exit_reason = m.exit_reason()
         self.rd.append_event("vm_exit", reason=self.exit_reason, wire=self.wire_stats)
@@ -317,8 +319,25 @@ class Run:
             globals_ms=round(g.seconds * 1000, 1) if g else 0.0)
         return report
 
+    def index_trace(self) -> dict[str, Any] | None:
+        """Decode the streamed trace pages into the indexed records (tracefiles.py)."""
+        from .tracefiles import build_index
+
+        t0 = time.monotonic()
+        try:
+            index = build_index(self.rd.path)
+        except (OSError, ValueError) as e:
+            self.rd.append_event("warning", text=f"could not index the trace: {e}")
+            return None
+        if index is not None:
+            self.rd.append_event("trace", state="indexed", events=index["events"],
+                                 index_s=round(time.monotonic() - t0, 3), lost=index["lost"],
+                                 notes=index["notes"])
+        return index
+
     def judge(self, timed_out: bool, elapsed: float) -> dict[str, Any]:
         spec, st = self.spec, self.recorder.state
+        self.trace_index = self.index_trace()
         console = _tail(self.rd / CONSOLE, CONSOLE_TAIL)
         sched_log = _tail(self.rd / SCHED_LOG, CONSOLE_TAIL)
         requested = spec.topology.notation
@@ -345,6 +364,7 @@ class Run:
         if section is not None:
             outcome = replace(outcome, repro=section)
             verdict = evaluate(outcome)
+        verdict = self.judge_latency(verdict, requested)
         artifacts = []
         if verdict.kind == "fail" or (verdict.expected_failure):
             stage = outcome.init_stage or "not_started"
@@ -373,6 +393,31 @@ class Run:
                                             if p.is_file() and not p.name.startswith("."))}))
         atomic_write_json(self.rd / RESULT, result)
         return result
+
+    def judge_latency(self, verdict, topo: str):
+        """The trace's latency section and thresholds (latency.py), over the workload."""
+        from .eval_sections import scheduler_label
+        from .latency import analyse, apply_to_verdict, check
+        from .tracefiles import LATENCY, Trace
+
+        if getattr(self, "trace_index", None) is None:
+            return verdict
+        trace = Trace.open(self.rd.path)
+        if trace is None:
+            return verdict
+        try:
+            st = self.recorder.state
+            t0 = next((lc.t_ms for lc in st.lifecycle if lc.phase == "workload_started"), None)
+            t1 = next((lc.t_ms for lc in st.lifecycle if lc.phase == "workload_done"), None)
+            report = analyse(trace, t0 * 1_000_000 if t0 else None,
+                             t1 * 1_000_000 if t1 else None)
+        finally:
+            trace.close()
+        atomic_write_json(self.rd / LATENCY, report.to_json())
+        violations = check(report, self.spec.max_wakeup_latency_ms, self.spec.max_runnable_wait_ms)
+        sched = self.prep.scheduler.name if self.prep.scheduler else None
+        header = f"ktstr_test '{self.spec.name}'{scheduler_label(sched)} [topo={topo}] "
+        return apply_to_verdict(verdict, report, violations, header)
 
     def timeline_text(self, elapsed: float) -> str:
         spec, k = self.spec, self.prep.kernel

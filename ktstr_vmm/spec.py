@@ -234,6 +234,24 @@ def format_workload(groups: tuple[WorkloadGroup, ...]) -> str:
     return ",".join(str(g) for g in groups)
 
 
+# --------------------------------------------------------------------------- trace
+
+_TRACE_EVENT = re.compile(r"^[A-Za-z0-9_]{1,64}/(?:[A-Za-z0-9_]{1,64}|\*)$")
+
+
+def validate_trace_event(name: str) -> str:
+    """A tracepoint as GROUP/NAME (or GROUP/* for all of a group's events)."""
+    if not _TRACE_EVENT.match(name):
+        raise UsageError(f"bad trace event {name!r}",
+                         "name it GROUP/NAME or GROUP/* as under /sys/kernel/tracing/events, "
+                         "e.g. irq/irq_handler_entry")
+    return name
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
 # --------------------------------------------------------------------------- run spec
 
 ENGINES = ("auto", "qemu", "kvm")
@@ -260,6 +278,10 @@ class RunSpec:
     parent: str | None = None  # run id of the run this one reruns / reproduces
     kind: str = "run"  # run | rerun | repro
     probes: tuple[str, ...] = ()  # tracefs dynamic_events lines armed before the scheduler
+    trace: bool = True  # the scheduling trace (tracefiles.py); --no-trace
+    trace_events: tuple[str, ...] = ()  # GROUP/NAME or GROUP/* beyond the default set
+    max_wakeup_latency_ms: float | None = None  # latency thresholds (latency.py)
+    max_runnable_wait_ms: float | None = None
 
     @property
     def preset(self) -> str | None:
@@ -284,6 +306,7 @@ class RunSpec:
         d["sched_args"] = list(self.sched_args)
         d["workload"] = format_workload(self.workload)
         d["probes"] = list(self.probes)
+        d["trace_events"] = list(self.trace_events)
         d["memory_mib"] = self.memory
         d["timeout_s"] = self.timeout
         return d
@@ -310,6 +333,10 @@ class RunSpec:
                 parent=d.get("parent"),
                 kind=str(d.get("kind", "run")),
                 probes=tuple(str(p) for p in d.get("probes") or ()),
+                trace=bool(d.get("trace", True)),
+                trace_events=tuple(validate_trace_event(str(e)) for e in d.get("trace_events") or ()),
+                max_wakeup_latency_ms=_opt_float(d.get("max_wakeup_latency_ms")),
+                max_runnable_wait_ms=_opt_float(d.get("max_runnable_wait_ms")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(f"bad run spec: {type(e).__name__}: {e}") from e

@@ -61,6 +61,10 @@ class MsgType(enum.IntEnum):
     Stimulus = 23
     Profraw = 24
     WprofTrace = 25
+    # 32-39: the scheduling trace (native/guest/trace.c, ktstr_vmm/tracefiles.py)
+    TraceFormats = 32
+    TracePages = 33
+    TraceStats = 34
 
 
 _KNOWN_TYPES = frozenset(int(t) for t in MsgType)

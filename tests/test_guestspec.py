@@ -36,7 +36,37 @@ def test_render_exact_text():
         "vcpus=4\n"
         "kallsym=runqueues\n"
         "kallsym=__per_cpu_offset\n"
-        "probe=f:kt/a enqueue_task_scx rq->cpu p->pid\n")
+        "probe=f:kt/a enqueue_task_scx rq->cpu p->pid\n"
+        "trace=1\n"
+        "trace_buffer_kb=2048\n"
+        "trace_rate_kib=6144\n"
+        "trace_cap_mb=256\n"
+        "trace_event=sched/sched_switch\n"
+        "trace_event=sched/sched_wakeup\n"
+        "trace_event=sched/sched_wakeup_new\n"
+        "trace_event=sched/sched_migrate_task\n"
+        "trace_event=sched/sched_process_fork\n"
+        "trace_event=sched/sched_process_exit\n"
+        "trace_event=sched_ext/*\n"
+        "trace_event=-sched_ext/sched_ext_dump\n")
+
+
+def test_trace_keys_follow_the_spec_and_the_wire():
+    off = parse_guest_spec(render_guest_spec(_spec(trace=False), "/bin/sched", []))
+    assert off.trace == ()
+    g = parse_guest_spec(render_guest_spec(_spec(trace_events=("irq/*",)), "/bin/sched", [],
+                                           wire="serial"))
+    keys = dict(g.trace[:4])
+    assert keys["trace"] == "1" and keys["trace_rate_kib"] == "48"  # COM2: a small budget
+    assert ("trace_event", "irq/*") in g.trace
+
+
+def test_bad_trace_event_name_is_refused_with_the_fix():
+    from ktstr_vmm.spec import validate_trace_event
+
+    with pytest.raises(UsageError, match="bad trace event 'sched/../x'") as e:
+        validate_trace_event("sched/../x")
+    assert "GROUP/NAME" in e.value.one_line()
 
 
 def test_baseline_has_an_empty_scheduler():

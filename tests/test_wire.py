@@ -37,7 +37,9 @@ def test_msgtype_covers_the_seeds_set():
         "ScenarioResume", "Stdout", "Stderr", "SchedLog", "Lifecycle", "ExecExit", "Dmesg",
         "ProbeOutput", "SnapshotRequest", "SnapshotReply", "Crash", "KernelOpRequest",
         "KernelOpReply", "SysRdy", "PayloadMetrics", "RawPayloadOutput", "Stimulus",
-        "Profraw", "WprofTrace"]
+        "Profraw", "WprofTrace", "TraceFormats", "TracePages", "TraceStats"]
+    # the seed's types are 1-25; 32-39 is the scheduling trace's block (docs/wire.md)
+    assert [int(MsgType[n]) for n in ("TraceFormats", "TracePages", "TraceStats")] == [32, 33, 34]
 
 
 def test_round_trip_every_type():

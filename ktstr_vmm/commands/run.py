@@ -18,6 +18,7 @@ from ..spec import (
     parse_topology,
     parse_workload,
     validate_name,
+    validate_trace_event,
 )
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
@@ -45,6 +46,14 @@ def add_run_options(p: argparse.ArgumentParser, *, defaults: bool = True) -> Non
     p.add_argument("--expect-err", action="store_true", default=None, help="the run is expected to fail")
     p.add_argument("--no-auto-repro", action="store_true", default=None, help="do not start an auto-repro VM on failure")
     p.add_argument("--monitor-interval", default=None, metavar="DUR", help="host-side sampling period (default 100ms)")
+    p.add_argument("--no-trace", action="store_true", default=None,
+                   help="do not record the scheduling trace (on by default)")
+    p.add_argument("--trace-events", default=None, metavar="LIST",
+                   help="more tracepoints for the trace, comma-separated GROUP/NAME or GROUP/*")
+    p.add_argument("--max-wakeup-latency", default=None, metavar="DUR",
+                   help="fail when a woken task waits longer than this for a CPU (from the trace)")
+    p.add_argument("--max-runnable-wait", default=None, metavar="DUR",
+                   help="fail when a runnable task (woken or preempted) waits longer than this")
     p.add_argument("--json", action="store_true", help="print result.json instead of the human report")
 
 
@@ -83,6 +92,16 @@ def spec_from_args(args: argparse.Namespace, base: RunSpec | None = None) -> Run
         kw["monitor_interval_ms"] = max(1, round(parse_duration(args.monitor_interval, "--monitor-interval") * 1000))
     if args.name is not None:
         kw["name"] = validate_name(args.name)
+    if args.no_trace:
+        kw["trace"] = False
+    if args.trace_events is not None:
+        kw["trace_events"] = tuple(validate_trace_event(e.strip())
+                                   for e in args.trace_events.split(",") if e.strip())
+    for opt, key in (("max_wakeup_latency", "max_wakeup_latency_ms"),
+                     ("max_runnable_wait", "max_runnable_wait_ms")):
+        if getattr(args, opt) is not None:
+            flag = "--" + opt.replace("_", "-")
+            kw[key] = parse_duration(getattr(args, opt), flag) * 1000
     if base is not None:
         spec = base.with_changes(**kw)
     else:

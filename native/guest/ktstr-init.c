@@ -35,6 +35,7 @@
 #include "json.h"
 #include "spec.h"
 #include "sysinfo.h"
+#include "trace.h"
 #include "tracefs.h"
 #include "util.h"
 #include "wire.h"
@@ -423,6 +424,7 @@ static int pump(uint64_t deadline_ms, int (*done)(void))
 		if (run.err.fd >= 0)
 			lines_drain(&run.err);
 		serve_wire();
+		trace_pump();
 	}
 }
 
@@ -706,9 +708,11 @@ int main(void)
 		phase_sysrdy();
 		phase_wire_selftest();
 		tracefs_arm_probes(&run.spec);
+		trace_start(&run.spec);
 		if (phase_scheduler() == 0)
 			phase_workload();
 		stop_scheduler();
+		trace_stop();
 		tracefs_send_probe_output(&run.spec);
 		phase_result();
 		/* the last kernel messages (the scheduler's exit) */

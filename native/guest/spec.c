@@ -115,6 +115,11 @@ int spec_parse(char *text, struct spec *s, char *err, int errlen)
 		} else if (!strcmp(key, "kallsym")) {
 			if (s->nsyms < MAX_SYMS)
 				s->syms[s->nsyms++] = val;
+		} else if (!strncmp(key, "trace", 5)) {
+			if (s->ntrace_kv < MAX_TRACE_KV) {
+				s->trace_kv[s->ntrace_kv].key = key;
+				s->trace_kv[s->ntrace_kv++].val = val;
+			}
 		} else if (!strcmp(key, "probe")) {
 			if (s->nprobes < MAX_PROBES)
 				s->probes[s->nprobes++] = val;

@@ -9,6 +9,7 @@
 #define MAX_PROBES 64
 #define MAX_GROUPS 16
 #define MAX_WORKERS 1024
+#define MAX_TRACE_KV 64
 
 enum wkind { W_SPIN, W_YIELD, W_SLEEP, W_FORK, W_PIPE, W_NKINDS };
 
@@ -34,6 +35,8 @@ struct spec {
 	int nprobes;
 	int vcpus;
 	uint64_t wire_selftest_kib; /* send this much filler after SysRdy (throughput test) */
+	struct { const char *key, *val; } trace_kv[MAX_TRACE_KV]; /* `trace*` keys: trace.c */
+	int ntrace_kv;
 };
 
 extern const char *const wkind_names[W_NKINDS];

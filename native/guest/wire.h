@@ -40,7 +40,10 @@ enum msg_type {
 	MSG_STIMULUS = 23,
 	MSG_PROFRAW = 24,
 	MSG_WPROF_TRACE = 25,
-	MSG_TYPE_MAX = 25,
+	MSG_TRACE_FORMATS = 32, /* 32-39: the scheduling trace (trace.c) */
+	MSG_TRACE_PAGES = 33,
+	MSG_TRACE_STATS = 34,
+	MSG_TYPE_MAX = 34,
 };
 
 uint32_t crc32(const void *data, size_t len);
