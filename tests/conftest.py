@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Timing never decides a test: CI shares 2 cores, and a loaded machine made Hypothesis's
+# too_slow health check fail a correct test (test_compare_never_raises_on_damaged_results).
+# One profile for every run - no deadlines, no speed health checks; example counts unchanged.
+settings.register_profile(
+    "ktstr",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                           HealthCheck.large_base_example],
+)
+settings.load_profile("ktstr")
 
 
 @pytest.fixture
