@@ -182,7 +182,7 @@ class _Plan:
 
 def _plan(ev: EventFormat) -> _Plan:
     kind, want, comms = _WANTED.get(ev.name, (KIND_OTHER, ("", "", "", ""), ()))
-    fmt, slots, min_len = "<", [], 4
+    fmt, slots, min_len = "<", [], 8 if kind == KIND_OTHER else 4
     picks = []
     for slot, fname in enumerate(want):
         f = ev.field(fname) if fname else None

@@ -149,6 +149,23 @@ def _pack(recs: list[tuple]) -> bytes:
                         for r in recs)
 
 
+def _native():
+    """(library, module) of the C decoder, or None (then the Python one decodes)."""
+    from . import ftrace_native
+
+    lib = ftrace_native._load()
+    return (lib, ftrace_native) if lib is not None else None
+
+
+def _time_ordered(raw: bytes) -> bytes:
+    """Records sorted by time, stably (a ring buffer's are already; this is for the odd
+    page whose clock stepped back)."""
+    n = len(raw) // RECORD_SIZE
+    ts = memoryview(raw).cast("Q")[::RECORD_SIZE // 8].tolist()
+    order = sorted(range(n), key=ts.__getitem__)
+    return b"".join(raw[i * RECORD_SIZE:(i + 1) * RECORD_SIZE] for i in order)
+
+
 def build_index(run_path: Path, progress=None) -> dict[str, Any] | None:
     """Decode trace/cpu*.pages into records (see the module doc); returns index.json's
     content, or None when the run has no trace. Bad pages are counted, never raised."""
@@ -167,6 +184,8 @@ def build_index(run_path: Path, progress=None) -> dict[str, Any] | None:
         stats = {}
     stats = stats if isinstance(stats, dict) else {}
     dec = PageDecoder(formats)
+    native = _native()
+    table = native[1].plans(formats) if native else None
     cpus = []
     for p in sorted((root / TRACE_DIR).glob("cpu*.pages")):
         try:
@@ -174,23 +193,41 @@ def build_index(run_path: Path, progress=None) -> dict[str, Any] | None:
         except ValueError:
             continue
         data = p.read_bytes()
-        recs: list[tuple] = []
         npages = len(data) // ps
-        mv = memoryview(data)
-        for k in range(npages):
-            dec.decode_page(cpu, k, mv[k * ps:(k + 1) * ps], recs)
+        if native:
+            raw, names, errors, missed, uncounted, unknown, ordered = native[1].decode_cpu(
+                native[0], data[:npages * ps], ps, formats, cpu, table)
+            for pid, name in names:
+                dec.comms[pid] = name
+            dec.errors += errors
+            dec.events += len(raw) // RECORD_SIZE
+            if missed:
+                dec.missed[cpu] = dec.missed.get(cpu, 0) + missed
+            if uncounted:
+                dec.missed_unknown[cpu] = dec.missed_unknown.get(cpu, 0) + uncounted
+            if unknown:
+                dec.unknown_ids[-1] = dec.unknown_ids.get(-1, 0) + unknown
+            if not ordered:
+                raw = _time_ordered(raw)
+        else:
+            recs: list[tuple] = []
+            mv = memoryview(data)
+            for k in range(npages):
+                dec.decode_page(cpu, k, mv[k * ps:(k + 1) * ps], recs)
+            recs.sort(key=lambda r: r[0])
+            raw = _pack(recs)
         if len(data) % ps:
             from .ftrace import DecodeError
 
             dec.errors.append(DecodeError(cpu, npages, 0, f"file ends {len(data) % ps} bytes "
                                           "into a page (truncated)"))
-        recs.sort(key=lambda r: r[0])
-        atomic_write_bytes(root / records_name(cpu), _pack(recs))
-        cpus.append({"cpu": cpu, "pages": npages, "events": len(recs),
-                     "first_ns": recs[0][0] if recs else None,
-                     "last_ns": recs[-1][0] if recs else None})
+        n = len(raw) // RECORD_SIZE
+        atomic_write_bytes(root / records_name(cpu), raw)
+        cpus.append({"cpu": cpu, "pages": npages, "events": n,
+                     "first_ns": RECORD.unpack_from(raw, 0)[0] if n else None,
+                     "last_ns": RECORD.unpack_from(raw, (n - 1) * RECORD_SIZE)[0] if n else None})
         if progress:
-            progress(cpu, len(recs))
+            progress(cpu, n)
     tasks = {str(pid): comm_text(raw) for pid, raw in dec.comms.items()}
     atomic_write_json(root / TASKS, tasks)
     guest = stats.get("guest") if isinstance(stats.get("guest"), dict) else {}
@@ -238,6 +275,7 @@ def build_index(run_path: Path, progress=None) -> dict[str, Any] | None:
         "errors": [e.__dict__ for e in dec.errors[:50]],
         "unknown_event_ids": {str(k): v for k, v in dec.unknown_ids.items()},
         "event_names": {str(i): f"{ev.system}/{ev.name}" for i, ev in formats.events.items()},
+        "decoder": "native" if native else "python",
     }
     atomic_write_json(root / INDEX, index)
     return index

@@ -220,3 +220,64 @@ def test_perfetto_export_reads_back_with_the_packages_own_protos(run, tmp_path):
     assert wk.comm == t.name(wk.pid) and wk.target_cpu in (0, 1)
     assert [e.timestamp for e in cpu0] == sorted(e.timestamp for e in cpu0)
     t.close()
+
+
+def _both_decoders(formats_json: dict, data: bytes, cpu: int = 0):
+    from ktstr_vmm import ftrace_native
+    from ktstr_vmm.tracefiles import _pack
+
+    formats = Formats.from_json(formats_json)
+    lib = ftrace_native._load()
+    assert lib is not None, "the C decoder did not build (gcc is a test dependency)"
+    raw, names, errors, missed, uncounted, _, _ = ftrace_native.decode_cpu(lib, data, PAGE,
+                                                                        formats, cpu)
+    dec = PageDecoder(formats)
+    recs: list = []
+    for k in range(len(data) // PAGE):
+        dec.decode_page(cpu, k, data[k * PAGE:(k + 1) * PAGE], recs)
+    comms_native: dict = {}
+    for pid, name in names:
+        comms_native[pid] = name
+    return ((raw, comms_native, errors, missed, uncounted),
+            (_pack(recs), {p: n.rstrip(b"\0") for p, n in dec.comms.items()}, dec.errors,
+             sum(dec.missed.values()), sum(dec.missed_unknown.values())))
+
+
+def test_the_c_decoder_gives_exactly_the_reference_decoders_records():
+    fj = json.loads((SAMPLE / FORMATS).read_text())
+    for cpu in (0, 1):
+        data = (SAMPLE / pages_name(cpu)).read_bytes()
+        native, ref = _both_decoders(fj, data, cpu)
+        assert native[0] == ref[0] and len(native[0]) > 32 * 500
+        assert native[1:] == ref[1:]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, PAGE - 1), st.integers(0, 255)), max_size=40),
+       st.integers(0, 23))
+def test_the_c_decoder_agrees_on_damaged_pages_too(flips, page_no):
+    fj = json.loads((SAMPLE / FORMATS).read_text())
+    data = bytearray((SAMPLE / pages_name(0)).read_bytes()[page_no * PAGE:(page_no + 1) * PAGE])
+    for off, val in flips:
+        data[off] = val
+    native, ref = _both_decoders(fj, bytes(data))
+    assert native[0] == ref[0]
+    assert native[2:] == ref[2:]
+
+
+@pytest.mark.parametrize("decoder", ["native", "python"])
+def test_pages_out_of_time_order_still_give_time_ordered_records(run, monkeypatch, decoder):
+    from ktstr_vmm import ftrace_native
+
+    if decoder == "python":
+        monkeypatch.setattr(ftrace_native, "_lib", None)
+        monkeypatch.setattr(ftrace_native, "_tried", True)
+    p = run / pages_name(0)
+    data = p.read_bytes()
+    p.write_bytes(data[PAGE:2 * PAGE] + data[:PAGE] + data[2 * PAGE:])  # pages 0 and 1 swapped
+    index = build_index(run)
+    assert index["decoder"] == decoder
+    t = Trace.open(run)
+    ts = [r[0] for r in t.cpus[0].all()]
+    assert ts == sorted(ts) and len(ts) == index["cpus"][0]["events"]
+    t.close()
