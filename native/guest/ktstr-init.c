@@ -40,6 +40,7 @@
 #include "util.h"
 #include "wire.h"
 #include "workload.h"
+#include "workfam.h"
 
 #define SPEC_PATH "/ktstr/spec"
 #define WIRE_PATH "/dev/ttyS1"
@@ -605,7 +606,7 @@ static void phase_workload(void)
 	}
 	run.wl_started = 1;
 	lifecycle("workload_started", 0, NULL, NULL);
-	deadline = now_ms() + run.spec.duration_ms + WORKLOAD_GRACE_MS;
+	deadline = now_ms() + workload_span_ms(&run.spec) + WORKLOAD_GRACE_MS;
 	if (!pump(deadline, workers_done)) {
 		warn("workers overran their deadline by %d ms: killing them", WORKLOAD_GRACE_MS);
 		workload_kill(&run.wl);
@@ -613,6 +614,7 @@ static void phase_workload(void)
 		add_note("%s", "some workers overran their deadline and were killed");
 	}
 	lifecycle("workload_done", 0, NULL, run.sched_exit_sent ? "stopped early" : NULL);
+	workload_send_benches(&run.wl);
 	if (run.sched_exit_sent) {
 		const char *why = run.scx_exit_kmsg[0] ? run.scx_exit_kmsg : run.last_scx_kmsg;
 		char first[200];
@@ -694,10 +696,12 @@ static void agent_priority(void)
 		fprintf(stderr, "ktstr-init: cannot run SCHED_FIFO: %s\n", strerror(errno));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	int rc;
 
+	if (argc > 0 && !strcmp(argv[0], EXEC_CHILD_NAME))
+		return 0; /* the forkexec workload's child: exec, exit */
 	phase_mount();
 	agent_priority();
 	rc = wire_open(wire_path());

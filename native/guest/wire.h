@@ -43,7 +43,8 @@ enum msg_type {
 	MSG_TRACE_FORMATS = 32, /* 32-39: the scheduling trace (trace.c) */
 	MSG_TRACE_PAGES = 33,
 	MSG_TRACE_STATS = 34,
-	MSG_TYPE_MAX = 34,
+	MSG_BENCH_OUTPUT = 40, /* workloads block 40-47 */
+	MSG_TYPE_MAX = 40,
 };
 
 uint32_t crc32(const void *data, size_t len);
