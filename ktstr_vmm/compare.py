@@ -29,6 +29,10 @@ METRICS: dict[str, str] = {
 # The unit each metric is shown in ("" = a count).
 UNITS: dict[str, str] = {"spread": "%", "gap": "ms", "duration": "ms", "boot": "s", "vm": "s",
                          "max_gap_ms": "ms"}
+# result.json "latency" (from the scheduling trace, latency.summary_json): all in ms
+LATENCY_FIELDS = ("wakeup_p50_ms", "wakeup_p99_ms", "wakeup_max_ms", "runnable_p50_ms",
+                  "runnable_p99_ms", "runnable_max_ms")
+UNITS.update({f"latency.{k}": "ms" for k in LATENCY_FIELDS})
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,10 @@ def metrics(result: dict[str, Any]) -> dict[str, float | None]:
     }
     for k, v in monitor_summary(result).items():
         out[f"monitor.{k}"] = _num(v)
+    lat = _dict(result.get("latency"))
+    for k in LATENCY_FIELDS:
+        if k in lat:
+            out[f"latency.{k}"] = _num(lat[k])
     return out
 
 
@@ -190,6 +198,10 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[Row]:
     sa, sb = monitor_summary(a), monitor_summary(b)
     for key in sorted(set(sa) | set(sb)):
         add("monitor", key, sa.get(key), sb.get(key), "")
+    la, lb = _dict(a.get("latency")), _dict(b.get("latency"))
+    for key in LATENCY_FIELDS:
+        if key in la or key in lb:
+            add("latency", key.removesuffix("_ms"), la.get(key), lb.get(key), "ms")
     return rows
 
 
@@ -217,9 +229,10 @@ def parse_fail_on(text: str) -> FailOn:
         raise UsageError(f"bad --fail-on '{text}'",
                          "use METRIC:+N% or METRIC:-N% (or an absolute METRIC:+N), e.g. migrations:+20%")
     metric, sign, amount, pct = m.groups()
-    if metric not in METRICS and not metric.startswith("monitor."):
+    if metric not in METRICS and not metric.startswith(("monitor.", "latency.")):
         raise UsageError(f"unknown metric '{metric}' in --fail-on",
-                         f"metrics: {', '.join(METRICS)}, monitor.<summary field>")
+                         f"metrics: {', '.join(METRICS)}, monitor.<summary field>, "
+                         f"latency.<{'|'.join(LATENCY_FIELDS)}>")
     return FailOn(metric, float(amount), bool(pct), 1 if sign == "+" else -1)
 
 
@@ -231,7 +244,7 @@ def check_rules(a: dict[str, Any], b: dict[str, Any], rules: list[FailOn]) -> No
     for r in rules:
         va, vb = ma.get(r.metric), mb.get(r.metric)
         if r.metric not in ma and r.metric not in mb:
-            known = sorted(k for k in {*ma, *mb} if k.startswith("monitor."))
+            known = sorted(k for k in {*ma, *mb} if k.startswith(("monitor.", "latency.")))
             raise UsageError(f"--fail-on {r}: unknown field '{r.metric}' (neither run has it)",
                              f"fields: {', '.join([*METRICS, *known])}")
         if va is None or vb is None:

@@ -225,6 +225,17 @@ def analyse(trace, t0: int | None = None, t1: int | None = None) -> LatencyRepor
                          notes=notes)
 
 
+def summary_json(r: LatencyReport) -> dict:
+    """result.json's "latency": the run's numbers `ktstr compare` and --fail-on read (ms)."""
+    def v(ns: int) -> float:
+        return round(ns / 1e6, 3)
+
+    return {"wakeup_p50_ms": v(r.wakeup.p50_ns), "wakeup_p99_ms": v(r.wakeup.p99_ns),
+            "wakeup_max_ms": v(r.wakeup.max_ns), "runnable_p50_ms": v(r.runnable.p50_ns),
+            "runnable_p99_ms": v(r.runnable.p99_ns), "runnable_max_ms": v(r.runnable.max_ns),
+            "wakeups": r.wakeup.n, "events": r.events}
+
+
 # ----------------------------------------------------------------------------- text
 
 

@@ -391,13 +391,15 @@ class Run:
             wire=self.wire_stats, parent=spec.parent, kind=spec.kind,
             artifacts=sorted({*artifacts, *(p.name for p in self.rd.path.iterdir()
                                             if p.is_file() and not p.name.startswith("."))}))
+        if getattr(self, "latency_summary", None):
+            result["latency"] = self.latency_summary
         atomic_write_json(self.rd / RESULT, result)
         return result
 
     def judge_latency(self, verdict, topo: str):
         """The trace's latency section and thresholds (latency.py), over the workload."""
         from .eval_sections import scheduler_label
-        from .latency import analyse, apply_to_verdict, check
+        from .latency import analyse, apply_to_verdict, check, summary_json
         from .tracefiles import LATENCY, Trace
 
         if getattr(self, "trace_index", None) is None:
@@ -414,6 +416,7 @@ class Run:
         finally:
             trace.close()
         atomic_write_json(self.rd / LATENCY, report.to_json())
+        self.latency_summary = summary_json(report)
         violations = check(report, self.spec.max_wakeup_latency_ms, self.spec.max_runnable_wait_ms)
         sched = self.prep.scheduler.name if self.prep.scheduler else None
         header = f"ktstr_test '{self.spec.name}'{scheduler_label(sched)} [topo={topo}] "

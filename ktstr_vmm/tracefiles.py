@@ -253,6 +253,13 @@ def build_index(run_path: Path, progress=None) -> dict[str, Any] | None:
         notes.append(f"ring buffer overrun: {max(lost['ring_overrun'], lost['missed_in_pages'])} "
                      "events lost in the guest (the wire could not keep up; raise "
                      "--trace-buffer-kb or trace fewer events)")
+    starved = int(guest.get("starved_ticks") or 0)
+    rate = fdata.get("rate_bytes_s") if isinstance(fdata.get("rate_bytes_s"), int) else 0
+    if starved and rate:
+        notes.append(f"the trace's wire budget ({rate >> 10} KiB/s"
+                     + (", a slow serial wire" if rate < 1 << 20 else "")
+                     + f") ran out {starved} times; the ring buffers kept the newest events "
+                     "meanwhile")
     if guest.get("capped"):
         notes.append("the guest reached the trace's streaming cap; after it only the ring "
                      "buffers' last contents were sent")

@@ -171,3 +171,32 @@ def test_read_commands_take_store(recorded, tmp_path, argv):
                        env={**os.environ, "KTSTR_HOME": str(tmp_path / "elsewhere")})
     assert p.returncode == 0, p.stderr
     assert "6c13" in p.stdout
+
+
+def test_latency_from_the_trace_is_compared_and_gated(recorded, tmp_path):
+    """result.json's "latency" block (latency.summary_json of each run's trace): a row group
+    in the comparison and latency.* metrics for --fail-on."""
+    from ktstr_vmm.latency import analyse, summary_json
+    from ktstr_vmm.tracefiles import Trace, build_index
+
+    run = tmp_path / "t"
+    shutil.copytree(Path(__file__).parent / "data" / "trace_scx_simple", run)
+    build_index(run)
+    t = Trace.open(run)
+    whole, part = analyse(t), analyse(t, t.index["first_ns"], t.index["first_ns"] + 200_000_000)
+    t.close()
+    la, lb = summary_json(part), summary_json(whole)
+    assert lb["wakeup_max_ms"] > la["wakeup_max_ms"] > 0
+    for run_id, lat in ((PARENT, la), (CHILD, lb)):
+        p = recorded / "runs" / run_id / "result.json"
+        p.write_text(json.dumps({**json.loads(p.read_text()), "latency": lat}))
+    p = _compare(recorded, PARENT, CHILD, "--fail-on", "latency.wakeup_max_ms:+10%")
+    assert p.returncode == 1, p.stderr
+    assert "* latency.wakeup_max" in p.stdout
+    line = next(ln for ln in p.stdout.splitlines() if ln.startswith("REGRESSION"))
+    assert line.startswith(f"REGRESSION latency.wakeup_max_ms:+10%: latency.wakeup_max_ms "
+                           f"{la['wakeup_max_ms']:.1f} ms -> {lb['wakeup_max_ms']:.1f} ms (+")
+    ok = _compare(recorded, CHILD, PARENT, "--fail-on", "latency.wakeup_max_ms:+10%")
+    assert ok.returncode == 0, ok.stdout
+    bad = _compare(recorded, PARENT, CHILD, "--fail-on", "latency.nope_ms:+1%")
+    assert bad.returncode == 2 and "unknown field 'latency.nope_ms'" in bad.stderr

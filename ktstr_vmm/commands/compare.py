@@ -19,7 +19,8 @@ def register(sub) -> None:
     p = sub.add_parser("compare", help="two runs side by side (verdicts, topologies, stats, monitor)",
                        description="Show two runs side by side with the differences marked '*'. "
                        "With --fail-on, exit 1 when B regressed against A on that metric. "
-                       f"Metrics: {', '.join(METRICS)}, monitor.<summary field>.")
+                       f"Metrics: {', '.join(METRICS)}, monitor.<summary field>, "
+                       "latency.<wakeup|runnable>_<p50|p99|max>_ms (from the scheduling trace).")
     p.add_argument("a", metavar="A", help="the baseline run (id, prefix or substring)")
     p.add_argument("b", metavar="B", help="the run compared against A")
     p.add_argument("--fail-on", action="append", default=[], metavar="METRIC:+N%",
