@@ -194,9 +194,32 @@ class Scenario:
     t_ms: int
 
 
+@dataclass(frozen=True)
+class BpfProg:
+    """One loaded BPF program as the guest's BPF_OBJ_GET_INFO_BY_FD saw it."""
+
+    id: int
+    name: str
+    type: int
+    verified_insns: int
+    xlated_len: int
+    jited_len: int
+
+
+@dataclass(frozen=True)
+class BpfProgs:
+    """Every BPF program the guest kernel held at `when` (scx_enabled)."""
+
+    when: str
+    t_ms: int
+    progs: tuple[BpfProg, ...]
+    more: int = 0
+    error: str = ""
+
+
 Payload = (PayloadError | Text | SchedLogLine | DmesgRecord | Blob | JsonMessage | SysRdy
            | Lifecycle | SchedExit | ExecExit | TestResult | Exit | SnapshotRequest
-           | SnapshotReply | Scenario)
+           | SnapshotReply | Scenario | BpfProgs)
 
 
 # --------------------------------------------------------------------------- field readers
@@ -326,6 +349,22 @@ def _testresult(d: dict) -> TestResult:
         notes=notes)
 
 
+def _bpfprog(p: Any) -> BpfProg:
+    if not isinstance(p, dict):
+        raise _Bad("a program is not a JSON object")
+    return BpfProg(id=_int(p, "id", hi=(1 << 32) - 1), name=_str(p, "name", "", 64),
+                   type=_int(p, "type", 0, hi=(1 << 32) - 1),
+                   verified_insns=_int(p, "verified_insns", 0, hi=(1 << 32) - 1),
+                   xlated_len=_int(p, "xlated_len", 0, hi=(1 << 32) - 1),
+                   jited_len=_int(p, "jited_len", 0, hi=(1 << 32) - 1))
+
+
+def _bpfprogs(d: dict) -> BpfProgs:
+    return BpfProgs(when=_str(d, "when", "", 40), t_ms=_int(d, "t_ms", 0),
+                    progs=tuple(_bpfprog(p) for p in _list(d, "progs", [])),
+                    more=_int(d, "more", 0, hi=1 << 32), error=_str(d, "error", "", 200))
+
+
 def _json(frame: Frame) -> dict:
     try:
         obj = json.loads(frame.payload.decode("utf-8"))
@@ -399,6 +438,8 @@ def _parse(frame: Frame) -> Payload:
                              dump=_str(d, "dump", ""), error=_str(d, "error", "", 4096),
                              truncated=bool(frame.flags & FLAG_TRUNCATED)
                              or bool(_get(d, "truncated", bool, False)))
+    if t is MsgType.BpfProgs:
+        return _bpfprogs(d)
     raise _Bad(f"no parser for {t.name}")
 
 

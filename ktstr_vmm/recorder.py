@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 
 from . import guestmsg as gm
-from .fsutil import append_line
-from .rundir import SCHED_LOG, RunDir
+from .fsutil import append_line, atomic_write_json
+from .rundir import BPF_PROGS, SCHED_LOG, RunDir
 from .tracefiles import TraceWriter
 from .wire import Frame, MsgType, parse_payload
 
@@ -111,6 +111,8 @@ class Recorder:
         elif isinstance(p, gm.Exit):
             s.exit = p
             self.run.append_event("exit", code=p.code, reason=p.reason)
+        elif isinstance(p, gm.BpfProgs):
+            atomic_write_json(self.run / BPF_PROGS, bpf_progs_json(p))
         elif isinstance(p, gm.SnapshotReply):
             with self._reply_cv:
                 self._replies[p.id] = p
@@ -133,3 +135,11 @@ class Recorder:
                     return None
                 self._reply_cv.wait(left)
             return self._replies.pop(req_id)
+
+
+def bpf_progs_json(p: gm.BpfProgs) -> dict:
+    """bpf-progs.json: the agent's BpfProgs frame as written to the run directory."""
+    return {"when": p.when, "guest_ms": p.t_ms, "more": p.more, "error": p.error,
+            "progs": [{"id": g.id, "name": g.name, "type": g.type,
+                       "verified_insns": g.verified_insns, "xlated_len": g.xlated_len,
+                       "jited_len": g.jited_len} for g in p.progs]}

@@ -25,6 +25,7 @@ SCHED_LOG = "sched.log"
 EVENTS = "events.jsonl"
 MONITOR = "monitor.jsonl"
 BPF_GLOBALS = "bpf.jsonl"
+BPF_PROGS = "bpf-progs.json"  # the verifier's numbers per loaded BPF program (gauntlet --verifier)
 RESULT = "result.json"
 CONTROL = "control.sock"
 SNAPSHOTS = "snapshots"

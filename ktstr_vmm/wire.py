@@ -65,6 +65,7 @@ class MsgType(enum.IntEnum):
     TraceFormats = 32
     TracePages = 33
     TraceStats = 34
+    BpfProgs = 56  # 56-63: gauntlet / verifier sweep
 
 
 _KNOWN_TYPES = frozenset(int(t) for t in MsgType)

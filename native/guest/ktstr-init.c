@@ -32,6 +32,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bpfprogs.h"
 #include "json.h"
 #include "spec.h"
 #include "sysinfo.h"
@@ -533,6 +534,7 @@ static int phase_scheduler(void)
 		if (read_small(SCX_OPS, ops, sizeof(ops)) < 0)
 			ops[0] = '\0';
 		lifecycle("scx_enabled", run.sched_pid, ops, NULL);
+		report_bpf_progs("scx_enabled");
 		run.watching = 1;
 		return 0;
 	}

@@ -44,7 +44,8 @@ enum msg_type {
 	MSG_TRACE_PAGES = 33,
 	MSG_TRACE_STATS = 34,
 	MSG_BENCH_OUTPUT = 40, /* workloads block 40-47 */
-	MSG_TYPE_MAX = 40,
+	MSG_BPF_PROGS = 56, /* 56-63: gauntlet / verifier */
+	MSG_TYPE_MAX = 56,
 };
 
 uint32_t crc32(const void *data, size_t len);
