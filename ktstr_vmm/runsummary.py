@@ -43,6 +43,8 @@ class RunSummary:
     parent: str | None
     phase: str | None
     error: str | None  # why the run is corrupt; None otherwise
+    gauntlet: str | None = None  # spec.json `gauntlet`: the gauntlet this run is a cell of
+    gauntlet_cell: str | None = None  # spec.json `gauntlet_cell`: its key there
 
     @property
     def is_live(self) -> bool:
@@ -54,7 +56,7 @@ class RunSummary:
             "name": self.name, "scheduler": self.scheduler, "topology": self.topology,
             "preset": self.preset, "verdict": self.verdict, "duration_s": self.duration_s,
             "first_line": self.first_line, "parent": self.parent, "phase": self.phase,
-            "error": self.error,
+            "error": self.error, "gauntlet": self.gauntlet, "gauntlet_cell": self.gauntlet_cell,
         }
 
 
@@ -147,7 +149,7 @@ def summarize(path: Path, run_id: str | None = None) -> RunSummary:
     """Read spec.json, status.json and result.json of one run directory. Never raises."""
     run_id = run_id or path.name
     info: dict[str, Any] = {"name": "", "scheduler": "", "topology": "", "preset": None,
-                            "parent": None}
+                            "parent": None, "gauntlet": None, "gauntlet_cell": None}
     started: float | None = None
     phase: str | None = None
     try:
@@ -174,6 +176,8 @@ def summarize(path: Path, run_id: str | None = None) -> RunSummary:
         info["topology"] = field(spec, SPEC, "topology", str, required=True)
         info["preset"] = field(spec, SPEC, "preset", str)
         info["parent"] = field(spec, SPEC, "parent", str)
+        info["gauntlet"] = field(spec, SPEC, "gauntlet", str)
+        info["gauntlet_cell"] = field(spec, SPEC, "gauntlet_cell", str)
 
         result = load_json_object(path / RESULT)
         if result is not None:
@@ -223,5 +227,6 @@ def _summary(run_id: str, path: Path, started: float | None, info: dict[str, Any
         run_id=run_id, path=path, started=float(started), name=info["name"],
         scheduler=info["scheduler"], topology=info["topology"], preset=info["preset"],
         verdict=verdict, duration_s=duration, first_line=line, parent=info["parent"],
-        phase=phase, error=error,
+        phase=phase, error=error, gauntlet=info.get("gauntlet"),
+        gauntlet_cell=info.get("gauntlet_cell"),
     )

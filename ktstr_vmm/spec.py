@@ -282,6 +282,8 @@ class RunSpec:
     trace_events: tuple[str, ...] = ()  # GROUP/NAME or GROUP/* beyond the default set
     max_wakeup_latency_ms: float | None = None  # latency thresholds (latency.py)
     max_runnable_wait_ms: float | None = None
+    gauntlet: str | None = None  # the gauntlet id this run is a cell of (ktstr gauntlet)
+    gauntlet_cell: str | None = None  # the cell's key in that gauntlet
 
     @property
     def preset(self) -> str | None:
@@ -337,6 +339,8 @@ class RunSpec:
                 trace_events=tuple(validate_trace_event(str(e)) for e in d.get("trace_events") or ()),
                 max_wakeup_latency_ms=_opt_float(d.get("max_wakeup_latency_ms")),
                 max_runnable_wait_ms=_opt_float(d.get("max_runnable_wait_ms")),
+                gauntlet=validate_name(d["gauntlet"], "gauntlet id") if d.get("gauntlet") else None,
+                gauntlet_cell=str(d["gauntlet_cell"]) if d.get("gauntlet_cell") else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(f"bad run spec: {type(e).__name__}: {e}") from e

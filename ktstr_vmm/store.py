@@ -132,7 +132,7 @@ class Store:
     def list_runs(self, *, verdict: str | None = None, scheduler: str | None = None,
                   topology: str | None = None, since: float | None = None,
                   text: str | None = None, limit: int | None = None,
-                  offset: int = 0) -> list[RunSummary]:
+                  offset: int = 0, gauntlet: str | None = None) -> list[RunSummary]:
         """Runs newest first. `verdict` "running" matches every live phase; `topology`
         takes a preset name or notation; `since` is a Unix time; `text` is a substring of
         the id, name, scheduler, topology or first line of the message."""
@@ -170,6 +170,9 @@ class Store:
             where.append(" OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in
                                      ("run_id", "name", "scheduler", "topology", "first_line")))
             params += [pat] * 5
+        if gauntlet:
+            where.append("gauntlet = ?")
+            params.append(gauntlet)
         if not self.runs_dir.is_dir():
             return []  # no store yet: nothing to list, nothing to create
         return self.index.query(where, params, limit=limit, offset=offset)

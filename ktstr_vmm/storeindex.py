@@ -30,7 +30,7 @@ from .runsummary import VERDICTS, RunSummary, summarize
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: gauntlet, gauntlet_cell
 UNSTABLE = -1
 RACY_WINDOW_NS = 2_000_000_000  # mtimes this close to "now" may hide a second write
 BUSY_TIMEOUT_S = 30.0
@@ -38,7 +38,7 @@ FULL_RECHECK_S = 30.0  # how stale a finished run's row may get if its files are
 
 FINAL = frozenset(VERDICTS)  # rows re-checked only by the periodic full pass
 _COLUMNS = ("run_id", "path", "started", "name", "scheduler", "topology", "preset", "verdict",
-            "duration_s", "first_line", "parent", "phase", "error")
+            "duration_s", "first_line", "parent", "phase", "error", "gauntlet", "gauntlet_cell")
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
@@ -55,10 +55,13 @@ CREATE TABLE IF NOT EXISTS runs (
     parent TEXT,
     phase TEXT,
     error TEXT,
+    gauntlet TEXT,
+    gauntlet_cell TEXT,
     stamp INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS runs_by_parent ON runs (parent);
+CREATE INDEX IF NOT EXISTS runs_by_gauntlet ON runs (gauntlet);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
@@ -315,7 +318,8 @@ class _SwitchedToMemory(Exception):
 
 def _row(s: RunSummary) -> tuple[object, ...]:
     return (s.run_id, str(s.path), s.started, s.name, s.scheduler, s.topology, s.preset,
-            s.verdict, s.duration_s, s.first_line, s.parent, s.phase, s.error)
+            s.verdict, s.duration_s, s.first_line, s.parent, s.phase, s.error, s.gauntlet,
+            s.gauntlet_cell)
 
 
 def _summary(r: tuple) -> RunSummary:

@@ -102,6 +102,9 @@ def spec_from_args(args: argparse.Namespace, base: RunSpec | None = None) -> Run
         if getattr(args, opt) is not None:
             flag = "--" + opt.replace("_", "-")
             kw[key] = parse_duration(getattr(args, opt), flag) * 1000
+    if getattr(args, "gauntlet", None):
+        kw["gauntlet"] = validate_name(args.gauntlet, "--gauntlet")
+        kw["gauntlet_cell"] = args.gauntlet_cell or None
     if base is not None:
         spec = base.with_changes(**kw)
     else:
@@ -122,6 +125,9 @@ def register(sub) -> None:
                                    "run a workload, and judge the run. Exit 0 pass, 1 fail, 2 usage "
                                    "error, 3 inconclusive.")
     add_run_options(p)
+    # Set by `ktstr gauntlet` on each cell it starts: the run is grouped under that id.
+    p.add_argument("--gauntlet", default=None, metavar="ID", help=argparse.SUPPRESS)
+    p.add_argument("--gauntlet-cell", default=None, metavar="KEY", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
     t = sub.add_parser("topologies", help="list the topology presets")
