@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rerun",
     "compare",
     "trace",
+    "gauntlet",
 )
 
 
@@ -41,6 +42,7 @@ COMMAND_NAMES: dict[str, str] = {
     "runs": "runs", "show": "runs", "tui": "tui",
     "repro": "repro", "rerun": "rerun", "compare": "compare",
     "trace": "trace",
+    "gauntlet": "gauntlet",
 }
 
 

@@ -31,6 +31,11 @@ CONTROL = "control.sock"
 SNAPSHOTS = "snapshots"
 REPRO = "repro"
 
+# Store level, beside runs/: <store>/gauntlets/<gauntlet-id>.json, the record of one
+# gauntlet (its matrix and cells; ktstr_vmm/gauntlet/record.py). Its runs are ordinary run
+# directories whose spec.json carries `gauntlet` and `gauntlet_cell`.
+GAUNTLETS = "gauntlets"
+
 PHASES = ("pending", "building", "booting", "running", "evaluating", "done", "interrupted")
 
 
