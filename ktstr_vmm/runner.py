@@ -547,6 +547,10 @@ def _tail(path: Path, limit: int) -> str:
 def _install_term_handler():
     """SIGTERM behaves like Ctrl-C: the run is torn down and marked interrupted."""
     def handler(signum, frame):
+        # One is enough: the teardown runs once. A second SIGTERM in the middle of it (a
+        # gauntlet cell's PR_SET_PDEATHSIG fires once per dying thread of a killed worker
+        # as the orphan is handed from thread to thread) left status.json saying "running".
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():

@@ -91,18 +91,26 @@ def run_cell(cell: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     t0 = time.time()
     try:
         env = dict(os.environ, KTSTR_HOME=home)
-        proc = subprocess.Popen(run_argv(cell, ctx), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                preexec_fn=_term_with_parent)
-        _CHILDREN.setdefault(ctx["gauntlet"], set()).add(proc)
-        try:
-            worker.log_event(ctx["topic"], {"event": "started", "cell": cell["key"],
-                                            "worker": worker.address, "pid": os.getpid(),
-                                            "child": proc.pid, "host": socket.gethostname(),
-                                            "t": t0})
-            out, err = proc.communicate()
-        finally:
-            _CHILDREN.get(ctx["gauntlet"], set()).discard(proc)
+        # Files, not pipes: a worker killed -9 must not leave its `ktstr run` writing
+        # into a broken pipe while it tears its VM down and marks the run interrupted.
+        with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+            proc = subprocess.Popen(run_argv(cell, ctx), stdin=subprocess.DEVNULL,
+                                    stdout=out_f, stderr=err_f, env=env,
+                                    preexec_fn=_term_with_parent, start_new_session=True)
+            _CHILDREN.setdefault(ctx["gauntlet"], set()).add(proc)
+            try:
+                worker.log_event(ctx["topic"], {"event": "started", "cell": cell["key"],
+                                                "worker": worker.address, "pid": os.getpid(),
+                                                "child": proc.pid,
+                                                "host": socket.gethostname(), "t": t0})
+                proc.wait()
+            finally:
+                _CHILDREN.get(ctx["gauntlet"], set()).discard(proc)
+            out_f.seek(0)
+            out = out_f.read()
+            err_f.seek(0)
+            err_f.seek(max(0, os.fstat(err_f.fileno()).st_size - 8192))
+            err = err_f.read()
         result = _last_json(out)
         if result is None or not result.get("run_id"):
             tail = err.decode("utf-8", "replace").strip().splitlines()
