@@ -7,6 +7,7 @@ and the table reloads (debounced), keeping the cursor on the same run.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual import on, work
@@ -36,6 +37,52 @@ VERDICT_STYLES = {
     "interrupted": "magenta",
 }
 COLUMNS = ("time", "name", "scheduler", "topology", "verdict", "duration", "message")
+GAUNTLET_KEY = "gauntlet:"  # row keys of gauntlet groups (':' is never in a run id)
+
+
+@dataclass(frozen=True)
+class GauntletGroup:
+    """The runs of one gauntlet, shown as one row where its newest run would be."""
+
+    gauntlet: str
+    runs: tuple[RunSummary, ...]
+
+    @property
+    def key(self) -> str:
+        return GAUNTLET_KEY + self.gauntlet
+
+
+def group_gauntlets(runs: list[RunSummary]) -> list[RunSummary | GauntletGroup]:
+    """Runs in order, each gauntlet's runs folded into one group at its newest run."""
+    members: dict[str, list[RunSummary]] = {}
+    for s in runs:
+        if s.gauntlet:
+            members.setdefault(s.gauntlet, []).append(s)
+    out: list[RunSummary | GauntletGroup] = []
+    for s in runs:
+        if not s.gauntlet:
+            out.append(s)
+        elif members.get(s.gauntlet):
+            out.append(GauntletGroup(s.gauntlet, tuple(members.pop(s.gauntlet))))
+    return out
+
+
+def group_row(g: GauntletGroup) -> tuple:
+    from ktstr_vmm.gauntlet.grid import severity
+
+    newest = g.runs[0]
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(newest.started))
+    counts: dict[str, int] = {}
+    for r in g.runs:
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    worst = min(counts, key=severity)
+    scheds = sorted({r.scheduler.rsplit("/", 1)[-1] for r in g.runs})
+    topos = {r.preset or r.topology for r in g.runs}
+    style = VERDICT_STYLES.get(worst, "bold cyan")
+    return (when, f"gauntlet {g.gauntlet}", ",".join(scheds)[:40],
+            f"{len(topos)} topologies", Text(worst, style=style), "",
+            Text(f"{len(g.runs)} runs: " + ", ".join(f"{n} {v}" for v, n in
+                                                     sorted(counts.items()))))
 
 
 def verdict_text(s: RunSummary) -> Text:
@@ -77,6 +124,7 @@ class BrowserScreen(Screen):
         self.watch_enabled = watch
         self.verdict_filter: str | None = None
         self.runs: list[RunSummary] = []
+        self.groups: dict[str, GauntletGroup] = {}
         self.provisional = False  # the table shows the newest runs while the index builds
         self._watcher = None
         self._reload_pending = False
@@ -148,13 +196,18 @@ class BrowserScreen(Screen):
             more = False
         elif more and message.limit < PAGE:  # a screenful is up; fetch the rest of the page
             self.reload(PAGE)
-        self.runs = runs
+        rows = group_gauntlets(runs)
+        self.runs = [r for r in rows if isinstance(r, RunSummary)]
+        self.groups = {g.key: g for g in rows if isinstance(g, GauntletGroup)}
         table.clear()
-        for s in runs:
-            table.add_row(*plain(*row_of(s)), key=s.run_id)
+        for r in rows:
+            if isinstance(r, GauntletGroup):
+                table.add_row(*plain(*group_row(r)), key=r.key)
+            else:
+                table.add_row(*plain(*row_of(r)), key=r.run_id)
         if keep is not None:
-            for i, s in enumerate(runs):
-                if s.run_id == keep:
+            for i, r in enumerate(rows):
+                if (r.key if isinstance(r, GauntletGroup) else r.run_id) == keep:
                     table.move_cursor(row=i, animate=False)
                     break
         status = self.query_one("#browser-status", Static)
@@ -208,6 +261,13 @@ class BrowserScreen(Screen):
 
     # ------------------------------------------------------------------ actions
     def action_open(self) -> None:
+        group = self.groups.get(self.selected_run_id() or "")
+        if group is not None:
+            from .gauntlet_screen import GauntletScreen
+
+            self.app.push_screen(GauntletScreen(self.store, group.gauntlet,
+                                                watch=self.watch_enabled))
+            return
         s = self.selected()
         if s is not None:
             self.post_message(OpenRun(s.path))

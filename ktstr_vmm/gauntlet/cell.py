@@ -64,21 +64,27 @@ def store_is_shared(ctx: dict[str, Any]) -> bool:
         return False
 
 
-def run_argv(cell: dict[str, Any], ctx: dict[str, Any]) -> list[str]:
-    """The `ktstr run` command line of a cell."""
-    argv = [sys.executable, "-m", CLI_MODULE, "run", "--json",
+def run_args(cell: dict[str, Any], ctx: dict[str, Any], *, as_json: bool = True) -> list[str]:
+    """The `ktstr run ...` arguments of a cell (after `ktstr`); the workstation's
+    "rerun cell" uses the same."""
+    args = ["run", *(["--json"] if as_json else []),
             "--scheduler", cell["scheduler"], "--topology", cell["topology"],
             "--duration", f"{ctx['duration_s']}s",
             "--gauntlet", ctx["gauntlet"], "--gauntlet-cell", cell["key"]]
     if cell.get("kernel"):
-        argv += ["--kernel", cell["kernel"]]
+        args += ["--kernel", cell["kernel"]]
     if ctx.get("workload"):
-        argv += ["--workload", ctx["workload"]]
+        args += ["--workload", ctx["workload"]]
     if ctx.get("sched_args"):
-        argv += ["--sched-args", ctx["sched_args"]]
+        args += ["--sched-args", ctx["sched_args"]]
     if ctx.get("no_auto_repro"):
-        argv.append("--no-auto-repro")
-    return argv
+        args.append("--no-auto-repro")
+    return args
+
+
+def run_argv(cell: dict[str, Any], ctx: dict[str, Any]) -> list[str]:
+    """The command line a worker starts for a cell."""
+    return [sys.executable, "-m", CLI_MODULE, *run_args(cell, ctx)]
 
 
 def run_cell(cell: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
