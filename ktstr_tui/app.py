@@ -60,13 +60,14 @@ class KtstrApp(App[int]):
 
     def __init__(self, store_root: Path, *, open_path: Path | None = None,
                  launch_args: list[str] | None = None, watch: bool = True,
-                 index_path: Path | None = None) -> None:
+                 index_path: Path | None = None, open_gauntlet: str | None = None) -> None:
         super().__init__()
         self.store_root = Path(store_root)
         self.index_path = index_path
         self.open_path = Path(open_path) if open_path else None
         self.launch_args = launch_args
         self.watch_store = watch
+        self.open_gauntlet = open_gauntlet
         self._stop = threading.Event()
 
     @cached_property
@@ -78,7 +79,8 @@ class KtstrApp(App[int]):
 
     # ------------------------------------------------------------------ startup
     def get_default_screen(self) -> Screen:
-        if self.open_path is not None or self.launch_args is not None:
+        if (self.open_path is not None or self.launch_args is not None
+                or self.open_gauntlet is not None):
             return HomeScreen()  # the browser is built when someone goes back to it
         return self.browser_screen()
 
@@ -93,6 +95,11 @@ class KtstrApp(App[int]):
             self.open_target(self.open_path)
         if self.launch_args is not None:
             self.launch(self.launch_args)
+        if self.open_gauntlet is not None:
+            from .screens.gauntlet_screen import GauntletScreen
+
+            self.push_screen(GauntletScreen(self.store, self.open_gauntlet,
+                                            watch=self.watch_store))
 
     def on_unmount(self) -> None:
         self._stop.set()

@@ -114,7 +114,8 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
     out = sys.stderr
     print(f"ktstr: gauntlet {record.id}: {len(cells)} cells"
           + (f", {len(judged)} already judged" if judged else "")
-          + f" (resume with: ktstr gauntlet --resume {record.id})", file=out, flush=True)
+          + f" (watch: ktstr tui --gauntlet {record.id}; resume: ktstr gauntlet --resume "
+            f"{record.id})", file=out, flush=True)
 
     from ..gauntlet.driver import GauntletRun, default_workers, open_cluster, summary_exit_code
 

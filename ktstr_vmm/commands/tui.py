@@ -22,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("path", nargs="?", type=Path, help="run directory, failure dump, store or artifacts")
     p.add_argument("--demo", action="store_true", help="open the demo store shipped in assets/demo-store")
     add_store_option(p)
+    p.add_argument("--gauntlet", metavar="ID", default=None,
+                   help="open gauntlet ID's matrix (ktstr gauntlet --list shows them)")
     p.add_argument("--run", dest="run_args", nargs=argparse.REMAINDER, default=None,
                    metavar="RUN-OPTIONS", help="start `ktstr run RUN-OPTIONS` and watch it")
     p.set_defaults(func=cmd_tui)
@@ -58,6 +60,13 @@ def cmd_tui(args: argparse.Namespace) -> int:
     if args.demo:
         index = paths.demo_index(store)
         index.parent.mkdir(parents=True, exist_ok=True)
-    app = KtstrApp(store, open_path=target, launch_args=launch, index_path=index)
+    gauntlet = None
+    if args.gauntlet is not None:
+        from ..gauntlet.record import read_record
+        from ..store import Store
+
+        gauntlet = read_record(Store(store), args.gauntlet).id  # a one-line error if unknown
+    app = KtstrApp(store, open_path=target, launch_args=launch, index_path=index,
+                   open_gauntlet=gauntlet)
     app.run()
     return app.return_code or 0

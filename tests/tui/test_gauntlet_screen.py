@@ -166,3 +166,14 @@ async def test_a_run_landing_in_the_store_fills_its_cell_live(gstore):
                      "tiny-2llc", "pass", T0 + 80)
         await wait_for(pilot, lambda: cells(table)[0] == ["tiny-2llc", "fail", "pass"],
                        what="the new run's cell", timeout=30)
+
+
+async def test_the_app_can_open_straight_on_a_gauntlet(gstore):
+    root, runs = gstore
+    async with make_app(root, open_gauntlet=GID).run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, GauntletScreen)
+                       and pilot.app.screen.loaded, what="gauntlet screen")
+        assert cells(pilot.app.screen.query_one("#matrix", DataTable))[0][0] == "tiny-2llc"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, BrowserScreen),
+                       what="the browser under it")
