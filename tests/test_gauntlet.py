@@ -251,3 +251,33 @@ def test_the_first_verifier_error_is_the_line_before_the_insn_count(tmp_path):
         "libbpf: prog 'bad_enqueue': failed to load: -13\n")
     assert first_verifier_error(log) == ("bad_enqueue", "R0 invalid mem access 'map_value_or_null'")
     assert read_cell(tmp_path).failed_prog == "bad_enqueue"
+
+
+def test_a_real_verifier_rejection_names_the_program_and_the_error(tmp_path):
+    """scx_qmap as built here fails the 7.3 verifier in qmap_dequeue; the log carries the
+    newer kernels' explained report after the classic error line."""
+    (tmp_path / "sched.log").write_bytes((DATA / "scx_qmap-verifier.sched.log").read_bytes())
+    cell = read_cell(tmp_path)
+    assert (cell.loaded, cell.failed_prog) == (False, "qmap_dequeue")
+    assert cell.error == "R7 invalid mem access 'scalar' (Register Type Safety: Invalid dereference)"
+    assert render_table([("tiny-1llc", "7.3.4", "scx_qmap", cell)]).splitlines()[1] == (
+        "  scx_qmap             FAILED to load in qmap_dequeue: R7 invalid mem access 'scalar' "
+        "(Register Type Safety: Invalid dereference)")
+
+
+def test_the_agents_bpfprogs_frame_decodes_and_bad_ones_are_counted_not_raised():
+    from ktstr_vmm import guestmsg as gm
+    from ktstr_vmm.recorder import bpf_progs_json
+    from ktstr_vmm.wire import Decoder, MsgType, encode, parse_payload
+
+    recorded = json.loads((DATA / "scx_simple.bpf-progs.json").read_bytes())
+    payload = {"when": "scx_enabled", "t_ms": recorded["guest_ms"], "progs": recorded["progs"]}
+    (frame,) = Decoder().feed(encode(MsgType.BpfProgs, json.dumps(payload)))
+    assert frame.type == MsgType.BpfProgs == 56
+    p = parse_payload(frame)
+    assert isinstance(p, gm.BpfProgs)
+    assert [g.name for g in p.progs][:2] == ["scx_lib_init_pr", "simple_select_c"]
+    assert bpf_progs_json(p) == recorded  # what the recorder writes is what was recorded
+    for bad in ({"progs": [{"name": "x"}]}, {"progs": "many"}, {"progs": [{"id": -1}]}):
+        (frame,) = Decoder().feed(encode(MsgType.BpfProgs, json.dumps(bad)))
+        assert isinstance(parse_payload(frame), gm.PayloadError)

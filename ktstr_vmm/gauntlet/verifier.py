@@ -21,8 +21,14 @@ _LOAD_FAILED = re.compile(r"libbpf: prog '([^']+)': (?:BPF program load failed|f
                           r":?\s*(.*)")
 _BEGIN = re.compile(r"libbpf: prog '([^']+)': -- BEGIN PROG LOAD LOG --")
 _END = "-- END PROG LOAD LOG --"
-_NOISE = re.compile(r"^(processed \d+ insns|verification time|stack depth|"
-                    r"mark_precise|\d+: |\s*$|; |R\d+(_w)?=|from \d+ to \d+)")
+# Lines of a verifier log that are not its error: the instruction trace and register
+# states, source comments, precision tracking, the closing counts, the headers of the
+# explained report newer kernels append (its indented body is skipped as indented).
+_NOISE = re.compile(r"^(processed \d+ insns|verification time|stack depth|mark_precise|"
+                    r"last_idx|regs=|parent |frame\d|\d+: |; |R\d+(_w)?=|from \d+ to \d+|"
+                    r"func '|Validating |Func#|Reason:|At:|Causal path:|Suggestion:|"
+                    r"Verification failed:)")
+_EXPLAINED = re.compile(r"^Verification failed: (.+)")
 _MAX_LOG_LINES = 200_000
 _COMPLAINT = re.compile(r"fail|error|invalid|unknown|not found|unsupported", re.IGNORECASE)
 
@@ -90,9 +96,14 @@ def first_verifier_error(log_path: Path) -> tuple[str | None, str | None]:
                 prog = m.group(1)
             continue
         if _END in text:
-            err = next((b for b in reversed(block) if not _NOISE.match(b)), None)
-            if err:
-                return prog, err.strip()[:500]
+            err = next((b.strip() for b in block
+                        if b.strip() and not b[:1].isspace() and not _NOISE.match(b)), None)
+            why = next((m.group(1).strip() for b in block if (m := _EXPLAINED.match(b))), None)
+            if err or why:
+                text = err or why
+                if err and why:
+                    text = f"{err} ({why})"
+                return prog, text[:500]
             block = None
             continue
         block.append(text)
