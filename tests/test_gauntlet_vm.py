@@ -145,3 +145,54 @@ def test_a_worker_killed_mid_cell_is_retried_and_the_cell_still_judged(gstore):
                f"still says {phase_of(run_dir)}")
     assert spec_of(run_dir)["gauntlet_cell"] == cell["key"]
     eventually(lambda: not qemus_of(gstore), "a QEMU of the killed attempt is still running")
+
+
+def test_run_directories_sent_back_through_dask_land_like_any_run(gstore):
+    code, out, err = gauntlet(gstore, "-s", "scx_simple", "-t", "tiny-1llc", "-d", "1s",
+                              "--workers", "1", "--send-runs")
+    assert code == 0, err
+    (cell,) = out["cells"]
+    assert (cell["status"], cell["verdict"], cell["via"]) == ("done", "pass", "sent")
+    from ktstr_vmm.store import Store
+
+    (run,) = Store(gstore).list_runs(gauntlet=out["gauntlet"])
+    assert run.run_id == cell["run_id"] and run.verdict == "pass"
+    assert run.path == gstore / "runs" / cell["run_id"]
+    for name in ("spec.json", "status.json", "console.log", "sched.log", "events.jsonl",
+                 "result.json", "bpf-progs.json"):
+        assert (run.path / name).is_file(), name
+    assert not [p for p in (gstore / "runs").iterdir() if p.name.startswith(".")]
+
+
+def test_ctrl_c_cancels_keeps_finished_cells_and_leaves_no_qemu(gstore):
+    """Two cells on one worker: once the first is judged and the second runs, SIGINT."""
+    env = {**os.environ, "KTSTR_HOME": str(gstore)}
+    proc = subprocess.Popen([*KTSTR, "gauntlet", "--json", "-s", "scx_simple", "-t",
+                             "tiny-1llc,tiny-2llc", "-d", "30s", "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        def phases() -> list[str | None]:
+            return [phase_of(d) for d in sorted((gstore / "runs").glob("2*"))]
+
+        deadline = time.monotonic() + WAIT_S
+        while phases() != ["done", "running"] and proc.poll() is None:
+            assert time.monotonic() < deadline, f"runs stayed {phases()}"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out_text, err = proc.communicate(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    out = json.loads(out_text)
+    assert out["interrupted"] is True
+    first, second = out["cells"]
+    assert (first["status"], first["verdict"]) == ("done", "pass")
+    assert second["status"] == "interrupted"
+    done_dir, cut_dir = sorted((gstore / "runs").glob("2*"))
+    assert done_dir.name == first["run_id"] and phase_of(done_dir) == "done"
+    eventually(lambda: phase_of(cut_dir) == "interrupted",
+               f"the cancelled run still says {phase_of(cut_dir)}")
+    eventually(lambda: not qemus_of(gstore), "a QEMU is still running")
+    assert "interrupted; finished cells are kept" not in err  # --json: no human summary

@@ -53,6 +53,9 @@ def register(sub) -> None:
                    "this machine's CPUs and RAM hold)")
     p.add_argument("--scheduler-address", metavar="tcp://HOST:8786",
                    help="run on this Dask cluster instead of an embedded one")
+    p.add_argument("--send-runs", action="store_true",
+                   help="send every run directory back through Dask even when the workers "
+                   "see the store (a shared file system that is slow or read-only for them)")
     p.add_argument("--resume", metavar="ID", help="finish gauntlet ID: cells already judged "
                    "are skipped, the rest run (matrix options are not allowed)")
     p.add_argument("--auto-repro", action="store_true",
@@ -131,7 +134,8 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
                       f"{'s' if workers != 1 else ''}", file=out, flush=True)
             client, cluster = open_cluster(workers, args.scheduler_address)
         run = GauntletRun(client, store, record, judged=judged,
-                          no_auto_repro=not args.auto_repro, on_progress=line.update)
+                          no_auto_repro=not args.auto_repro, send_runs=args.send_runs,
+                          on_progress=line.update)
         t0 = time.monotonic()
         states = run.run() if todo else list(run.states.values())
         wall = time.monotonic() - t0

@@ -56,7 +56,10 @@ def _term_with_parent() -> None:
 
 
 def store_is_shared(ctx: dict[str, Any]) -> bool:
-    """True when this worker sees the client's store (its gauntlet record, same token)."""
+    """True when this worker sees the client's store (its gauntlet record, same token)
+    and the client did not ask for run directories to be sent back (--send-runs)."""
+    if ctx.get("send_runs"):
+        return False
     record = Path(ctx["store"]) / GAUNTLETS / f"{ctx['gauntlet']}.json"
     try:
         return json.loads(record.read_text()).get("token") == ctx["token"]

@@ -33,7 +33,7 @@ from ..errors import UsageError
 from ..store import Store
 from .cell import CellError, end_cells, run_cell
 from .matrix import Cell
-from .record import GauntletRecord, unpack_run
+from .record import GauntletRecord, judged_cells, unpack_run
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class CellState:
     started: float | None = None
     wall_s: float | None = None
     first_line: str = ""
+    via: str | None = None  # "store": written straight into it; "sent": came back via Dask
 
     @property
     def attempts(self) -> int:
@@ -66,7 +67,8 @@ class CellState:
         return {**self.cell.to_json(), "status": self.status, "verdict": self.verdict,
                 "run_id": self.run_id, "worker": self.worker, "host": self.host,
                 "attempts": self.attempts, "workers_tried": self.workers_tried,
-                "reason": self.reason, "wall_s": self.wall_s, "first_line": self.first_line}
+                "reason": self.reason, "wall_s": self.wall_s, "first_line": self.first_line,
+                "via": self.via}
 
 
 @dataclass(frozen=True)
@@ -144,12 +146,13 @@ class GauntletRun:
 
     def __init__(self, client, store: Store, record: GauntletRecord, *,
                  judged: dict[str, str] | None = None, no_auto_repro: bool = True,
-                 on_progress: ProgressCallback | None = None) -> None:
+                 send_runs: bool = False, on_progress: ProgressCallback | None = None) -> None:
         self.client, self.store, self.record = client, store, record
         self.gid = record.id
         self.topic = f"ktstr-gauntlet-{self.gid}"
         self.on_progress = on_progress or (lambda p: None)
         self.no_auto_repro = no_auto_repro
+        self.send_runs = send_runs
         self.states: dict[str, CellState] = {}
         for cell in record.matrix.cells():
             st = CellState(cell)
@@ -169,7 +172,8 @@ class GauntletRun:
         m = self.record.matrix
         ctx = {"gauntlet": self.gid, "token": self.record.token, "store": str(self.store.root),
                "topic": self.topic, "duration_s": m.duration_s, "workload": m.workload,
-               "sched_args": m.sched_args, "no_auto_repro": self.no_auto_repro}
+               "sched_args": m.sched_args, "no_auto_repro": self.no_auto_repro,
+               "send_runs": self.send_runs}
         self.client.subscribe_topic(self.topic, self.events.append)
         try:
             for i, st in enumerate(self.states.values()):
@@ -214,6 +218,14 @@ class GauntletRun:
                         self._finish(fut)
                         continue
                 st.status, st.reason = INTERRUPTED, "cancelled (Ctrl-C)"
+        # A cell that finished on its worker just before the cancel but whose result had
+        # not reached us yet is in the store already (a shared store): it counts as done.
+        with contextlib.suppress(Exception):
+            judged = judged_cells(self.store, self.gid)
+            for st in self.states.values():
+                if st.status == INTERRUPTED and st.cell.key in judged:
+                    st.status, st.reason, st.run_id = DONE, "", judged[st.cell.key]
+                    st.verdict, st.via = _verdict_of(self.store, st.run_id), "store"
 
     # ------------------------------------------------------------------ internals
     def _drain_events(self, pending: set) -> None:
@@ -262,8 +274,9 @@ class GauntletRun:
         st.wall_s = res.get("wall_s", st.wall_s)
         st.first_line = res.get("first_line") or ""
         if res.get("packed"):
-            st.run_id = unpack_run(self.store, res["packed"])
+            st.run_id, st.via = unpack_run(self.store, res["packed"]), "sent"
         else:
+            st.via = "store"
             self.store.refresh_run(st.run_id)
         if res.get("phase") == "interrupted":
             st.status, st.verdict = INTERRUPTED, None
