@@ -281,3 +281,15 @@ def test_the_agents_bpfprogs_frame_decodes_and_bad_ones_are_counted_not_raised()
     for bad in ({"progs": [{"name": "x"}]}, {"progs": "many"}, {"progs": [{"id": -1}]}):
         (frame,) = Decoder().feed(encode(MsgType.BpfProgs, json.dumps(bad)))
         assert isinstance(parse_payload(frame), gm.PayloadError)
+
+
+def test_cli_refuses_an_unknown_kernel_before_any_vm(tmp_path):
+    store = tmp_path / "store"
+    r = subprocess.run([*KTSTR, "gauntlet", "--kernels", "9.9.9-nope", "-t", "tiny-1llc"],
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "KTSTR_HOME": str(store)})
+    assert r.returncode == 2
+    assert r.stderr == ("ktstr: error: kernel '9.9.9-nope': kernel 9.9.9-nope does not exist "
+                        "(--kernels takes cached versions (ktstr kernel list), bzImages, "
+                        "vmlinux files or build trees)\n")
+    assert not store.exists()

@@ -248,7 +248,9 @@ def resolve(m: Matrix) -> Matrix:
         try:
             kernel = resolve_kernel(k)
         except KtstrError as e:
-            raise UsageError(f"kernel '{k or 'newest cached'}': {e.message}", e.hint) from None
+            hint = ("--kernels takes cached versions (ktstr kernel list), bzImages, vmlinux "
+                    "files or build trees" if k is not None else e.hint)
+            raise UsageError(f"kernel '{k or 'newest cached'}': {e.message}", hint) from None
         for s in m.schedulers:
             if s in ("none", "eevdf"):
                 continue
