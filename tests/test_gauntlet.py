@@ -293,3 +293,20 @@ def test_cli_refuses_an_unknown_kernel_before_any_vm(tmp_path):
                         "(--kernels takes cached versions (ktstr kernel list), bzImages, "
                         "vmlinux files or build trees)\n")
     assert not store.exists()
+
+
+def test_private_stores_of_dead_workers_are_swept(tmp_path, monkeypatch):
+    import tempfile
+
+    from ktstr_vmm.gauntlet import cell
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = tmp_path / f"{cell.PRIVATE_PREFIX}{dead.pid}-abc"
+    live = tmp_path / f"{cell.PRIVATE_PREFIX}{os.getppid()}-abc"
+    mine = tmp_path / f"{cell.PRIVATE_PREFIX}{os.getpid()}-abc"
+    for d in (gone, live, mine):
+        (d / "runs").mkdir(parents=True)
+    cell.sweep_private_stores()
+    assert not gone.exists() and live.exists() and mine.exists()

@@ -36,7 +36,8 @@ from ..rundir import GAUNTLETS
 CLI_MODULE = "ktstr_vmm"  # `python -m CLI_MODULE run ...`
 PR_SET_PDEATHSIG = 1
 END_GRACE_S = 30.0  # a cancelled cell's `ktstr run` has this long to stop its VM
-PACK_LIMIT = 256 << 20  # a run directory bigger than this is not sent back whole
+PACK_LIMIT = 256 << 20
+PRIVATE_PREFIX = "ktstr-gauntlet-"  # + the worker's pid: a private store in the temp dir  # a run directory bigger than this is not sent back whole
 
 # gauntlet id -> the `ktstr run` children of this worker process (for end_cells).
 _CHILDREN: dict[str, set[subprocess.Popen]] = {}
@@ -96,7 +97,9 @@ def run_cell(cell: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
 
     worker = get_worker()
     shared = store_is_shared(ctx)
-    home = ctx["store"] if shared else tempfile.mkdtemp(prefix="ktstr-gauntlet-")
+    if not shared:
+        sweep_private_stores()
+    home = ctx["store"] if shared else tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-")
     t0 = time.time()
     try:
         env = dict(os.environ, KTSTR_HOME=home)
@@ -139,6 +142,27 @@ def run_cell(cell: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     finally:
         if not shared:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def sweep_private_stores() -> None:
+    """Remove private stores left by workers that died (killed -9 mid-cell): their
+    names carry the worker's pid."""
+    root = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for d in root.glob(f"{PRIVATE_PREFIX}*"):
+            pid = d.name[len(PRIVATE_PREFIX):].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def end_cells(gauntlet: str, grace_s: float = END_GRACE_S) -> list[int]:
