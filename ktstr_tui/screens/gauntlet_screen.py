@@ -47,9 +47,10 @@ class GauntletScreen(Screen):
 
     class Loaded(Message):
         def __init__(self, record: GauntletRecord | None, grid: Grid | None,
-                     error: str = "") -> None:
+                     error: str = "", verifier: dict | None = None) -> None:
             super().__init__()
             self.record, self.grid, self.error = record, grid, error
+            self.verifier = verifier or {}  # run id -> VerifierCell (verifier sweeps)
 
     def __init__(self, store: Store, gauntlet_id: str, *, watch: bool = True) -> None:
         super().__init__()
@@ -60,6 +61,7 @@ class GauntletScreen(Screen):
         self.failures_first = True
         self.marked: tuple[str, tuple[str, str | None]] | None = None
         self.loaded = False
+        self.verifier: dict = {}
         self._watcher = None
         self._reload_pending = False
 
@@ -103,7 +105,13 @@ class GauntletScreen(Screen):
         try:
             record = self.record or read_record(self.store, self.gid)
             runs = self.store.list_runs(gauntlet=self.gid)
-            self.post_message(self.Loaded(record, build_grid(record.matrix.cells(), runs)))
+            verifier = {}
+            if record.matrix.verifier:
+                from ktstr_vmm.gauntlet.verifier import read_cell
+
+                verifier = {r.run_id: read_cell(r.path) for r in runs if not r.is_live}
+            self.post_message(self.Loaded(record, build_grid(record.matrix.cells(), runs),
+                                          verifier=verifier))
         except KtstrError as e:
             self.post_message(self.Loaded(None, None, e.one_line()))
 
@@ -115,6 +123,7 @@ class GauntletScreen(Screen):
             self.loaded = True
             return
         self.record, self.grid = message.record, message.grid
+        self.verifier = message.verifier
         self._draw()
         self.loaded = True
 
@@ -182,6 +191,15 @@ class GauntletScreen(Screen):
                       style=STYLES.get(cell.verdict, RUNNING_STYLE))]
         for r in sorted(cell.runs, key=lambda r: r.started):
             lines.append(Text(f"  {r.run_id}  {r.verdict}  {r.first_line[:100]}"))
+            v = self.verifier.get(r.run_id)
+            if v is not None and v.loaded:
+                lines.append(Text(f"    verifier: {len(v.progs)} programs, {v.total_insns} "
+                                  "verified insns: " + ", ".join(
+                                      f"{p.name} {p.verified_insns}" for p in v.progs)[:300]))
+            elif v is not None:
+                where = f" in {v.failed_prog}" if v.failed_prog else ""
+                lines.append(Text(f"    verifier: FAILED to load{where}: {v.error}",
+                                  style="red"))
         missing = len(cell.keys) - len(cell.runs)
         if missing:
             lines.append(Text(f"  {missing} run{'s' if missing != 1 else ''} not started yet",

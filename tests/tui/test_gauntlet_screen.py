@@ -177,3 +177,32 @@ async def test_the_app_can_open_straight_on_a_gauntlet(gstore):
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, BrowserScreen),
                        what="the browser under it")
+
+
+async def test_a_verifier_sweep_shows_each_cells_programs_or_its_first_error(tmp_path,
+                                                                            monkeypatch):
+    root = tmp_path / "store"
+    monkeypatch.setenv("KTSTR_HOME", str(root))
+    data = Path(__file__).resolve().parents[1] / "data" / "gauntlet"
+    write_record(Store(root), GID, matrix_from_options("scx_simple,scx_qmap", "tiny-1llc",
+                                                       None, None, None, None, None, True))
+    ok = gauntlet_run(root, "20261125-173950-scx_simple-tiny-1llc-0001", "scx_simple",
+                      "tiny-1llc", "pass", T0 + 8)
+    (ok / "bpf-progs.json").write_bytes((data / "scx_simple.bpf-progs.json").read_bytes())
+    bad = gauntlet_run(root, "20261125-173951-scx_qmap-tiny-1llc-0002", "scx_qmap",
+                       "tiny-1llc", "fail", T0 + 9)
+    (bad / "sched.log").write_bytes((data / "scx_qmap-verifier.sched.log").read_bytes())
+    async with make_app(root, open_gauntlet=GID).run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, GauntletScreen)
+                       and pilot.app.screen.loaded, what="gauntlet screen")
+        screen = pilot.app.screen
+        table = screen.query_one("#matrix", DataTable)
+        detail = screen.query_one("#gauntlet-cell")
+        table.move_cursor(row=0, column=1)
+        await pilot.pause()
+        assert "verifier: 9 programs, 197 verified insns: scx_lib_init_pr 23" in str(
+            detail.render())
+        table.move_cursor(row=0, column=2)
+        await pilot.pause()
+        assert ("verifier: FAILED to load in qmap_dequeue: R7 invalid mem access 'scalar'"
+                in str(detail.render()))
