@@ -14,7 +14,8 @@ from ..widgets.failure_dump_view import FailureDumpView
 
 
 class DumpScreen(Screen):
-    BINDINGS = [Binding("escape", "back", "Back")]
+    BINDINGS = [Binding("escape", "back", "Back"),
+                Binding("t", "timeline", "Timeline at the failure", show=False)]
 
     def __init__(self, path: Path, others: list[Path] | tuple[Path, ...] = ()) -> None:
         super().__init__()
@@ -34,3 +35,14 @@ class DumpScreen(Screen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+    def action_timeline(self) -> None:
+        """The run's scheduling timeline, opened at the failure (the dump's directory is
+        the run directory)."""
+        from ..widgets.sched_timeline import TimelineScreen
+
+        run = self.paths[0].parent
+        if not (run / "trace").is_dir():
+            self.notify("this dump's run has no scheduling trace", severity="warning")
+            return
+        self.app.push_screen(TimelineScreen(run, at="failure"))

@@ -65,6 +65,7 @@ class LiveRunScreen(Screen):
         Binding("1", "show_tab('tab-sched')", "Sched log", show=False),
         Binding("2", "show_tab('tab-console')", "Console", show=False),
         Binding("3", "show_tab('tab-globals')", "BPF globals", show=False),
+        Binding("t", "timeline", "Timeline", show=False),
     ]
 
     def __init__(self, path: Path, *, auto_result: bool = True) -> None:
@@ -274,6 +275,12 @@ class LiveRunScreen(Screen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+    def action_timeline(self) -> None:
+        """The per-CPU scheduling timeline following the present (sched_timeline.py)."""
+        from ..widgets.sched_timeline import TimelineScreen
+
+        self.app.push_screen(TimelineScreen(self.path, at=None, live=True))
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one("#live-tabs", TabbedContent).active = tab

@@ -104,6 +104,8 @@ class ResultScreen(Screen):
         Binding("D", "show_tab('tab-dump')", "sched_ext dump", show=False),
         Binding("F", "show_tab('tab-failure')", "Failure dump", show=False),
         Binding("G", "show_tab('tab-globals')", "BPF globals", show=False),
+        Binding("t", "timeline", "Timeline", show=False),
+        Binding("T", "timeline('failure')", "Timeline at the failure", show=False),
     ]
 
     class Loaded(Message):
@@ -339,6 +341,12 @@ class ResultScreen(Screen):
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one("#result-tabs", TabbedContent).active = tab
+
+    def action_timeline(self, at: str | None = None) -> None:
+        """The run's per-CPU scheduling timeline (widgets/sched_timeline.py)."""
+        from ..widgets.sched_timeline import TimelineScreen
+
+        self.app.push_screen(TimelineScreen(self.path, at=at))
 
     def action_auto_repro(self) -> None:
         if not self.path.exists():
