@@ -40,32 +40,28 @@ def make_run(root: Path, events_per_cpu: int) -> int:
     shutil.copy(SAMPLE / "stats.json", root / "trace" / "stats.json")
     total = 0
     for src in sorted(SAMPLE.glob("cpu*.pages")):
-        data = src.read_bytes()
-        per_copy = _count(data)
+        pages = _pages(src.read_bytes())
+        per_copy = sum(_walk(p.ljust(PAGE, b"\0"), 0) for p in pages)
         copies = max(1, events_per_cpu // max(1, per_copy))
-        span = _span(data) + 1_000_000
-        out = bytearray(data * copies)
-        for c in range(1, copies):  # later copies later in time, as a longer run would be
-            for k in range(len(data) // PAGE):
-                off = (c * len(data) // PAGE + k) * PAGE
-                ts = struct.unpack_from("<Q", out, off)[0]
-                struct.pack_into("<Q", out, off, ts + c * span)
-        (root / "trace" / src.name).write_bytes(bytes(out))
+        stamps = [struct.unpack_from("<Q", p, 0)[0] for p in pages]
+        span = max(stamps) - min(stamps) + 1_000_000_000
+        out = []
+        for c in range(copies):  # later copies later in time, as a longer run would be
+            for p in pages:
+                ts = struct.unpack_from("<Q", p, 0)[0] + c * span
+                out.append(struct.pack("<IQ", len(p), ts) + p[8:])
+        (root / "trace" / src.name).write_bytes(b"".join(out))
         total += per_copy * copies
     return total
 
 
-def _span(data: bytes) -> int:
-    """From the first page's time stamp to past the last page's (generous)."""
-    stamps = [struct.unpack_from("<Q", data, k * PAGE)[0] for k in range(len(data) // PAGE)]
-    return max(stamps) - min(stamps) + 1_000_000_000
-
-
-def _count(data: bytes) -> int:
-    n = 0
-    for k in range(len(data) // PAGE):
-        n += _walk(data, k * PAGE)
-    return n
+def _pages(data: bytes) -> list[bytes]:
+    pos, out = 0, []
+    while pos + 4 <= len(data):
+        n = struct.unpack_from("<I", data, pos)[0]
+        out.append(data[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    return out
 
 
 def _walk(data: bytes, base: int) -> int:
@@ -112,9 +108,10 @@ def main() -> int:
         total = make_run(root, args.events)
         native_s, index = timed_index(root)
         assert index["events"] == total and index["decoder"] == "native", index["events"]
+        all_pages = [p.ljust(PAGE, b"\0") for f in sorted((root / "trace").glob("cpu*.pages"))
+                     for p in _pages(f.read_bytes())]
         walk_t0 = time.perf_counter()
-        walked = sum(_count((root / "trace" / p.name).read_bytes())
-                     for p in sorted(SAMPLE.glob("cpu*.pages")))
+        walked = sum(_walk(p, 0) for p in all_pages)
         walk_s = time.perf_counter() - walk_t0
         ftrace_native._lib, ftrace_native._tried = None, True  # the Python decoder now
         py_s, py_index = timed_index(root)

@@ -165,8 +165,10 @@ CHUNK_PAGES = 256
 _RESULT = struct.Struct("<IiIIQIIQQII")  # _PageResult
 
 
-def decode_cpu(lib, data: bytes, page_size: int, formats: Formats, cpu: int, table=None):
-    """One CPU's whole pages -> (records bytes, [(pid, raw comm)], [DecodeError], missed,
+def decode_cpu(lib, data: bytes, page_size: int, formats: Formats, cpu: int, table=None,
+               first_page: int = 0):
+    """One CPU's whole pages (padded to the page size; the first is page `first_page` of
+    its file) -> (records bytes, [(pid, raw comm)], [DecodeError], missed,
     pages with an uncounted loss, records of event ids without a format, whether the
     records came out in time order). Decodes
     CHUNK_PAGES pages per call into buffers sized for the worst case (an 8-byte record)."""
@@ -206,10 +208,10 @@ def decode_cpu(lib, data: bytes, page_size: int, formats: Formats, cpu: int, tab
             uncounted += miss_unk
             unknown += unk
             if past:
-                errors.append(DecodeError(cpu, first + k, lay.commit_offset,
+                errors.append(DecodeError(cpu, first_page + first + k, lay.commit_offset,
                                           f"commit {past} runs past the page's "
                                           f"{page_size} bytes"))
             if err_off >= 0:
-                errors.append(DecodeError(cpu, first + k, err_off,
+                errors.append(DecodeError(cpu, first_page + first + k, err_off,
                                           _REASONS[err_code].format(n=err_len)))
     return b"".join(out), names, errors, missed, uncounted, unknown, ordered

@@ -28,7 +28,7 @@ from .ftrace import (
     PageDecoder,
     comm_text,
 )
-from .tracefiles import FORMATS, RECORD, RECORD_SIZE, TRACE_DIR, Trace, _pack
+from .tracefiles import FORMATS, RECORD, RECORD_SIZE, TRACE_DIR, Trace, _pack, page_runs
 
 UNKNOWN, IDLE = -1, 0
 
@@ -84,6 +84,7 @@ class TimelineModel:
         self.notes = notes
         self.run_path = run_path
         self._live: dict[int, int] | None = None  # cpu -> bytes of .pages consumed
+        self._pages: dict[int, int] = {}  # cpu -> pages consumed
         self._decoder: PageDecoder | None = None
         self._page = 4096
         self.scx_exits: list[tuple[int, int, int]] = []  # (ts, cpu, exit kind)
@@ -146,14 +147,15 @@ class TimelineModel:
                     data = f.read()
             except (OSError, ValueError):
                 continue
-            whole = len(data) // ps * ps
-            if not whole:
-                continue
-            self._live[cpu] = self._live.get(cpu, 0) + whole
             recs: list[tuple] = []
-            mv = memoryview(data)
-            for k in range(whole // ps):
-                self._decoder.decode_page(cpu, k, mv[k * ps:(k + 1) * ps], recs)
+            used = 0
+            for run in page_runs(data, ps, first_page=self._pages.get(cpu, 0)):
+                mv = memoryview(run.data)
+                for k in range(run.count):
+                    self._decoder.decode_page(cpu, run.first + k, mv[k * ps:(k + 1) * ps], recs)
+                used = run.end
+                self._pages[cpu] = run.first + run.count
+            self._live[cpu] = self._live.get(cpu, 0) + used
             if not recs:
                 continue
             lane = self.lanes.get(cpu)

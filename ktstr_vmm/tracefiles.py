@@ -4,8 +4,9 @@ While the run goes on, `TraceWriter` stores what the guest streams:
 
     trace/formats.json     the agent's TraceFormats: clock, page size, enabled and missing
                            events, the kernel's format files
-    trace/cpuNNN.pages     that CPU's raw ring-buffer pages, each padded to the page size
-                           (page k at k * page_size; each page starts with its time stamp)
+    trace/cpuNNN.pages     that CPU's raw ring-buffer pages as they came: u32 length, then
+                           the page's used bytes (header, committed data, the stored
+                           missed-events count); each page starts with its time stamp
     trace/stats.json       the agent's TraceStats (per-CPU ring-buffer stats: overrun...)
                            and the host's own counts (pages kept, pages over the cap)
 
@@ -96,17 +97,15 @@ class TraceWriter:
             if cpu >= self.cpus or length > ps or length < 16 or pos + length > n:
                 self.bad_pages += 1
                 return
-            if self.kept_bytes + ps > self.max_bytes:
+            if self.kept_bytes + 4 + length > self.max_bytes:
                 self.over_cap_pages += 1
             else:
                 f = self.files.get(cpu)
                 if f is None:
                     f = self.files[cpu] = open(self.root / pages_name(cpu), "ab")
-                f.write(payload[pos:pos + length])
-                if length < ps:
-                    f.write(bytes(ps - length))
+                f.write(struct.pack("<I", length) + payload[pos:pos + length])
                 self.kept_pages += 1
-                self.kept_bytes += ps
+                self.kept_bytes += 4 + length
             pos += length
 
     def stats(self, d: dict[str, Any]) -> None:
@@ -126,6 +125,57 @@ class TraceWriter:
 
 
 # ----------------------------------------------------------------------------- index
+
+
+@dataclass(frozen=True)
+class PageRun:
+    """Consecutive whole pages of a .pages file, each padded to the page size."""
+
+    first: int  # the number of the first page in the file
+    count: int
+    data: bytes
+    end: int  # file offset after the last whole page
+
+
+def page_runs(data: bytes | memoryview, page_size: int, chunk: int = 256, start: int = 0,
+              first_page: int = 0):
+    """Walk a .pages file (u32 length + page bytes, repeated) from `start`: PageRuns of up
+    to `chunk` pages; stops at a length that cannot be a page or a page cut short (the
+    caller learns where from the last run's `end`)."""
+    pos, n, k = start, len(data), first_page
+    buf: list[bytes] = []
+    run_first = k
+    while pos + 4 <= n:
+        length = int.from_bytes(data[pos:pos + 4], "little")
+        if length < 16 or length > page_size or pos + 4 + length > n:
+            break
+        page = bytes(data[pos + 4:pos + 4 + length])
+        buf.append(page + bytes(page_size - length) if length < page_size else page)
+        pos += 4 + length
+        k += 1
+        if len(buf) == chunk:
+            yield PageRun(run_first, len(buf), b"".join(buf), pos)
+            buf, run_first = [], k
+    if buf:
+        yield PageRun(run_first, len(buf), b"".join(buf), pos)
+
+
+def _file_end_error(cpu: int, data: bytes, page_size: int, end: int, pages: int):
+    """A DecodeError saying where a .pages file stops being readable, or None."""
+    from .ftrace import DecodeError
+
+    if end >= len(data):
+        return None
+    left = len(data) - end
+    if left >= 4:
+        length = int.from_bytes(data[end:end + 4], "little")
+        if 16 <= length <= page_size:
+            why = f"file ends {left - 4} bytes into a page of {length} (truncated)"
+        else:
+            why = f"bad page length {length} at byte {end} of the file; {left} bytes not read"
+    else:
+        why = f"file ends {left} bytes into a page header (truncated)"
+    return DecodeError(cpu, pages, 0, why)
 
 
 def _ring_stats(text: Any) -> dict[str, int]:
@@ -193,34 +243,41 @@ def build_index(run_path: Path, progress=None) -> dict[str, Any] | None:
         except ValueError:
             continue
         data = p.read_bytes()
-        npages = len(data) // ps
-        if native:
-            raw, names, errors, missed, uncounted, unknown, ordered = native[1].decode_cpu(
-                native[0], data[:npages * ps], ps, formats, cpu, table)
-            for pid, name in names:
-                dec.comms[pid] = name
-            dec.errors += errors
-            dec.events += len(raw) // RECORD_SIZE
-            if missed:
-                dec.missed[cpu] = dec.missed.get(cpu, 0) + missed
-            if uncounted:
-                dec.missed_unknown[cpu] = dec.missed_unknown.get(cpu, 0) + uncounted
-            if unknown:
-                dec.unknown_ids[-1] = dec.unknown_ids.get(-1, 0) + unknown
-            if not ordered:
-                raw = _time_ordered(raw)
-        else:
-            recs: list[tuple] = []
-            mv = memoryview(data)
-            for k in range(npages):
-                dec.decode_page(cpu, k, mv[k * ps:(k + 1) * ps], recs)
-            recs.sort(key=lambda r: r[0])
-            raw = _pack(recs)
-        if len(data) % ps:
-            from .ftrace import DecodeError
-
-            dec.errors.append(DecodeError(cpu, npages, 0, f"file ends {len(data) % ps} bytes "
-                                          "into a page (truncated)"))
+        parts: list[bytes] = []
+        npages, end, ordered = 0, 0, True
+        for run in page_runs(data, ps):
+            npages, end = run.first + run.count, run.end
+            if native:
+                raw, names, errors, missed, uncounted, unknown, in_order = native[1].decode_cpu(
+                    native[0], run.data, ps, formats, cpu, table, first_page=run.first)
+                for pid, name in names:
+                    dec.comms[pid] = name
+                dec.errors += errors
+                dec.events += len(raw) // RECORD_SIZE
+                if missed:
+                    dec.missed[cpu] = dec.missed.get(cpu, 0) + missed
+                if uncounted:
+                    dec.missed_unknown[cpu] = dec.missed_unknown.get(cpu, 0) + uncounted
+                if unknown:
+                    dec.unknown_ids[-1] = dec.unknown_ids.get(-1, 0) + unknown
+            else:
+                recs: list[tuple] = []
+                mv = memoryview(run.data)
+                for k in range(run.count):
+                    dec.decode_page(cpu, run.first + k, mv[k * ps:(k + 1) * ps], recs)
+                raw = _pack(recs)
+                in_order = all(recs[i][0] <= recs[i + 1][0] for i in range(len(recs) - 1))
+            if parts and raw and parts[-1] and \
+                    RECORD.unpack_from(raw, 0)[0] < RECORD.unpack_from(parts[-1], len(parts[-1]) - RECORD_SIZE)[0]:
+                in_order = False
+            ordered = ordered and in_order
+            parts.append(raw)
+        raw = b"".join(parts)
+        if not ordered:
+            raw = _time_ordered(raw)
+        err = _file_end_error(cpu, data, ps, end, npages)
+        if err is not None:
+            dec.errors.append(err)
         n = len(raw) // RECORD_SIZE
         atomic_write_bytes(root / records_name(cpu), raw)
         cpus.append({"cpu": cpu, "pages": npages, "events": n,

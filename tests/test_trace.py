@@ -36,6 +36,24 @@ SAMPLE = Path(__file__).parent / "data" / "trace_scx_simple"
 PAGE = 4096
 
 
+def read_pages(path: Path) -> list[bytes]:
+    """A .pages file (u32 length + page bytes, repeated) as its pages."""
+    data, pos, out = path.read_bytes(), 0, []
+    while pos + 4 <= len(data):
+        n = struct.unpack_from("<I", data, pos)[0]
+        out.append(data[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    return out
+
+
+def write_pages(path: Path, pages: list[bytes]) -> None:
+    path.write_bytes(b"".join(struct.pack("<I", len(p)) + p for p in pages))
+
+
+def padded(path: Path) -> bytes:
+    return b"".join(p + bytes(PAGE - len(p)) for p in read_pages(path))
+
+
 @pytest.fixture
 def run(tmp_path):
     shutil.copytree(SAMPLE, tmp_path / "run")
@@ -127,21 +145,26 @@ def test_a_latency_threshold_fails_a_passing_run_naming_task_cpu_and_time(run):
 def test_truncated_pages_file_opens_with_what_is_readable_and_says_where_it_stops(run):
     whole = build_index(run)["cpus"][0]["events"]
     p = run / pages_name(0)
-    data = p.read_bytes()
-    p.write_bytes(data[: 5 * PAGE + 1000])  # 5 whole pages and a piece
+    pages = read_pages(p)
+    write_pages(p, pages[:5])
+    with open(p, "ab") as f:  # and the start of a sixth page
+        f.write(struct.pack("<I", len(pages[5])) + pages[5][:100])
     (run / INDEX).unlink()
     index = build_index(run)
     assert 0 < index["cpus"][0]["events"] < whole
-    assert any("cpu 0 page 5 byte 0 (file ends 1000 bytes into a page (truncated))" in n
-               for n in index["notes"])
+    assert len(pages[5]) > 100
+    assert any(f"cpu 0 page 5 byte 0 (file ends 100 bytes into a page of {len(pages[5])} "
+               "(truncated))" in n for n in index["notes"])
 
 
 def test_a_corrupt_page_stops_at_the_bad_record_and_keeps_the_rest(run):
     p = run / pages_name(1)
-    data = bytearray(p.read_bytes())
-    data[3 * PAGE + 16:3 * PAGE + 20] = struct.pack("<I", 28 | (5 << 5))  # 112-byte record...
-    data[3 * PAGE + 8:3 * PAGE + 16] = struct.pack("<Q", 60)  # ...in 60 bytes of data
-    p.write_bytes(bytes(data))
+    pages = read_pages(p)
+    bad = bytearray(pages[3])
+    bad[16:20] = struct.pack("<I", 28 | (5 << 5))  # a 112-byte record...
+    bad[8:16] = struct.pack("<Q", 60)  # ...in 60 bytes of data
+    pages[3] = bytes(bad)
+    write_pages(p, pages)
     index = build_index(run)
     assert index["cpus"][1]["events"] > 100
     assert index["errors"][0] == {"cpu": 1, "page": 3, "offset": 16,
@@ -151,11 +174,12 @@ def test_a_corrupt_page_stops_at_the_bad_record_and_keeps_the_rest(run):
 
 def test_ring_buffer_overrun_is_counted_and_noted(run):
     p = run / pages_name(0)
-    data = bytearray(p.read_bytes())
-    commit = struct.unpack_from("<Q", data, 8)[0] & ((1 << 30) - 1)
-    struct.pack_into("<Q", data, 8, commit | MISSED_EVENTS | MISSED_STORED)
-    struct.pack_into("<Q", data, 16 + commit, 4242)
-    p.write_bytes(bytes(data))
+    pages = read_pages(p)
+    first = bytearray(pages[0])
+    commit = struct.unpack_from("<Q", first, 8)[0] & ((1 << 30) - 1)
+    struct.pack_into("<Q", first, 8, commit | MISSED_EVENTS | MISSED_STORED)
+    pages[0] = bytes(first[:16 + commit]) + struct.pack("<Q", 4242)  # the count after the data
+    write_pages(p, pages)
     index = build_index(run)
     assert index["lost"]["missed_in_pages"] == 4242
     assert any(n.startswith("ring buffer overrun: 4242 events lost in the guest")
@@ -173,15 +197,14 @@ def test_a_missing_tracepoint_is_named(run):
 
 def test_writer_keeps_pages_under_its_cap_and_counts_the_rest(tmp_path):
     formats = json.loads((SAMPLE / FORMATS).read_text())
-    w = TraceWriter(tmp_path, max_bytes=3 * PAGE)
+    page = read_pages(SAMPLE / pages_name(0))[0]
+    w = TraceWriter(tmp_path, max_bytes=3 * (4 + len(page)))
     w.formats(formats)
-    page = (SAMPLE / pages_name(0)).read_bytes()[:PAGE]
-    used = 16 + (struct.unpack_from("<Q", page, 8)[0] & ((1 << 30) - 1))
-    frame = b"".join(struct.pack("<II", 0, used) + page[:used] for _ in range(5))
+    frame = b"".join(struct.pack("<II", 0, len(page)) + page for _ in range(5))
     w.pages(frame)
     w.pages(struct.pack("<II", 9999, 16) + bytes(16))  # a cpu the guest does not have
     w.close()
-    assert (tmp_path / pages_name(0)).stat().st_size == 3 * PAGE
+    assert read_pages(tmp_path / pages_name(0)) == [page] * 3
     stats = json.loads((tmp_path / "trace" / "stats.json").read_text())["host"]
     assert (stats["pages"], stats["over_cap_pages"], stats["bad_pages"]) == (3, 2, 1)
     index = build_index(tmp_path)
@@ -246,7 +269,7 @@ def _both_decoders(formats_json: dict, data: bytes, cpu: int = 0):
 def test_the_c_decoder_gives_exactly_the_reference_decoders_records():
     fj = json.loads((SAMPLE / FORMATS).read_text())
     for cpu in (0, 1):
-        data = (SAMPLE / pages_name(cpu)).read_bytes()
+        data = padded(SAMPLE / pages_name(cpu))
         native, ref = _both_decoders(fj, data, cpu)
         assert native[0] == ref[0] and len(native[0]) > 32 * 500
         assert native[1:] == ref[1:]
@@ -257,7 +280,7 @@ def test_the_c_decoder_gives_exactly_the_reference_decoders_records():
        st.integers(0, 23))
 def test_the_c_decoder_agrees_on_damaged_pages_too(flips, page_no):
     fj = json.loads((SAMPLE / FORMATS).read_text())
-    data = bytearray((SAMPLE / pages_name(0)).read_bytes()[page_no * PAGE:(page_no + 1) * PAGE])
+    data = bytearray(padded(SAMPLE / pages_name(0))[page_no * PAGE:(page_no + 1) * PAGE])
     for off, val in flips:
         data[off] = val
     native, ref = _both_decoders(fj, bytes(data))
@@ -273,8 +296,8 @@ def test_pages_out_of_time_order_still_give_time_ordered_records(run, monkeypatc
         monkeypatch.setattr(ftrace_native, "_lib", None)
         monkeypatch.setattr(ftrace_native, "_tried", True)
     p = run / pages_name(0)
-    data = p.read_bytes()
-    p.write_bytes(data[PAGE:2 * PAGE] + data[:PAGE] + data[2 * PAGE:])  # pages 0 and 1 swapped
+    pages = read_pages(p)
+    write_pages(p, [pages[1], pages[0], *pages[2:]])  # pages 0 and 1 swapped
     index = build_index(run)
     assert index["decoder"] == decoder
     t = Trace.open(run)
