@@ -41,9 +41,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=HERE / "demo-store")
     args = ap.parse_args()
     sys.path.insert(0, str(HERE.parent))
-    from ktstr_vmm.commands.run import spec_from_args
-    from ktstr_vmm.runner import run
-    from ktstr_vmm.store import Store
+    from ktstr_cli.commands.run import spec_from_args
+    from ktstr_vmm.run.runner import run
+    from ktstr_vmm.store.store import Store
 
     work = Path(tempfile.mkdtemp(prefix="ktstr-demo-"))
     os.environ["KTSTR_HOME"] = str(work)

@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from ktstr_vmm.engine.base import BootSpec  # noqa: E402
 from ktstr_vmm.engine.qemu import QemuEngine  # noqa: E402
-from ktstr_vmm.initramfs import build_initramfs  # noqa: E402
-from ktstr_vmm.kernel import resolve_kernel  # noqa: E402
+from ktstr_vmm.guest.initramfs import build_initramfs  # noqa: E402
+from ktstr_vmm.kernel.kernels import resolve_kernel  # noqa: E402
 from ktstr_vmm.spec import parse_topology  # noqa: E402
 
 CMDLINE = "console=ttyS0 panic=-1 nokaslr"

@@ -36,7 +36,7 @@ CELLS = ["-s", "scx_simple", "-t", "tiny-1llc,tiny-2llc", "--repeat", "4"]  # 8 
 
 def run(workers: int, duration: str, store: Path) -> tuple[float, dict]:
     env = {**os.environ, "KTSTR_HOME": str(store)}
-    cmd = [sys.executable, "-m", "ktstr_vmm", "gauntlet", "--json", *CELLS,
+    cmd = [sys.executable, "-m", "ktstr_cli", "gauntlet", "--json", *CELLS,
            "-d", duration, "--workers", str(workers)]
     t0 = time.monotonic()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)

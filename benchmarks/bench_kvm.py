@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO))
 
 from ktstr_vmm.engine.base import BootSpec  # noqa: E402
 from ktstr_vmm.engine.kvm import KvmEngine  # noqa: E402
-from ktstr_vmm.kvmprobe import probe_kvm  # noqa: E402
+from ktstr_vmm.engine.kvmprobe import probe_kvm  # noqa: E402
+from ktstr_vmm.engine.testguests import build_guest  # noqa: E402
 from ktstr_vmm.spec import parse_topology  # noqa: E402
-from ktstr_vmm.testguests import build_guest  # noqa: E402
 
 ONE = parse_topology("1n1l1c1t")
 QEMU_CPU = "host,-arch-capabilities"  # MSR 0x10a fails on PVM otherwise (ENVIRONMENT.md)
@@ -68,7 +68,7 @@ def qemu_once(bios: Path) -> float:
 
 
 def smoke(topology: str, cap: float) -> dict:
-    from ktstr_vmm.kernel import fetch_kernel
+    from ktstr_vmm.kernel.kernels import fetch_kernel
 
     k = fetch_kernel()
     topo = parse_topology(topology)

@@ -168,7 +168,7 @@ def main() -> int:
         viewers: list[tuple[str, list[str]]] = [
             ("less", ["less", str(log)]),
             ("bare textual", [sys.executable, str(bare), str(log)]),
-            ("ktstr tui", [sys.executable, "-m", "ktstr_vmm", "tui", str(log)]),
+            ("ktstr tui", [sys.executable, "-m", "ktstr_cli", "tui", str(log)]),
             # the same app without the `ktstr` CLI in front (which imports every command)
             ("KtstrApp", [sys.executable, "-c", f"'import sys; from pathlib import Path; "
                           f"from ktstr_tui.app import KtstrApp; "

@@ -1,7 +1,7 @@
 """Cost of one monitor sample against a raw read of the same bytes, for 2, 16 and 64 vCPUs.
 
 Guest memory is a synthetic image laid out with the real kernel's BTF offsets
-(tests/monitor_image.py): per CPU the run queue fields, the current task's pid/comm/class
+(tests/support/monitor_image.py): per CPU the run queue fields, the current task's pid/comm/class
 and the scx event stats, plus scx_root and the enable state - exactly what
 `Sampler.sample()` reads. The raw baseline unpacks the same fields from pre-resolved
 offsets into a flat list (no address translation, no validation, no dicts).
@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import monitor_image as MI  # noqa: E402
+from support import monitor_image as MI  # noqa: E402
 
-from ktstr_vmm.btf_load import load_btf  # noqa: E402
-from ktstr_vmm.kernel import fetch_kernel  # noqa: E402
-from ktstr_vmm.monitor import Monitor  # noqa: E402
+from ktstr_vmm.introspect.btf_load import load_btf  # noqa: E402
+from ktstr_vmm.kernel.kernels import fetch_kernel  # noqa: E402
+from ktstr_vmm.monitor.monitor import Monitor  # noqa: E402
 
 
 def raw_reader(img: MI.Image, mon: Monitor):

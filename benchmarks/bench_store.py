@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ktstr_vmm.spec import PRESETS, RunSpec  # noqa: E402
-from ktstr_vmm.store import Store  # noqa: E402
-from ktstr_vmm.storewatch import StoreWatcher  # noqa: E402
+from ktstr_vmm.store.store import Store  # noqa: E402
+from ktstr_vmm.store.watch import StoreWatcher  # noqa: E402
 
 SCHEDULERS = ("scx_simple", "scx_lavd", "scx_rusty", "scx_bpfland", "ktstr_faulty")
 VERDICTS = ("pass", "pass", "pass", "fail", "inconclusive", "skip")
@@ -98,7 +98,7 @@ def main() -> int:
         print(f"made {args.runs} runs in {tmp} in {time.perf_counter() - t:.1f}s")
         runs = str(tmp / "runs")
         env = {**os.environ, "KTSTR_HOME": str(tmp), "NO_COLOR": "1"}
-        ktstr = [sys.executable, "-m", "ktstr_vmm", "runs", "--limit", "50"]
+        ktstr = [sys.executable, "-m", "ktstr_cli", "runs", "--limit", "50"]
 
         ls = median(lambda: timed(["ls", runs]), args.repeat)
         ls_r = median(lambda: timed(["ls", "-R", runs]), args.repeat)
@@ -111,7 +111,7 @@ def main() -> int:
         cold_s = median(cold, max(1, args.repeat // 2))
         timed(ktstr, env)
         warm = median(lambda: timed(ktstr, env), args.repeat)
-        startup = median(lambda: timed([sys.executable, "-m", "ktstr_vmm", "--version"], env),
+        startup = median(lambda: timed([sys.executable, "-m", "ktstr_cli", "--version"], env),
                          args.repeat)
         store = Store(tmp)
         store.list_runs(limit=50)

@@ -28,7 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ktstr_vmm import ftrace_native, tracefiles  # noqa: E402
+from ktstr_vmm.trace import files as tracefiles  # noqa: E402
+from ktstr_vmm.trace import ftrace_native  # noqa: E402
 
 SAMPLE = REPO / "tests" / "data" / "trace_scx_simple" / "trace"
 PAGE = 4096

@@ -23,15 +23,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ktstr_vmm import guestmsg as gm  # noqa: E402
-from ktstr_vmm.agent import build_agent  # noqa: E402
 from ktstr_vmm.engine.base import BootSpec  # noqa: E402
 from ktstr_vmm.engine.qemu import QemuEngine  # noqa: E402
-from ktstr_vmm.guestspec import render_guest_spec  # noqa: E402
-from ktstr_vmm.initramfs import build_initramfs  # noqa: E402
-from ktstr_vmm.kernel import resolve_kernel  # noqa: E402
+from ktstr_vmm.guest import messages as gm  # noqa: E402
+from ktstr_vmm.guest.agent import build_agent  # noqa: E402
+from ktstr_vmm.guest.initramfs import build_initramfs  # noqa: E402
+from ktstr_vmm.guest.spec import render_guest_spec  # noqa: E402
+from ktstr_vmm.guest.wire import Decoder, MsgType  # noqa: E402
+from ktstr_vmm.kernel.kernels import resolve_kernel  # noqa: E402
 from ktstr_vmm.spec import RunSpec, parse_topology  # noqa: E402
-from ktstr_vmm.wire import Decoder, MsgType  # noqa: E402
 
 CMDLINE = "console=ttyS0 panic=-1 nokaslr 8250.nr_uarts=2"
 TIMEOUT = 600

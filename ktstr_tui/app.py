@@ -20,8 +20,8 @@ from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
 
-from ktstr_vmm import rundir
 from ktstr_vmm.errors import KtstrError
+from ktstr_vmm.rundir import layout as rundir
 
 from . import launch as launcher
 from .commands import ScreenActionsProvider

@@ -3,7 +3,7 @@
 A dump is `{"schema": "single", "maps": [...], "vcpu_regs": [...], ...}`, a dual report
 `{"schema": "dual", "early": {...}|absent, "late": {...}}` from auto-repro, or a
 placeholder `{"is_placeholder": true, "reason": "..."}` when the VM could not be frozen.
-ktstr_vmm.dumps validates the file (its one-line error is what the viewer shows); the tree
+ktstr_vmm.rundir.dumps validates the file (its one-line error is what the viewer shows); the tree
 and table read the JSON itself so fields it does not know still show.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ktstr_vmm.dumptext import map_rows
 from ktstr_vmm.errors import KtstrError, StoreError
+from ktstr_vmm.rundir.dumptext import map_rows
 
 from .rundata import load_json_object
 
@@ -58,7 +58,7 @@ class DumpDoc:
 
 def load_dump(path: Path) -> DumpDoc:
     """The dump at `path`; StoreError/KtstrError with a one-line reason when it is bad."""
-    from ktstr_vmm.dumps import failure_dump_from_json, load_failure_dump
+    from ktstr_vmm.rundir.dumps import failure_dump_from_json, load_failure_dump
 
     data = load_json_object(path, "failure dump")
     if data is None:

@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ktstr_vmm import paths, rundir
+from ktstr_vmm import paths
 from ktstr_vmm.errors import UsageError
+from ktstr_vmm.rundir import layout as rundir
 
 FIND_TIMEOUT_S = 120.0
 
@@ -46,7 +47,7 @@ class Launched:
 
 def ktstr_argv(*args: str) -> list[str]:
     """How to run the `ktstr` CLI of this very installation."""
-    return [sys.executable, "-m", "ktstr_vmm", *args]
+    return [sys.executable, "-m", "ktstr_cli", *args]
 
 
 def spawn(args: list[str], store_root: Path) -> Launched:

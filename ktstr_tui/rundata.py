@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ktstr_vmm import rundir, runsummary
 from ktstr_vmm.errors import StoreError
+from ktstr_vmm.rundir import layout as rundir
+from ktstr_vmm.rundir import summary as runsummary
 
 VERDICTS = ("pass", "fail", "inconclusive", "skip")
 LIVE_PHASES = ("pending", "building", "booting", "running", "evaluating")

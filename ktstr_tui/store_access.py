@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ktstr_vmm.runsummary import ALL_VERDICTS, LIVE_PHASES, RunSummary
-from ktstr_vmm.store import Store
-from ktstr_vmm.storewatch import LogAppended, StoreEvent, StoreWatcher
+from ktstr_vmm.rundir.summary import ALL_VERDICTS, LIVE_PHASES, RunSummary
+from ktstr_vmm.store.store import Store
+from ktstr_vmm.store.watch import LogAppended, StoreEvent, StoreWatcher
 
 __all__ = ["ALL_VERDICTS", "LIVE_PHASES", "LogAppended", "RunSummary", "Store", "StoreEvent",
            "StoreWatcher"]

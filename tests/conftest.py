@@ -31,7 +31,7 @@ def kernel():
     """The real sched_ext kernel (`ktstr kernel fetch`, cached: instant after the first time).
     Skips only when this machine cannot fetch it (archive unreachable, no apt configuration)."""
     from ktstr_vmm.errors import FetchError, UsageError
-    from ktstr_vmm.kernel import fetch_kernel
+    from ktstr_vmm.kernel.kernels import fetch_kernel
 
     try:
         return fetch_kernel()
@@ -46,7 +46,7 @@ def schedulers(kernel):
     and scx_ktstr. Skips only when the kernel's source cannot be fetched; a failed build
     fails."""
     from ktstr_vmm.errors import FetchError
-    from ktstr_vmm.schedulers import build_schedulers
+    from ktstr_vmm.kernel.schedulers import build_schedulers
 
     try:
         return {s.name: s for s in build_schedulers(kernel)}

@@ -13,9 +13,9 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from ktstr_vmm.compare import Row, compare
 from ktstr_vmm.errors import StoreError
-from ktstr_vmm.rundir import RESULT
+from ktstr_vmm.evaluate.compare import Row, compare
+from ktstr_vmm.rundir.layout import RESULT
 
 from ..rundata import load_json_object
 

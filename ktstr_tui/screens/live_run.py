@@ -4,7 +4,7 @@ globals, status bar; keys to pause/resume the guest, take a snapshot, stop.
 A tail worker follows the run directory (status.json, events.jsonl, monitor.jsonl,
 bpf.jsonl, result.json, control.sock), woken by file notifications and polling as a fallback, and
 posts RunUpdate; the screen only renders. Control commands go through
-ktstr_vmm.control.send_command on a worker thread. When the run finishes the result screen
+ktstr_vmm.run.control.send_command on a worker thread. When the run finishes the result screen
 replaces this one.
 """
 
@@ -24,10 +24,10 @@ from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
-from ktstr_vmm import rundir
-from ktstr_vmm.bpf_globals import parse_line as parse_globals
 from ktstr_vmm.errors import KtstrError
-from ktstr_vmm.runsummary import pid_alive
+from ktstr_vmm.rundir import layout as rundir
+from ktstr_vmm.rundir.bpf_globals import parse_line as parse_globals
+from ktstr_vmm.rundir.summary import pid_alive
 from ktstr_vmm.spec import parse_topology
 
 from ..messages import RunUpdate
@@ -306,7 +306,7 @@ class LiveRunScreen(Screen):
             self.app.call_from_thread(self.notify, NO_CONTROL, severity="warning")
             return
         try:
-            from ktstr_vmm.control import send_command
+            from ktstr_vmm.run.control import send_command
 
             reply = send_command(self.path, cmd, timeout=10.0)
         except KtstrError as e:

@@ -28,9 +28,9 @@ from textual.widgets import (
     TabPane,
 )
 
-from ktstr_vmm import rundir
-from ktstr_vmm.bpf_globals import read_lines
 from ktstr_vmm.errors import KtstrError
+from ktstr_vmm.rundir import layout as rundir
+from ktstr_vmm.rundir.bpf_globals import read_lines
 from ktstr_vmm.spec import parse_topology
 
 from ..lexers import highlight_text

@@ -10,8 +10,8 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import DataTable
 
-from ktstr_vmm.bpf_globals import merge
-from ktstr_vmm.dumptext import short
+from ktstr_vmm.rundir.bpf_globals import merge
+from ktstr_vmm.rundir.dumptext import short
 
 from ..plain import plain
 

@@ -7,7 +7,7 @@ Keys: left/right pan, shift+left/right pan a whole window, + / - zoom (mouse whe
 the pointer), 0 the whole run, end follow the present (live), f the failure, s the next
 snapshot, g a typed time, n / N the next / previous task, c clear the selection; a click on
 a span selects its task: its spans stand out on every CPU, its wakeups (↑) and migrations
-(⇄) are marked. Drawing asks the model (ktstr_vmm.trace_view) a few bisections per
+(⇄) are marked. Drawing asks the model (ktstr_vmm.trace.view) a few bisections per
 column: a frame costs the same for a thousand events as for millions. Task names are guest
 text: they go into Text, never into markup.
 """
@@ -27,7 +27,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Header, Input, Static
 
-from ktstr_vmm.trace_view import IDLE, UNKNOWN, Mark, TimelineModel
+from ktstr_vmm.trace.view import IDLE, UNKNOWN, Mark, TimelineModel
 
 LABEL = 9  # "cpu 12 │"
 PALETTE = ("on #1f5f8b", "on #7a3b69", "on #2e7d32", "on #8d5524", "on #4527a0", "on #00695c",
@@ -470,7 +470,7 @@ class TimelinePane(Vertical):
 
     @work(thread=True, exclusive=True, group="timeline-load")
     def load(self) -> None:
-        from ktstr_vmm.trace_view import guest_clock_events
+        from ktstr_vmm.trace.view import guest_clock_events
 
         events = guest_clock_events(self.path)
         notation = self.notation or _observed_notation(self.path)
@@ -479,7 +479,7 @@ class TimelinePane(Vertical):
             grew = model.refresh() if (model is not None and model is self.model) else True
             info = None if model is not None else "no scheduling trace yet"
         else:
-            from ktstr_vmm.tracefiles import has_trace, open_or_build
+            from ktstr_vmm.trace.files import has_trace, open_or_build
 
             model, grew, info = None, True, None
             if not has_trace(self.path):

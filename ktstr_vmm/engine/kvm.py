@@ -391,7 +391,7 @@ class KvmEngine:
     def __init__(self, hide_pvm: bool | None = None) -> None:
         load_native()
         if hide_pvm is None:
-            from ..kvmprobe import probe_kvm
+            from .kvmprobe import probe_kvm
 
             hide_pvm = probe_kvm().kind == "emulated"
         self.cpuid_flags = CPUID_VENDOR_INTEL | (CPUID_HIDE_PVM if hide_pvm else 0)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import EngineError, UsageError
-from ..kvmprobe import KvmProbe, probe_kvm
 from .base import Engine
+from .kvmprobe import KvmProbe, probe_kvm
 
 EMULATED_WARNING = ("--engine kvm on an emulated KVM ({detail}): guest kernel code is "
                     "instruction-emulated, so expect a very slow boot that may stop with an "

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..rundir import GAUNTLETS
+from ..rundir.layout import GAUNTLETS
 
 CLI_MODULE = "ktstr_vmm"  # `python -m CLI_MODULE run ...`
 PR_SET_PDEATHSIG = 1

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
-from ..store import Store
+from ..store.store import Store
 from .cell import CellError, end_cells, run_cell
 from .matrix import Cell
 from .record import GauntletRecord, judged_cells, unpack_run

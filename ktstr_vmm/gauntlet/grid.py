@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..runsummary import RunSummary
+from ..rundir.summary import RunSummary
 from .matrix import Cell
 
 QUEUED = "queued"

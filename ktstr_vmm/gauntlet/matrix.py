@@ -240,8 +240,8 @@ def _checked(scheds: list[str], topos: tuple[str, ...], kerns: tuple[str | None,
 def resolve(m: Matrix) -> Matrix:
     """Check that every kernel exists and every scheduler is built for it, on this machine,
     before any VM starts; kernels become their cache versions (what workers look up)."""
-    from ..kernel import resolve_kernel
-    from ..schedulers import resolve_scheduler
+    from ..kernel.kernels import resolve_kernel
+    from ..kernel.schedulers import resolve_scheduler
 
     kernels: list[str | None] = []
     for k in m.kernels:

@@ -23,10 +23,10 @@ from typing import Any
 
 from ..errors import StoreError, UsageError
 from ..fsutil import atomic_write_json
-from ..rundir import GAUNTLETS
-from ..runsummary import VERDICTS, load_json_object
+from ..rundir.layout import GAUNTLETS
+from ..rundir.summary import VERDICTS, load_json_object
 from ..spec import validate_name
-from ..store import NEW_PREFIX, Store
+from ..store.store import NEW_PREFIX, Store
 from .matrix import Cell, Matrix
 
 MAX_MEMBERS = 10_000

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..rundir import BPF_PROGS, SCHED_LOG
-from ..runsummary import load_json_object
+from ..rundir.layout import BPF_PROGS, SCHED_LOG
+from ..rundir.summary import load_json_object
 
 # BPF_PROG_TYPE_* numbers the table names (include/uapi/linux/bpf.h).
 PROG_TYPES = {1: "socket_filter", 2: "kprobe", 5: "tracepoint", 6: "xdp", 7: "perf_event",

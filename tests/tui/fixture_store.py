@@ -118,9 +118,9 @@ def _fail_result(run_id: str, topo: str, notation: str, parent: str | None) -> d
 
 
 def real_dump_json() -> dict:
-    """A failure dump written by ktstr_vmm.dumps from the state in the recorded
+    """A failure dump written by ktstr_vmm.rundir.dumps from the state in the recorded
     scx_bpf_error DEBUG DUMP (CPU 2 with kcompactd0/ksoftirqd queued, CPUs 0/1 in init)."""
-    from ktstr_vmm.dumps import (
+    from ktstr_vmm.rundir.dumps import (
         DsqState,
         FailureDump,
         FailureDumpMap,

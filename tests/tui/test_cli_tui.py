@@ -11,7 +11,7 @@ pytestmark = pytest.mark.tui
 
 
 def test_missing_path_exits_2_with_one_line(capsys):
-    from ktstr_vmm.cli import main
+    from ktstr_cli.main import main
 
     assert main(["tui", "/nonexistent/run"]) == 2
     assert capsys.readouterr().err == (
@@ -19,8 +19,8 @@ def test_missing_path_exits_2_with_one_line(capsys):
 
 
 def test_demo_without_demo_store_is_a_usage_error(monkeypatch, tmp_path, capsys):
+    from ktstr_cli.main import main
     from ktstr_vmm import paths
-    from ktstr_vmm.cli import main
 
     monkeypatch.setattr(paths, "repo_root", lambda: tmp_path)
     assert main(["tui", "--demo"]) == 2
@@ -35,8 +35,8 @@ def test_spec_json_round_trip_of_fixture_is_a_real_runspec(runs):
 
 
 def test_run_option_passes_the_rest_to_ktstr_run(tmp_path, monkeypatch):
-    from ktstr_vmm.cli import build_parser
-    from ktstr_vmm.commands.tui import resolve
+    from ktstr_cli.commands.tui import resolve
+    from ktstr_cli.main import build_parser
 
     monkeypatch.setenv("KTSTR_HOME", str(tmp_path))
     args = build_parser().parse_args(["tui", "--run", "-t", "tiny-1llc", "--duration", "2s"])
@@ -45,8 +45,8 @@ def test_run_option_passes_the_rest_to_ktstr_run(tmp_path, monkeypatch):
 
 
 def test_a_store_path_opens_its_browser(runs):
-    from ktstr_vmm.cli import build_parser
-    from ktstr_vmm.commands.tui import resolve
+    from ktstr_cli.commands.tui import resolve
+    from ktstr_cli.main import build_parser
 
     root = runs["pass"].parent.parent
     assert resolve(build_parser().parse_args(["tui", str(root)])) == (root, None)
@@ -67,10 +67,10 @@ def test_section_body_drops_a_repeated_title_and_events_get_labels():
 def test_demo_index_lives_in_the_cache_not_in_the_package(monkeypatch, tmp_path):
     """`ktstr tui --demo` must work from a read-only install: the demo store's SQLite
     index goes to $KTSTR_CACHE/demo-index/, and nothing is written into assets/."""
+    from ktstr_cli.commands.tui import resolve
+    from ktstr_cli.main import build_parser
     from ktstr_vmm import paths
-    from ktstr_vmm.cli import build_parser
-    from ktstr_vmm.commands.tui import resolve
-    from ktstr_vmm.store import Store
+    from ktstr_vmm.store.store import Store
 
     monkeypatch.setenv("KTSTR_CACHE", str(tmp_path))
     store, _ = resolve(build_parser().parse_args(["tui", "--demo"]))

@@ -6,11 +6,11 @@ lands in the store fills its cell in without a key press."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import make_app, wait_for
+from support.store_helpers import T0, make_run, write_json  # noqa: E402
 from textual.widgets import DataTable
 
 from ktstr_tui.screens.browser import BrowserScreen
@@ -19,10 +19,7 @@ from ktstr_tui.screens.gauntlet_screen import GauntletScreen
 from ktstr_tui.screens.result import ResultScreen
 from ktstr_vmm.gauntlet.matrix import matrix_from_options
 from ktstr_vmm.gauntlet.record import write_record
-from ktstr_vmm.store import Store
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from store_helpers import T0, make_run, write_json  # noqa: E402
+from ktstr_vmm.store.store import Store
 
 pytestmark = [pytest.mark.tui, pytest.mark.asyncio]
 SIZE = (120, 40)

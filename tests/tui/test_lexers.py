@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pygments.token import Comment, Generic, Keyword, Name, Number, Operator
+from support import DATA
 
 from ktstr_tui.lexers import LEXERS, get_lexer, highlight_line
 
 pytestmark = pytest.mark.tui
-EVAL = Path(__file__).resolve().parents[1] / "data" / "eval"
+EVAL = DATA / "eval"
 
 
 def tokens(lexer: str, line: str) -> list[tuple[object, str]]:

@@ -1,5 +1,5 @@
 """The live screen follows a run directory that a writer is filling, and drives the run's
-real control socket (ktstr_vmm.control.ControlServer)."""
+real control socket (ktstr_vmm.run.control.ControlServer)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from ktstr_tui.widgets.bpf_globals import BpfGlobals
 from ktstr_tui.widgets.log_view import LogPane
 from ktstr_tui.widgets.monitor_grid import MonitorGrid
 from ktstr_tui.widgets.timeline import Timeline
-from ktstr_vmm.control import ControlServer
 from ktstr_vmm.fsutil import append_json_line, atomic_write_json
-from ktstr_vmm.rundir import RunDir
+from ktstr_vmm.run.control import ControlServer
+from ktstr_vmm.rundir.layout import RunDir
 
 pytestmark = [pytest.mark.tui, pytest.mark.asyncio]
 

@@ -139,7 +139,7 @@ async def test_a_click_on_a_span_selects_its_task_and_the_wheel_zooms(simple):
 
 @async_test
 async def test_guest_task_names_are_text_never_markup(simple):
-    from ktstr_vmm.tracefiles import TASKS, build_index
+    from ktstr_vmm.trace.files import TASKS, build_index
 
     build_index(simple)
     tasks = json.loads((simple / TASKS).read_text())

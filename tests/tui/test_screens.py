@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 from conftest import RUN_IDS, make_app, wait_for
@@ -74,9 +73,7 @@ async def test_a_big_unindexed_store_lists_its_newest_runs_then_the_index(tmp_pa
     """520 runs, never indexed: the newest may be on screen first (read straight from their
     directories: Store.peek_newest, tested in test_store), and the indexed listing takes
     over with every run, newest first."""
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from store_helpers import T0, make_run
+    from support.store_helpers import T0, make_run
 
     ids = [f"20261120-{i // 60:02d}{i % 60:02d}00-basic-tiny-2llc-{i:04x}" for i in range(520)]
     for i, rid in enumerate(ids):

@@ -59,7 +59,7 @@ def tmux():
 
 
 def test_tui_in_tmux_browses_opens_a_failure_and_quits(tmux, runs, store_root, tmp_path):
-    tmux.start([sys.executable, "-m", "ktstr_vmm", "tui"],
+    tmux.start([sys.executable, "-m", "ktstr_cli", "tui"],
                {"KTSTR_HOME": str(store_root), "KTSTR_CACHE": str(tmp_path / "cache"),
                 "TZ": "UTC", "TERM": "xterm-256color"})
     tmux.wait_for("5 runs")
@@ -102,7 +102,7 @@ def _chromatic(sgr: str) -> bool:
 
 
 def test_no_color_renders_without_colours(tmux, runs, store_root, tmp_path):
-    tmux.start([sys.executable, "-m", "ktstr_vmm", "tui", str(runs["fail"])],
+    tmux.start([sys.executable, "-m", "ktstr_cli", "tui", str(runs["fail"])],
                {"KTSTR_HOME": str(store_root), "KTSTR_CACHE": str(tmp_path / "cache"),
                 "NO_COLOR": "1", "TERM": "xterm-256color"})
     tmux.wait_for(" FAIL ")

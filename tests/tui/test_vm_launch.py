@@ -7,14 +7,14 @@ import pytest
 from conftest import make_app, wait_for
 from textual.widgets import Input
 
+from ktstr_cli.main import COMMAND_MODULES
 from ktstr_tui.screens.launcher import LauncherScreen
 from ktstr_tui.screens.live_run import LiveRunScreen
 from ktstr_tui.screens.result import ResultScreen
-from ktstr_vmm.cli import COMMAND_MODULES
 
 pytestmark = [pytest.mark.tui, pytest.mark.vm, pytest.mark.slow, pytest.mark.asyncio,
               pytest.mark.skipif("run" not in COMMAND_MODULES,
-                                 reason="`ktstr run` is not registered in ktstr_vmm.cli yet")]
+                                 reason="`ktstr run` is not registered in ktstr_cli.main yet")]
 
 
 async def test_launcher_run_reaches_the_result_screen(store, schedulers, tmp_path, monkeypatch):

@@ -1,0 +1,144 @@
+"""Control socket of a live run: `control.sock` in the run directory, JSON lines.
+
+Request  {"cmd": "pause" | "resume" | "snapshot" | "stop" | "status"}
+Reply    {"ok": true, ...} or {"ok": false, "error": "..."}
+
+The runner serves it (ControlServer, one thread, one request per connection line);
+`ktstr pause|resume|snapshot|stop RUN` and the TUI are clients (send_command). A request
+never blocks the runner for long: handlers get a deadline and report their own errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import KtstrError, UsageError
+from ..rundir.layout import CONTROL
+
+log = logging.getLogger(__name__)
+
+COMMANDS = ("pause", "resume", "snapshot", "stop", "status")
+MAX_REQUEST = 4096
+
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class ControlServer:
+    """Serves control.sock for one run until close(). Handlers run on the server thread."""
+
+    def __init__(self, run_dir: Path, handlers: dict[str, Handler]) -> None:
+        self.path = Path(run_dir) / CONTROL
+        self.handlers = handlers
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with _short_path(self.path) as short:
+            self._sock.bind(short)
+        self._sock.listen(8)
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="ktstr-control", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5.0)
+                try:
+                    reply = self._handle(_read_line(conn))
+                except (OSError, ValueError) as e:
+                    reply = {"ok": False, "error": f"bad request: {e}"}
+                with contextlib.suppress(OSError):
+                    conn.sendall((json.dumps(reply) + "\n").encode())
+
+    def _handle(self, line: bytes) -> dict[str, Any]:
+        req = json.loads(line.decode("utf-8"))
+        if not isinstance(req, dict) or req.get("cmd") not in COMMANDS:
+            return {"ok": False, "error": f"unknown command; use one of {', '.join(COMMANDS)}"}
+        handler = self.handlers.get(req["cmd"])
+        if handler is None:
+            return {"ok": False, "error": f"'{req['cmd']}' is not available for this run"}
+        try:
+            return {"ok": True, **handler(req)}
+        except KtstrError as e:
+            return {"ok": False, "error": e.one_line()}
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._sock.close()
+        self._thread.join(timeout=2)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+@contextlib.contextmanager
+def _short_path(path: Path):
+    """A socket address for `path` that fits sun_path's 108 bytes however deep the store is:
+    /proc/self/fd/N/NAME through an O_PATH descriptor of the directory. (chdir would do it
+    too, but the working directory is process-wide and the TUI and the runner are threaded.)"""
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    buf = b""
+    while b"\n" not in buf:
+        chunk = conn.recv(1024)
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf) > MAX_REQUEST:
+            raise ValueError("request too long")
+    return buf.split(b"\n", 1)[0]
+
+
+def send_command(run_dir: Path, cmd: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
+    """Send one command to a live run; returns the reply dict (ok true) or raises UsageError
+    with a clear reason (no socket: the run has finished; refused; timed out)."""
+    if cmd not in COMMANDS:
+        raise UsageError(f"unknown control command '{cmd}'", f"use one of {', '.join(COMMANDS)}")
+    path = Path(run_dir) / CONTROL
+    if not path.exists():
+        raise UsageError(f"run {Path(run_dir).name} is not live (no control socket)",
+                         "the run has finished or was interrupted")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        with _short_path(path) as short:
+            s.connect(short)
+        s.sendall((json.dumps({"cmd": cmd, **fields}) + "\n").encode())
+        line = _read_line(s)
+    except (ConnectionRefusedError, FileNotFoundError) as e:
+        raise UsageError(f"run {Path(run_dir).name} is not live (control socket refused)",
+                         "the run has finished or was interrupted") from e
+    except TimeoutError as e:
+        raise UsageError(f"run {Path(run_dir).name} did not answer '{cmd}' within {timeout:.0f}s") from e
+    finally:
+        s.close()
+    try:
+        reply = json.loads(line.decode("utf-8"))
+    except ValueError as e:
+        raise UsageError(f"run {Path(run_dir).name} sent a bad control reply") from e
+    if not isinstance(reply, dict):
+        raise UsageError(f"run {Path(run_dir).name} sent a bad control reply")
+    if not reply.get("ok"):
+        raise UsageError(f"{cmd} refused: {reply.get('error', 'no reason given')}")
+    return reply
