@@ -196,3 +196,24 @@ def test_ctrl_c_cancels_keeps_finished_cells_and_leaves_no_qemu(gstore):
                f"the cancelled run still says {phase_of(cut_dir)}")
     eventually(lambda: not qemus_of(gstore), "a QEMU is still running")
     assert "interrupted; finished cells are kept" not in err  # --json: no human summary
+
+
+def test_verifier_sweep_reports_verified_insns_and_the_first_verifier_error(gstore):
+    """scx_simple loads: each program with the kernel's verified_insns. scx_qmap, as the
+    kernel's tools/sched_ext builds it here (clang-19, 7.3.4), is rejected by the verifier
+    in qmap_dequeue - a real rejection, so the sweep must name the program and the error."""
+    code, out, err = gauntlet(gstore, "--verifier", "-s", "scx_simple,scx_qmap",
+                              "-t", "tiny-1llc", "--workers", "2")
+    assert code == 1, err  # a scheduler that does not load fails its cell
+    by_sched = {v["scheduler"]: v for v in out["verifier"]}
+    simple, qmap = by_sched["scx_simple"], by_sched["scx_qmap"]
+    assert simple["loaded"] and simple["error"] is None
+    progs = {p["name"]: p for p in simple["progs"]}
+    assert {"simple_enqueue", "simple_dispatch", "simple_init"} <= set(progs)
+    assert all(p["verified_insns"] > 0 for p in progs.values())
+    assert progs["simple_enqueue"]["type"] == "struct_ops"
+    assert not qmap["loaded"] and qmap["progs"] == []
+    assert qmap["failed_prog"] == "qmap_dequeue"
+    assert qmap["error"].startswith("R7 invalid mem access 'scalar'")
+    cells = {c["scheduler"]: c for c in out["cells"]}
+    assert cells["scx_qmap"]["verdict"] == "fail" and cells["scx_simple"]["verdict"] == "pass"
