@@ -311,3 +311,20 @@ def test_private_stores_of_dead_workers_are_swept(tmp_path, monkeypatch):
         (d / "runs").mkdir(parents=True)
     cell.sweep_private_stores()
     assert not gone.exists() and live.exists() and mine.exists()
+
+
+def test_the_embedded_cluster_is_sized_by_cpus_memory_and_cells(monkeypatch):
+    from ktstr_vmm.gauntlet import driver
+
+    cells = matrix_from_options("scx_simple", "tiny-1llc,medium-8llc", None, None, None, 4,
+                                None, False).cells()
+    mem = {t: parse_topology(t).default_memory_mib() for t in ("tiny-1llc", "medium-8llc")}
+    monkeypatch.setattr(driver.os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(driver, "_mem_available_mib", lambda: 64 * 1024)
+    assert driver.default_workers(cells, mem.__getitem__) == 8  # 8 cells
+    monkeypatch.setattr(driver, "_mem_available_mib", lambda: 5 * 1024)
+    # medium-8llc's guest: 64 vCPUs x 64 MiB = 4096 MiB + 384 MiB beside it
+    assert driver.default_workers(cells, mem.__getitem__) == 1
+    monkeypatch.setattr(driver.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(driver, "_mem_available_mib", lambda: 64 * 1024)
+    assert driver.default_workers(cells, mem.__getitem__) == 2
