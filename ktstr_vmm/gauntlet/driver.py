@@ -128,7 +128,6 @@ def open_cluster(workers: int | None, scheduler_address: str | None):
                              "start one with dask scheduler, or drop --scheduler-address") from e
     with dask.config.set({"distributed.scheduler.allowed-failures": 1,
                           "distributed.scheduler.worker-saturation": 1.0,
-                          "distributed.worker.daemon": False,
                           "distributed.admin.log-events": 10_000}):
         cluster = LocalCluster(n_workers=workers or 1, threads_per_worker=1, processes=True,
                                dashboard_address=None, memory_limit=0,
