@@ -33,11 +33,11 @@ from typing import Any
 
 from ..rundir.layout import GAUNTLETS
 
-CLI_MODULE = "ktstr_vmm"  # `python -m CLI_MODULE run ...`
+CLI_MODULE = "ktstr_cli"  # `python -m CLI_MODULE run ...`
 PR_SET_PDEATHSIG = 1
 END_GRACE_S = 30.0  # a cancelled cell's `ktstr run` has this long to stop its VM
-PACK_LIMIT = 256 << 20
-PRIVATE_PREFIX = "ktstr-gauntlet-"  # + the worker's pid: a private store in the temp dir  # a run directory bigger than this is not sent back whole
+PACK_LIMIT = 256 << 20  # a run directory bigger than this is not sent back whole
+PRIVATE_PREFIX = "ktstr-gauntlet-"  # + the worker's pid: a private store in the temp dir
 
 # gauntlet id -> the `ktstr run` children of this worker process (for end_cells).
 _CHILDREN: dict[str, set[subprocess.Popen]] = {}
