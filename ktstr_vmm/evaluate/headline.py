@@ -15,6 +15,7 @@ verdict also carries a headline made here, one per kind:
     timeout            timed out after N s in phase P (host watchdog, --timeout T)
     crash              guest crashed: <first line of the crash>
     monitor threshold  monitor threshold: <first violation>
+    temporal           temporal assertion: <first violated assertion, naming tag and values>
 
 `classify` names the kind; `headline` builds the line. Both are pure functions of the
 RunOutcome and its Verdict.
@@ -33,9 +34,10 @@ SCHEDULER_ERROR, STALL, VERIFIER_REJECT, LOAD_FAILURE = (
     "scheduler error", "stall", "verifier reject", "load failure")
 TIMEOUT, CRASH, MONITOR_THRESHOLD, SCHEDULER_EXIT, OTHER = (
     "timeout", "crash", "monitor threshold", "scheduler exit", "other")
+TEMPORAL = "temporal"
 # Every kind a failing verdict can be classified as.
 FAILURE_KINDS = (SCHEDULER_ERROR, STALL, VERIFIER_REJECT, LOAD_FAILURE, TIMEOUT, CRASH,
-                 MONITOR_THRESHOLD, SCHEDULER_EXIT, OTHER)
+                 MONITOR_THRESHOLD, TEMPORAL, SCHEDULER_EXIT, OTHER)
 
 SCX_EXIT_ERROR_STALL = 1026
 SCX_EXIT_ERROR = 1024
@@ -162,9 +164,18 @@ def classify(o: RunOutcome, v: Verdict, se: SchedExit | None) -> str:
         return TIMEOUT
     if _never_enabled(o) and o.sched_log:
         return VERIFIER_REJECT if verifier_reject(o.sched_log) else LOAD_FAILURE
+    if _temporal(o):
+        return TEMPORAL
     if se is not None:
         return SCHEDULER_EXIT
     return OTHER
+
+
+def _temporal(o: RunOutcome) -> list[str]:
+    """The violated temporal assertions' messages (`ktstr run --assert`)."""
+    tr = o.test_result
+    return [d.message for d in tr.details if d.kind == "temporal" and d.outcome == "fail"] \
+        if tr is not None else []
 
 
 def headline(o: RunOutcome, v: Verdict, se: SchedExit | None, dump: str = "") -> str:
@@ -209,6 +220,8 @@ def headline(o: RunOutcome, v: Verdict, se: SchedExit | None, dump: str = "") ->
         if how.startswith("exit status ") or how.startswith("killed by signal "):
             status = f" ({how})"
         return _clip(f"scheduler failed to load: {last or 'no output'}{status}")
+    if kind == TEMPORAL:
+        return _clip(f"temporal assertion: {_temporal(o)[0]}")
     if kind == SCHEDULER_EXIT and se is not None:
         name = f" ({exit_kind_name(se.kind)})" if se.kind is not None else ""
         return _clip(f"scheduler exited{name}: {se.message or se.scheduler_name or '?'}")
