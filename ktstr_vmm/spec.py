@@ -284,6 +284,9 @@ class RunSpec:
     max_runnable_wait_ms: float | None = None
     gauntlet: str | None = None  # the gauntlet id this run is a cell of (ktstr gauntlet)
     gauntlet_cell: str | None = None  # the cell's key in that gauntlet
+    capture_every_ms: int | None = None  # periodic capture every N ms of the workload
+    capture_at_ms: tuple[int, ...] = ()  # periodic captures at these ms of the workload
+    assertions: tuple[str, ...] = ()  # temporal assertions (temporal.py syntax)
 
     @property
     def preset(self) -> str | None:
@@ -309,6 +312,8 @@ class RunSpec:
         d["workload"] = format_workload(self.workload)
         d["probes"] = list(self.probes)
         d["trace_events"] = list(self.trace_events)
+        d["capture_at_ms"] = list(self.capture_at_ms)
+        d["assertions"] = list(self.assertions)
         d["memory_mib"] = self.memory
         d["timeout_s"] = self.timeout
         return d
@@ -341,6 +346,10 @@ class RunSpec:
                 max_runnable_wait_ms=_opt_float(d.get("max_runnable_wait_ms")),
                 gauntlet=validate_name(d["gauntlet"], "gauntlet id") if d.get("gauntlet") else None,
                 gauntlet_cell=str(d["gauntlet_cell"]) if d.get("gauntlet_cell") else None,
+                capture_every_ms=(int(d["capture_every_ms"]) if d.get("capture_every_ms")
+                                  is not None else None),
+                capture_at_ms=tuple(int(t) for t in d.get("capture_at_ms") or ()),
+                assertions=tuple(str(a) for a in d.get("assertions") or ()),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(f"bad run spec: {type(e).__name__}: {e}") from e

@@ -54,6 +54,19 @@ def add_run_options(p: argparse.ArgumentParser, *, defaults: bool = True) -> Non
                    help="fail when a woken task waits longer than this for a CPU (from the trace)")
     p.add_argument("--max-runnable-wait", default=None, metavar="DUR",
                    help="fail when a runnable task (woken or preempted) waits longer than this")
+    p.add_argument("--capture-every", default=None, metavar="DUR",
+                   help="freeze the VM and capture its scheduler state every DUR of the workload "
+                        "(captures/periodic_NNN.json)")
+    p.add_argument("--capture-at", default=None, metavar="T1,T2,...",
+                   help="capture at these times of the workload (2s,4s)")
+    p.add_argument("--assert", dest="assertions", action="append", default=None, metavar="EXPR",
+                   help="temporal assertion over the captures / monitor samples, repeatable: "
+                        "nondecreasing(F), strictly_increasing(F), rate_within(F,LO,HI), "
+                        "steady_within(F,WARMUP,TOL), converges_to(F,TARGET,TOL,BY), "
+                        "ratio_within(F,G,LO,HI), at_least(F,X), at_most(F,X), between(F,LO,HI), "
+                        "always(F [OP N][,AFTER]), eventually(F [OP N][,BY]); F is bpf.GLOBAL, "
+                        "scx.{nr_running,nr_queued,exit_kind,aborting,bypass_depth} or "
+                        "monitor.{nr_running,scx_nr_running,local_dsq_nr,enabled,events.NAME}")
     p.add_argument("--json", action="store_true", help="print result.json instead of the human report")
 
 
@@ -105,6 +118,15 @@ def spec_from_args(args: argparse.Namespace, base: RunSpec | None = None) -> Run
     if getattr(args, "gauntlet", None):
         kw["gauntlet"] = validate_name(args.gauntlet, "--gauntlet")
         kw["gauntlet_cell"] = args.gauntlet_cell or None
+    if getattr(args, "capture_every", None) is not None:
+        kw["capture_every_ms"] = round(parse_duration(args.capture_every, "--capture-every") * 1000)
+    if getattr(args, "capture_at", None) is not None:
+        kw["capture_at_ms"] = tuple(
+            0 if t.strip() in ("0", "0s", "0ms") else
+            round(parse_duration(t.strip(), "--capture-at") * 1000)
+            for t in args.capture_at.split(",") if t.strip())
+    if getattr(args, "assertions", None):
+        kw["assertions"] = tuple(args.assertions)
     if base is not None:
         spec = base.with_changes(**kw)
     else:
@@ -116,6 +138,9 @@ def spec_from_args(args: argparse.Namespace, base: RunSpec | None = None) -> Run
         raise UsageError(f"--memory {spec.memory_mib}M is too small for {topo.notation} "
                          f"({topo.vcpus} vCPUs, {topo.nodes} nodes)",
                          f"use at least {topo.min_memory_mib()}M")
+    from ktstr_vmm.run.captures import check_spec
+
+    check_spec(spec)
     return spec
 
 

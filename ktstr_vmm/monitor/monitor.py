@@ -240,6 +240,11 @@ class Monitor:
 
     # ------------------------------------------------------------------ exit
 
+    @property
+    def started_at(self) -> float:
+        """time.monotonic() when sampling started: the zero of the samples' `t`."""
+        return self._t0
+
     def scheduler_exited(self) -> bool:
         """The scheduler's exit kind is set, or its state left `enabled` after being
         enabled (any exit, normal or error)."""

@@ -50,6 +50,7 @@ from ..rundir.layout import (
 )
 from ..rundir.timeline import read_events, render_timeline
 from ..spec import RunSpec
+from .captures import VM_GONE, CaptureSession, check_spec
 from .control import ControlServer
 from .outcome import build_outcome
 from .recorder import Recorder
@@ -88,6 +89,7 @@ def prepare(spec: RunSpec) -> Prepared:
     from ..guest.agent import build_agent
     from ..guest.initramfs import build_initramfs
 
+    check_spec(spec)
     kernel = resolve_kernel(spec.kernel)
     check_kernel(kernel)
     sched = None if spec.scheduler in ("", "none", "eevdf") else resolve_scheduler(spec.scheduler, kernel)
@@ -136,6 +138,11 @@ class Run:
         self.wire_lock = threading.Lock()
         self.monitor: Monitor | MonitorUnavailable | None = None
         self.real_dump: Path | None = None
+        self.freeze_lock = threading.Lock()  # one freeze at a time (captures, dumps, pause)
+        self.user_paused_at: float | None = None
+        self.captures = CaptureSession(rd, self.spec, lambda: self.machine, self.freeze_lock)
+        self.monitor_samples: list[dict] = []
+        self.monitor_t0: float | None = None
 
     # ------------------------------------------------------------------ phases
     def phase(self, phase: str, detail: str = "", **fields: Any) -> None:
@@ -200,6 +207,7 @@ class Run:
                 for frame in decoder.feed(data):
                     self.recorder.handle(frame)
             st = self.recorder.state
+            self.captures.on_guest(st)
             if (not running and retries and stall_s < spec.timeout
                     and time.monotonic() - self.boot_started > stall_s
                     and decoder.stats()["bytes_in"] == 0):
@@ -246,6 +254,8 @@ class Run:
             self.recorder.handle(frame)
         self.wire_stats = decoder.stats()
         self.recorder.trace.close()
+        self.captures.on_guest(self.recorder.state)
+        self.captures.finish(VM_GONE)
         self.monitor_report = self.stop_monitor()
         self.exit_reason = m.exit_reason()
         self.rd.append_event("vm_exit", reason=self.exit_reason, wire=self.wire_stats)
@@ -274,6 +284,7 @@ class Run:
         except KtstrError as e:
             mon = MonitorUnavailable(e.one_line())
         self.monitor = mon
+        self.captures.monitor_ready(mon)
         if isinstance(mon, MonitorUnavailable):
             self.rd.append_event("monitor", state="unavailable", reason=mon.reason)
             return
@@ -287,9 +298,12 @@ class Run:
         if not isinstance(mon, Monitor) or m is None or not mon.scheduler_failed():
             return
         paused = False
+        self.freeze_lock.acquire()
+        t0 = time.monotonic()
         try:
-            m.pause()
-            paused = True
+            if self.user_paused_at is None:
+                m.pause()
+                paused = True
             t0 = time.monotonic()
             dump = mon.capture()
             frozen_ms = round((time.monotonic() - t0) * 1000, 1)
@@ -303,6 +317,8 @@ class Run:
             if paused:
                 with contextlib.suppress(KtstrError, OSError):
                     m.resume()
+                self.captures.frozen_by_others(time.monotonic() - t0)
+            self.freeze_lock.release()
 
     def stop_monitor(self) -> ev.MonitorReport | None:
         mon, self.monitor = self.monitor, None
@@ -311,6 +327,7 @@ class Run:
         if isinstance(mon, MonitorUnavailable):
             return mon.report(thresholds_enabled=False)
         report = mon.stop(thresholds_enabled=True)
+        self.monitor_samples, self.monitor_t0 = list(mon.samples), mon.started_at
         g = mon.globals_recorder
         self.rd.append_event(
             "monitor", state="stopped", samples=len(mon.samples),
@@ -354,6 +371,8 @@ class Run:
                                timeout_set=spec.timeout_s is not None),
             expect_err=spec.expect_err, extra_notes=notes, timeline=self.timeline_text(elapsed),
             monitor=getattr(self, "monitor_report", None) if self.prep.scheduler else None)
+        findings = self.captures.judge(self.monitor_samples, self.monitor_t0)
+        outcome = self.captures.outcome(outcome, findings)
         verdict = evaluate(outcome)
         if notes and verdict.kind == "pass":
             reason = notes[0]
@@ -389,6 +408,7 @@ class Run:
             timed_out=timed_out, exit_reason=self.exit_reason,
             guest_exit_code=st.exit.code if st.exit else None,
             wire=self.wire_stats, parent=spec.parent, kind=spec.kind,
+            **self.captures.result_fields(findings),
             artifacts=sorted({*artifacts, *(p.name for p in self.rd.path.iterdir()
                                             if p.is_file() and not p.name.startswith("."))}))
         if getattr(self, "latency_summary", None):
@@ -457,12 +477,21 @@ class Run:
         return m
 
     def ctl_pause(self, req: dict) -> dict:
-        self._live().pause()
+        with self.freeze_lock:
+            self._live().pause()
+            if self.user_paused_at is None:
+                self.user_paused_at = time.monotonic()
+                self.captures.user_paused = True
         self.rd.append_event("pause")
         return {"paused": True}
 
     def ctl_resume(self, req: dict) -> dict:
-        self._live().resume()
+        with self.freeze_lock:
+            self._live().resume()
+            if self.user_paused_at is not None:
+                self.captures.frozen_by_others(time.monotonic() - self.user_paused_at)
+                self.user_paused_at = None
+                self.captures.user_paused = False
         self.rd.append_event("resume")
         return {"paused": False}
 
@@ -509,11 +538,16 @@ class Run:
             return None
         from ..rundir.dumps import dump_to_json
 
-        m.pause()
-        try:
-            dump = mon.capture()
-        finally:
-            m.resume()
+        with self.freeze_lock:
+            t0 = time.monotonic()
+            if self.user_paused_at is None:
+                m.pause()
+            try:
+                dump = mon.capture()
+            finally:
+                if self.user_paused_at is None:
+                    m.resume()
+                    self.captures.frozen_by_others(time.monotonic() - t0)
         path = self.rd / SNAPSHOTS / f"{stamp}.json"
         atomic_write_json(path, dump_to_json(dump))
         return path

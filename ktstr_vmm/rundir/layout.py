@@ -29,6 +29,8 @@ BPF_PROGS = "bpf-progs.json"  # the verifier's numbers per loaded BPF program (g
 RESULT = "result.json"
 CONTROL = "control.sock"
 SNAPSHOTS = "snapshots"
+CAPTURES = "captures"            # periodic captures: captures/periodic_NNN.json
+CAPTURES_INDEX = "captures.jsonl"  # one line per planned periodic capture
 REPRO = "repro"
 
 # Store level, beside runs/: <store>/gauntlets/<gauntlet-id>.json, the record of one

@@ -59,6 +59,12 @@ def _label(ev: dict[str, Any]) -> str | None:
         return f"VM frozen, failure dump captured (exit kind {ev.get('exit_kind')}{extra})"
     if kind == "snapshot":
         return f"snapshot {ev.get('file')}"
+    if kind == "capture":
+        if ev.get("skipped"):
+            return f"capture {ev.get('tag')} skipped: {ev['skipped']}"
+        frozen = ev.get("frozen_ms")
+        return f"capture {ev.get('tag')}" + (
+            f" (frozen {frozen} ms)" if isinstance(frozen, int | float) else "")
     if kind in ("pause", "resume"):
         return f"guest {kind}d"
     if kind == "boot_retry":
