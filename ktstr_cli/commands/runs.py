@@ -308,6 +308,7 @@ def format_run(s: RunSummary, result: dict[str, Any] | None, status: dict[str, A
     artifacts = (result or {}).get("artifacts")
     if isinstance(artifacts, list) and artifacts:
         lines.append(f"artifacts {', '.join(str(a) for a in artifacts)}")
+    lines += _capture_lines(result or {})
     if globals_now:
         lines.append("globals   the scheduler's BPF globals as last read (bpf.jsonl):")
         width = max(len(f"{n}.{v}") for n, v in globals_now)
@@ -319,6 +320,26 @@ def format_run(s: RunSummary, result: dict[str, Any] | None, status: dict[str, A
     if isinstance(message, str) and message.strip():
         lines += ["", without_repeated_dump(message, (result or {}).get("sections")).rstrip("\n")]
     return lines
+
+
+def _capture_lines(result: dict[str, Any]) -> list[str]:
+    """`captures` (periodic captures taken / planned, frozen time) and `temporal` (one line
+    per declared assertion with its verdict) from result.json."""
+    out = []
+    c = result.get("captures")
+    if isinstance(c, dict) and isinstance(c.get("target"), int) and isinstance(c.get("fired"), int):
+        mean, top = c.get("frozen_ms_mean"), c.get("frozen_ms_max")
+        frozen = (f", VM frozen {mean} ms each on average, {top} ms at most"
+                  if isinstance(mean, int | float) and isinstance(top, int | float) else "")
+        out.append(f"captures  {c['fired']}/{c['target']} periodic captures taken{frozen} "
+                   "(captures.jsonl)")
+    t = result.get("temporal")
+    if isinstance(t, list):
+        rows = [r for r in t if isinstance(r, dict) and isinstance(r.get("assertion"), str)]
+        for i, r in enumerate(rows):
+            out.append(f"{'temporal' if i == 0 else '':<9} {str(r.get('verdict', '?')):<12} "
+                       f"{r['assertion']}")
+    return out
 
 
 DUMP_IN_LOG = "(the scheduler's DEBUG DUMP, printed in the scheduler log above)"

@@ -106,6 +106,7 @@ class ResultScreen(Screen):
         Binding("G", "show_tab('tab-globals')", "BPF globals", show=False),
         Binding("t", "timeline", "Timeline", show=False),
         Binding("T", "timeline('failure')", "Timeline at the failure", show=False),
+        Binding("c", "captures", "Captures", show=False),
     ]
 
     class Loaded(Message):
@@ -338,6 +339,11 @@ class ResultScreen(Screen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+    def action_captures(self) -> None:
+        from .captures import CapturesScreen
+
+        self.app.push_screen(CapturesScreen(self.path))
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one("#result-tabs", TabbedContent).active = tab

@@ -348,3 +348,22 @@ def test_show_run_prints_the_schedulers_last_globals(capsys, populated):
     code, out, _ = run(capsys, "show", "0b1c", "--json")
     assert json.loads(out)["bpf_globals"] == {
         "scx_lavd.bss": {"nr_cpus": 8, "slice_ns": 5000000}, "scx_lavd.data": {"uei": {"kind": 0}}}
+
+
+def test_show_lists_periodic_captures_and_temporal_verdicts(capsys, tmp_path):
+    from support.store_helpers import make_run, write_json
+
+    d = make_run(tmp_path, "20261202-021526-scx_simple-tiny-2llc-cf27", verdict="fail",
+                 message="ktstr_test 'basic' [sched=scx_simple] [topo=1n2l2c1t] failed:\n  x")
+    r = json.loads((d / "result.json").read_text())
+    r["captures"] = {"target": 5, "fired": 4, "frozen_ms_mean": 16.5, "frozen_ms_max": 55.9,
+                     "items": []}
+    r["temporal"] = [{"assertion": "nondecreasing(bpf.vtime_now)", "verdict": "pass"},
+                     {"assertion": "at_most(bpf.vtime_now, 0)", "verdict": "fail"}]
+    write_json(d / "result.json", r)
+    code, out, _ = run(capsys, "show", "--store", str(tmp_path), "cf27")
+    assert code == 0
+    assert ("captures  4/5 periodic captures taken, VM frozen 16.5 ms each on average, 55.9 ms "
+            "at most (captures.jsonl)\n"
+            "temporal  pass         nondecreasing(bpf.vtime_now)\n"
+            "          fail         at_most(bpf.vtime_now, 0)\n") in out
