@@ -177,8 +177,12 @@ def create_repro_dir(primary_dir: Path, spec: RunSpec) -> RunDir:
 
 
 def repro_spec(spec: RunSpec, primary_id: str, probes: ProbeSet) -> RunSpec:
+    """The primary's spec with the probes; no periodic captures or temporal assertions (a
+    freeze would perturb the crash being reproduced, and the repro is judged by its probes,
+    not by the primary's assertions)."""
     return spec.with_changes(kind="repro", parent=primary_id, probes=probes.lines,
-                             auto_repro=False, timeout_s=spec.timeout + PROBE_DRAIN_GRACE_S)
+                             auto_repro=False, timeout_s=spec.timeout + PROBE_DRAIN_GRACE_S,
+                             capture_every_ms=None, capture_at_ms=(), assertions=())
 
 
 @dataclass(frozen=True)

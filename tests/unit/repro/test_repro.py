@@ -244,3 +244,16 @@ def test_primary_exit_kind_prefers_an_error_kind(tmp_path):
     assert primary_exit_kind(tmp_path, "t", stall) == 1025
     (tmp_path / "t.failure-dump.json").write_text('[1, 2')
     assert primary_exit_kind(tmp_path, "t", None) is None
+
+
+def test_the_repro_run_takes_no_periodic_captures_and_judges_no_assertions():
+    from ktstr_vmm.repro.auto import repro_spec
+    from ktstr_vmm.repro.probes import ProbeSet
+    from ktstr_vmm.spec import RunSpec, parse_topology
+
+    primary = RunSpec(name="t", scheduler="scx_simple", topology=parse_topology("1n1l2c1t"),
+                      capture_every_ms=1000, capture_at_ms=(500,),
+                      assertions=("nondecreasing(bpf.vtime_now)",))
+    r = repro_spec(primary, "run-1", ProbeSet(()))
+    assert (r.kind, r.parent, r.auto_repro) == ("repro", "run-1", False)
+    assert (r.capture_every_ms, r.capture_at_ms, r.assertions) == (None, (), ())
