@@ -14,6 +14,7 @@ text: they go into Text, never into markup.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Header, Input, Static
 
-from ktstr_vmm.trace.view import IDLE, UNKNOWN, Mark, TimelineModel
+from ktstr_vmm.trace.view import IDLE, UNKNOWN, Mark, MarkIndex, TimelineModel
 
 LABEL = 9  # "cpu 12 │"
 PALETTE = ("on #1f5f8b", "on #7a3b69", "on #2e7d32", "on #8d5524", "on #4527a0", "on #00695c",
@@ -90,7 +91,7 @@ class View:
 
 
 def draw(model: TimelineModel, view: View, width: int, groups: list[Group],
-         run_events: list[tuple[int, str]] = (), marks: list[Mark] = ()) -> Text:
+         run_events: list[tuple[int, str]] | tuple = (), marks: MarkIndex | list[Mark] = ()) -> Text:
     """One frame as Text: the status line, the event row, the axis, then the lanes."""
     cols = max(10, width - LABEL)
     t0, t1 = view.t0, max(view.t1, view.t0 + 1)
@@ -115,7 +116,11 @@ def draw(model: TimelineModel, view: View, width: int, groups: list[Group],
 
     row = [" "] * cols
     styles: list[str] = [""] * cols
-    for t, label in list(run_events) + [(t, "scx_exit") for t, _c, _k in model.scx_exits]:
+    exits = model.scx_exits  # sorted by time, like run_events: only the window's
+    lo, hi = bisect.bisect_left(exits, (t0,)), bisect.bisect_left(exits, (t1,))
+    shown = [(t, "scx_exit") for t, _c, _k in exits[lo:min(hi, lo + 2 * cols)]]
+    lo, hi = bisect.bisect_left(run_events, (t0,)), bisect.bisect_left(run_events, (t1,))
+    for t, label in list(run_events)[lo:min(hi, lo + 2 * cols)] + shown:
         c = col_of(t)
         if c is not None and label in EVENT_MARKS:
             row[c], styles[c] = EVENT_MARKS[label]
@@ -139,12 +144,10 @@ def draw(model: TimelineModel, view: View, width: int, groups: list[Group],
     out.append(" " * LABEL + "".join(lab), style="dim")
     out.append("\n")
     marks_by_cpu: dict[int, list[Mark]] = {}
-    for m in marks:  # waits can start before the window: all of them, they are few
-        if m.ts >= t1:
-            break
-        if m.kind == "wait" and m.end > t0 or m.kind in ("wakeup", "migrate") and m.ts >= t0:
-            marks_by_cpu.setdefault(m.cpu, []).append(m)
-
+    index = marks if isinstance(marks, MarkIndex) else MarkIndex(list(marks))
+    visible = index.in_window(t0, t1, limit=2 * cols)
+    for m in visible:
+        marks_by_cpu.setdefault(m.cpu, []).append(m)
     for g in groups:
         out.append(f" {g.title}", style="bold dim")
         out.append("\n")
@@ -247,7 +250,7 @@ class SchedTimeline(Widget, can_focus=True):
         self.view = View(0, 1, follow=follow)
         self.notation = notation
         self.run_events: list[tuple[int, str]] = []
-        self.marks: list[Mark] = []
+        self.marks: MarkIndex = MarkIndex([])
         self.message = "no scheduling trace yet"
 
     # ------------------------------------------------------------------ data
@@ -285,7 +288,8 @@ class SchedTimeline(Widget, can_focus=True):
 
     def select(self, pid: int | None) -> None:
         self.view.selected = pid
-        self.marks = self.model.task_marks(pid) if (pid is not None and self.model) else []
+        self.marks = MarkIndex(self.model.task_marks(pid) if (pid is not None and self.model)
+                               else [])
         self.refresh()
 
     # ------------------------------------------------------------------ drawing

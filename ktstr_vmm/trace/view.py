@@ -74,6 +74,43 @@ class Mark:
     end: int = 0  # "wait": when it ran
 
 
+class MarkIndex:
+    """A selected task's marks, indexed by time for drawing: points (wakeups, migrations)
+    by their time, waits by their end (a task waits once at a time, so ends are in order
+    too). `in_window` costs two bisections plus what is visible."""
+
+    def __init__(self, marks: list[Mark]) -> None:
+        self.all = marks
+        self.points = [m for m in marks if m.kind in ("wakeup", "migrate")]
+        self.points_ts = [m.ts for m in self.points]
+        self.waits = sorted((m for m in marks if m.kind == "wait"), key=lambda m: m.end)
+        self.waits_end = [m.end for m in self.waits]
+
+    def __len__(self) -> int:
+        return len(self.all)
+
+    def __iter__(self):
+        return iter(self.all)
+
+    def in_window(self, t0: int, t1: int, limit: int = 400) -> list[Mark]:
+        """The marks that touch [t0, t1); at most `limit` of each sort, evenly sampled
+        when there are more (more than a frame has columns for)."""
+        i = bisect.bisect_right(self.waits_end, t0)
+        j = bisect.bisect_left(self.waits_end, t1)
+        j = min(len(self.waits), j + 1)  # the one that ends after t1 may start before it
+        out = [m for m in _sample(self.waits, i, j, limit) if m.ts < t1]
+        i = bisect.bisect_left(self.points_ts, t0)
+        j = bisect.bisect_left(self.points_ts, t1)
+        return out + _sample(self.points, i, j, limit)
+
+
+def _sample(items: list, i: int, j: int, limit: int) -> list:
+    n = j - i
+    if n <= limit:
+        return items[i:j]
+    return [items[i + k * n // limit] for k in range(limit)]
+
+
 class TimelineModel:
     """Lanes per CPU, task names, time range; `live=True` grows from trace/cpu*.pages."""
 
@@ -166,7 +203,7 @@ class TimelineModel:
             chunk = _pack(recs)
             lane.raw += chunk  # type: ignore[operator]
             lane.add_records(chunk)
-            self.scx_exits += _scx_exits(Lane(cpu, raw=chunk))
+            self.scx_exits = sorted(self.scx_exits + _scx_exits(Lane(cpu, raw=chunk)))
             grew = True
         if grew:
             self.names = {pid: comm_text(raw) for pid, raw in self._decoder.comms.items()}
@@ -209,11 +246,11 @@ class TimelineModel:
             if hi == lo:  # no switch inside the slice: whoever ran at its start
                 out.append(pids[lo - 1] if lo else UNKNOWN)
                 continue
-            seen = Counter()
+            got = []
             for s in range(samples):
-                i = br(ts, int(a + step * (s + 0.5) / samples))
-                seen[pids[i - 1] if i else UNKNOWN] += 1
-            out.append(seen.most_common(1)[0][0])
+                i = br(ts, int(a + step * (s + 0.5) / samples), lo - 1 if lo else 0, hi)
+                got.append(pids[i - 1] if i else UNKNOWN)
+            out.append(max(got, key=got.count))
         return out
 
     def switch_count(self, cpu: int, t0: int, t1: int) -> int:
