@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_trace import make_run  # noqa: E402
 
 from ktstr_tui.widgets.sched_timeline import View, draw, groups_from_notation  # noqa: E402
-from ktstr_vmm.trace.view import MarkIndex, TimelineModel  # noqa: E402
 from ktstr_vmm.trace.files import Trace, build_index  # noqa: E402
+from ktstr_vmm.trace.view import MarkIndex, TimelineModel  # noqa: E402
 
 WIDTH = 200
 

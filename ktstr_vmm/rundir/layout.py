@@ -32,6 +32,7 @@ SNAPSHOTS = "snapshots"
 CAPTURES = "captures"            # periodic captures: captures/periodic_NNN.json
 CAPTURES_INDEX = "captures.jsonl"  # one line per planned periodic capture
 REPRO = "repro"
+TRACE = "trace"  # the scheduling trace's directory; its files: ktstr_vmm/trace/files.py
 
 # Store level, beside runs/: <store>/gauntlets/<gauntlet-id>.json, the record of one
 # gauntlet (its matrix and cells; ktstr_vmm/gauntlet/record.py). Its runs are ordinary run

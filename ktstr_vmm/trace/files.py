@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from ..fsutil import atomic_write_bytes, atomic_write_json
+from ..rundir.layout import TRACE
 from .ftrace import Formats, PageDecoder, comm_text
 
-TRACE_DIR = "trace"
+TRACE_DIR = TRACE
 FORMATS = f"{TRACE_DIR}/formats.json"
 STATS = f"{TRACE_DIR}/stats.json"
 INDEX = f"{TRACE_DIR}/index.json"
