@@ -115,7 +115,17 @@ class CaptureSession:
                 self.freeze_lock.release()
 
         (self.rd / CAPTURES).mkdir(exist_ok=True)
-        return Hooks(pause=pause, resume=resume, capture=mon.capture, write=self._write,
+        seen = {"n": 0}
+
+        def capture() -> Any:
+            # The monitor's event-counter timeline runs from its start; a capture keeps only
+            # the samples since the previous capture (else N captures store it N times).
+            dump = mon.capture()
+            tl = dump.event_counter_timeline
+            new, seen["n"] = tl[seen["n"]:], len(tl)
+            return replace(dump, event_counter_timeline=new)
+
+        return Hooks(pause=pause, resume=resume, capture=capture, write=self._write,
                      record=self._record)
 
     def _write(self, tag: str, dump: Any) -> str:

@@ -37,13 +37,16 @@ def test_capture_every_second_of_a_five_second_run_gives_five_tagged_captures(
     assert [c["at_ms"] for c in caps["items"]] == [0, 1000, 2000, 3000, 4000]
     elapsed = [c["elapsed_ms"] for c in caps["items"]]
     assert elapsed == sorted(elapsed)
-    vtimes = []
+    vtimes, timeline = [], []
     for c in caps["items"]:
         dump = json.loads((run_dir / c["file"]).read_text())
+        timeline += [t["elapsed_ms"] for t in dump.get("event_counter_timeline", ())]
         bss = next(m for m in dump["maps"] if m["name"].endswith(".bss"))
         vtimes.append(bss["value"]["vtime_now"])
         assert len(dump["rq_scx_states"]) == 2 and c["frozen_ms"] > 0
     assert vtimes == sorted(vtimes) and vtimes[-1] > 0
+    # each capture carries the event counters since the previous one: no sample twice
+    assert timeline == sorted(set(timeline)) and timeline
     index = [json.loads(line) for line in (run_dir / "captures.jsonl").read_text().splitlines()]
     assert index == caps["items"]
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
