@@ -13,7 +13,7 @@ from collections import deque
 from rich.text import Text
 from textual.widgets import Static
 
-from ktstr_vmm.rundir.dumps import exit_kind_name
+from ktstr_vmm.introspect.scx import exit_kind_name
 from ktstr_vmm.spec import Topology
 
 from ..rundata import MonitorSample

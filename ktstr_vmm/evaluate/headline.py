@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..rundir.dumps import exit_kind_name
+from ..introspect.scx import SCX_EXIT_ERROR, SCX_EXIT_ERROR_STALL, exit_kind_name
 from .schedlog import text_lines
 from .types import RunOutcome, SchedExit, Verdict
 
@@ -39,8 +39,6 @@ TEMPORAL = "temporal"
 FAILURE_KINDS = (SCHEDULER_ERROR, STALL, VERIFIER_REJECT, LOAD_FAILURE, TIMEOUT, CRASH,
                  MONITOR_THRESHOLD, TEMPORAL, SCHEDULER_EXIT, OTHER)
 
-SCX_EXIT_ERROR_STALL = 1026
-SCX_EXIT_ERROR = 1024
 MAX_LEN = 200
 
 # Lifecycle phases (the agent's, in order) -> the words a headline uses for them.

@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..monitor.sampler import DSQ_PLAUSIBILITY_CEILING
+from ..introspect.scx import SCX_EXIT_ERROR, exit_kind_name
 from .types import EventDeltas, MonitorReport, MonitorSummary, MonitorVerdict
 
 MONITOR_WARMUP_SAMPLES = 20
+DSQ_PLAUSIBILITY_CEILING = 10_000  # the seed's: a deeper local DSQ means uninitialised memory
 
 
 @dataclass(frozen=True)
@@ -251,13 +252,9 @@ def _rate_violations(samples: Sequence[dict], th: Thresholds) -> list[str]:
     return out
 
 
-SCX_EXIT_ERROR = 1024  # kinds at or above are errors (ERROR, ERROR_BPF, ERROR_STALL, ...)
-
-
 def _scx_exit(samples: Sequence[dict]) -> list[str]:
     """The scheduler leaving `enabled` with an error exit kind latched. A normal
     unregistration (DONE, UNREG*, SYSRQ) at the end of a run is not a violation."""
-    from ..rundir.dumps import exit_kind_name
     seen_enabled = False
     for i, s in enumerate(samples):
         scx = s.get("scx") or {}
@@ -280,6 +277,12 @@ def report(samples: Sequence[dict], th: Thresholds = Thresholds(), *,
     trimmed = trim_settle_samples(samples)
     return MonitorReport(summary=summarize(trimmed), verdict=evaluate(trimmed, th),
                          thresholds_enabled=thresholds_enabled)
+
+
+def unavailable_report(reason: str, thresholds_enabled: bool = True) -> MonitorReport:
+    """The report of a run whose monitor could not run (`reason`, one line)."""
+    return report([], thresholds_enabled=thresholds_enabled,
+                  unavailable=f"monitor unavailable: {reason}")
 
 
 def load_samples(lines: Sequence[str]) -> list[dict[str, Any]]:

@@ -12,12 +12,42 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..evaluate.workstats import GroupStats, TestResult, WorkerStats  # noqa: F401 (part of this API)
 from ..spec import Topology
 from .wire import FLAG_STDERR, FLAG_TRUNCATED, Frame, MsgType
 
 MAX_CPU = 4095
 _MAX_ITEMS = 4096  # list lengths accepted from the guest (workers, ranges, symbols)
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    group: int
+    kind: str
+    index: int
+    pid: int
+    cpu_ns: int
+    wall_ns: int
+    iterations: int
+    migrations: int
+    cpus: tuple[int, ...]
+    max_gap_ns: int
+    cgroup: str = ""  # as the worker read /proc/self/cgroup, e.g. "/cg0"
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """The guest's measurements of one test; evaluate/workstats.py summarises them."""
+
+    __test__ = False  # not a pytest class
+
+    scheduler: str  # guest path of the scheduler, "" for a baseline run
+    duration_ms: int
+    workers: tuple[WorkerStats, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def baseline(self) -> bool:
+        return not self.scheduler
 
 
 class _Bad(Exception):

@@ -9,7 +9,7 @@ otherwise:
   PERCPU_ARRAY   `percpu_entries` [{"key": i, "per_cpu": [per CPU]}] for non-zero ones
   HASH, LRU_HASH `entries` [{"key", "key_hex", "value", "value_hex"}] through the buckets
   PERCPU_HASH    `percpu_hash_entries` [{"key", "key_hex", "per_cpu": [per CPU]}]
-(ktstr's FailureDumpMap shapes).
+(ktstr's MapDump shapes).
   anything else  `error` saying the type is not rendered
 Layouts (bpf_map, bpf_array, bpf_htab, htab_elem, xa_node, struct btf) come from the
 kernel's BTF. Every walk is capped and every read may fail: a map that cannot be read
@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..rundir.dumps import FailureDumpMap
 from .bpf_render import render
 from .btf import Btf
 from .btf_types import BtfError
@@ -96,6 +95,23 @@ class MapLayout:
                    map_types=types)
 
 
+@dataclass(frozen=True)
+class MapDump:
+    """One BPF map as read from the frozen guest: its rendered contents (any JSON: `value`
+    for arrays, `entries` for hashes, `percpu_entries` for per-CPU maps) or why it could not
+    be read. The failure dump stores it as rundir/dumps.FailureDumpMap (same fields)."""
+
+    name: str
+    map_type: int = 0
+    value_size: int = 0
+    max_entries: int = 0
+    value: Any = None
+    entries: Any = None
+    percpu_entries: Any = None
+    percpu_hash_entries: Any = None
+    error: str | None = None
+
+
 class MapReader:
     """Reads every BPF map of the frozen guest."""
 
@@ -156,21 +172,21 @@ class MapReader:
                 continue
         return out
 
-    def read_all(self) -> tuple[FailureDumpMap, ...]:
+    def read_all(self) -> tuple[MapDump, ...]:
         out = []
         for va in self.map_addresses():
             try:
                 out.append(self.read_map(va))
             except Exception as e:  # garbage (a corrupt program BTF, say) costs one map,
                 # never the dump
-                out.append(FailureDumpMap(name=f"<map at {va:#x}>",
+                out.append(MapDump(name=f"<map at {va:#x}>",
                                           error=f"could not be read: {type(e).__name__}: {e}"))
         return tuple(out)
 
     # ------------------------------------------------------------------ one map
 
-    def _header(self, va: int) -> tuple[FailureDumpMap, tuple[int, int, int, int]] | None:
-        """The map's FailureDumpMap shell (name, type, sizes; `error` set when the header
+    def _header(self, va: int) -> tuple[MapDump, tuple[int, int, int, int]] | None:
+        """The map's MapDump shell (name, type, sizes; `error` set when the header
         is unreadable or implausible) and (key size, key type id, value type id, btf
         pointer); None when its name cannot be read at all."""
         L, mem = self.L, self.mem
@@ -183,22 +199,22 @@ class MapReader:
         if not name.isprintable() or not name:
             name = f"<map at {va:#x}>"
         if any(is_bad(x) for x in head) or is_bad(btf_ptr):
-            return FailureDumpMap(name=name, error="map header unreadable"), (0, 0, 0, 0)
+            return MapDump(name=name, error="map header unreadable"), (0, 0, 0, 0)
         mtype, ksize, vsize, max_entries, ktid, vtid = head
-        base = FailureDumpMap(name=name, map_type=mtype, value_size=vsize,
+        base = MapDump(name=name, map_type=mtype, value_size=vsize,
                               max_entries=max_entries)
         if mtype > MAX_MAP_TYPE or ksize > MAX_VALUE_BYTES or vsize > MAX_VALUE_BYTES:
             base = _with(base, error="implausible map header (not a bpf_map?)")
         return base, (ksize, ktid, vtid, btf_ptr)
 
-    def read_map(self, va: int) -> FailureDumpMap:
+    def read_map(self, va: int) -> MapDump:
         got = self._header(va)
         if got is None:
-            return FailureDumpMap(name=f"<map at {va:#x}>", error="unreadable map name")
+            return MapDump(name=f"<map at {va:#x}>", error="unreadable map name")
         return self._contents(va, *got)
 
-    def _contents(self, va: int, base: FailureDumpMap,
-                  extra: tuple[int, int, int, int]) -> FailureDumpMap:
+    def _contents(self, va: int, base: MapDump,
+                  extra: tuple[int, int, int, int]) -> MapDump:
         """The map's contents rendered into its header shell (or `error` saying why not)."""
         L = self.L
         ksize, ktid, vtid, btf_ptr = extra
@@ -249,7 +265,7 @@ class MapReader:
             raise _Unreadable(f"{what} unreadable: {raw.reason}")
         return raw
 
-    def _array(self, va: int, base: FailureDumpMap, val: _Typed) -> FailureDumpMap:
+    def _array(self, va: int, base: MapDump, val: _Typed) -> MapDump:
         es = self.mem.u32(va + self.L.arr_elem_size)
         if is_bad(es) or es < val.size or es > MAX_VALUE_BYTES:
             raise _Unreadable("bpf_array.elem_size unreadable or implausible")
@@ -270,7 +286,7 @@ class MapReader:
             out.append(None if is_bad(raw) else val.render(raw, 0))
         return out
 
-    def _percpu_array(self, va: int, base: FailureDumpMap, val: _Typed) -> FailureDumpMap:
+    def _percpu_array(self, va: int, base: MapDump, val: _Typed) -> MapDump:
         n = min(base.max_entries, MAX_ENTRIES * 4)
         raw = self._read(va + self.L.arr_value, 8 * n, "per-CPU pointers")
         entries = []
@@ -295,8 +311,8 @@ class MapReader:
             for b in range(0, len(raw) - 7, stride):
                 yield int.from_bytes(raw[b:b + 8], "little")
 
-    def _hash(self, va: int, base: FailureDumpMap, key: _Typed, val: _Typed,
-              percpu: bool) -> FailureDumpMap:
+    def _hash(self, va: int, base: MapDump, key: _Typed, val: _Typed,
+              percpu: bool) -> MapDump:
         L, mem = self.L, self.mem
         buckets, nb = mem.u64(va + L.htab_buckets), mem.u32(va + L.htab_n_buckets)
         if is_bad(buckets) or is_bad(nb) or not buckets or not 0 < nb <= 1 << 24:
@@ -362,12 +378,12 @@ def _nonzero(v: Any) -> bool:
     return bool(v)
 
 
-def _with(base: FailureDumpMap, **kw: Any) -> FailureDumpMap:
+def _with(base: MapDump, **kw: Any) -> MapDump:
     return replace(base, **kw)
 
 
 def read_maps(mem: GuestMemory, kbtf: Btf | None, map_idr: int | None,
-              per_cpu_offsets: Sequence[int], ncpus: int) -> tuple[FailureDumpMap, ...]:
+              per_cpu_offsets: Sequence[int], ncpus: int) -> tuple[MapDump, ...]:
     """Every BPF map in the guest; () when the kernel's BTF or `map_idr` is unknown."""
     if kbtf is None or map_idr is None:
         return ()
@@ -381,7 +397,7 @@ def read_maps(mem: GuestMemory, kbtf: Btf | None, map_idr: int | None,
 DATA_SECTIONS = (".bss", ".data", ".rodata")
 
 
-def active_obj_name(maps: Sequence[FailureDumpMap]) -> str | None:
+def active_obj_name(maps: Sequence[MapDump]) -> str | None:
     """The scheduler's BPF object name from its global-data maps (`scx_simple` for
     `scx_simple.bss`; libbpf names them `<obj>.<section>`), when exactly one object has
     them."""

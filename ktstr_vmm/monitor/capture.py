@@ -21,6 +21,7 @@ from ..rundir.dumps import (
     DsqState,
     EventCounterSample,
     FailureDump,
+    FailureDumpMap,
     RqScxState,
     ScxSchedState,
     TaskEnrichment,
@@ -293,7 +294,8 @@ def capture(s: Sampler, samples: list[dict], hz: int | None = None) -> FailureDu
                     t = _task(s, va, None, waiting_ms)
                     if t is not None:
                         tasks[va] = t
-    maps = read_maps(s.mem, s.mem.btf, s.L.sym.get("map_idr"), s.per_cpu_offsets, s.ncpus)
+    maps = tuple(FailureDumpMap(**vars(m)) for m in
+                 read_maps(s.mem, s.mem.btf, s.L.sym.get("map_idr"), s.per_cpu_offsets, s.ncpus))
     return FailureDump(
         maps=maps, active_obj_name=active_obj_name(maps), rq_scx_states=tuple(rqs),
         dsq_states=tuple(dsqs), scx_sched_state=sched,

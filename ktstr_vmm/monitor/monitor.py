@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..evaluate import thresholds as T
-from ..evaluate.types import MonitorReport
 from ..introspect.btf import BtfError
 from ..introspect.btf_load import load_btf
 from ..introspect.memory import GuestMemory, is_bad
+from ..introspect.scx import is_error_kind
 from ..introspect.symbols import kernel_symbols
 from ..rundir.dumps import FailureDump
 from .bpf_globals import GlobalsRecorder
@@ -51,19 +50,13 @@ class MonitorUnavailable:
 
     reason: str
 
-    def report(self, thresholds_enabled: bool = True) -> MonitorReport:
-        return T.report([], thresholds_enabled=thresholds_enabled,
-                        unavailable=f"monitor unavailable: {self.reason}")
-
 
 class Monitor:
-    def __init__(self, mem: GuestMemory, sampler: Sampler, out: Path, interval_s: float,
-                 thresholds: T.Thresholds = T.Thresholds()) -> None:
+    def __init__(self, mem: GuestMemory, sampler: Sampler, out: Path, interval_s: float) -> None:
         self.mem, self.sampler, self.out = mem, sampler, Path(out)
         self.hz: int | None = None  # the kernel's CONFIG_HZ, for runnable_for_ms (create())
         self.globals_recorder: GlobalsRecorder | None = None  # bpf.jsonl (create())
         self.interval_s = max(0.005, float(interval_s))
-        self.thresholds = thresholds
         self.samples: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -80,16 +73,14 @@ class Monitor:
     @classmethod
     def create(cls, ram: Sequence[Any], sysrdy: Any, vmlinux: Path | None, out: Path,
                interval_s: float = 0.1, vcpus: int = 0, *, build_id: str | None = None,
-               thresholds: T.Thresholds | None = None, hz: int | None = None,
+               hz: int | None = None,
                globals_out: Path | None = None,
                remember_symbols: bool = False) -> Monitor | MonitorUnavailable:
         """A ready Monitor, or MonitorUnavailable(reason) when BTF, symbols or RAM are
-        missing or the guest's memory does not look like its kernel. Never raises.
-        thresholds default to Thresholds.for_vcpus(vcpus)."""
-        thresholds = thresholds or T.Thresholds.for_vcpus(vcpus)
+        missing or the guest's memory does not look like its kernel. Never raises."""
         try:
             mon = cls._create(ram, sysrdy, vmlinux, out, interval_s, vcpus, build_id,
-                              thresholds, remember_symbols)
+                              remember_symbols)
             if isinstance(mon, Monitor):
                 mon.hz = hz
                 if globals_out is not None:
@@ -101,8 +92,7 @@ class Monitor:
             return MonitorUnavailable(f"{type(e).__name__}: {e}")
 
     @classmethod
-    def _create(cls, ram, sysrdy, vmlinux, out, interval_s, vcpus, build_id, thresholds,
-                remember_symbols):
+    def _create(cls, ram, sysrdy, vmlinux, out, interval_s, vcpus, build_id, remember_symbols):
         if not ram:
             return MonitorUnavailable("the VM engine does not share guest RAM")
         if vmlinux is None:
@@ -138,7 +128,7 @@ class Monitor:
         err = sampler.prepare()
         if err:
             return MonitorUnavailable(err)
-        return cls(mem, sampler, out, interval_s, thresholds)
+        return cls(mem, sampler, out, interval_s)
 
     # ------------------------------------------------------------------ sampling
 
@@ -226,17 +216,14 @@ class Monitor:
         self._thread = threading.Thread(target=self._run, name="ktstr-monitor", daemon=True)
         self._thread.start()
 
-    def stop(self, thresholds_enabled: bool = True) -> MonitorReport:
-        """Stop sampling; the report over every sample taken (settle samples trimmed)."""
+    def stop(self) -> list[dict[str, Any]]:
+        """Stop sampling; every sample taken, in order (the judge applies the thresholds:
+        evaluate/thresholds.report)."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
-        return self.report(thresholds_enabled)
-
-    def report(self, thresholds_enabled: bool = True) -> MonitorReport:
         with self._lock:
-            samples = list(self.samples)
-        return T.report(samples, self.thresholds, thresholds_enabled=thresholds_enabled)
+            return list(self.samples)
 
     # ------------------------------------------------------------------ exit
 
@@ -256,7 +243,7 @@ class Monitor:
 
     def scheduler_failed(self) -> bool:
         """Exited with an error kind (>= SCX_EXIT_ERROR = 1024)."""
-        return self._exit_kind is not None and self._exit_kind >= T.SCX_EXIT_ERROR
+        return is_error_kind(self._exit_kind)
 
     def capture(self) -> FailureDump:
         """The full state read now (pause the VM first) as a real FailureDump."""

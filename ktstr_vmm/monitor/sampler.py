@@ -16,8 +16,10 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..evaluate.thresholds import DSQ_PLAUSIBILITY_CEILING
 from ..introspect.btf import Btf, BtfError
 from ..introspect.memory import START_KERNEL_MAP, BadRead, GuestMemory, is_bad
+from ..introspect.scx import EXIT_KINDS, SCX_EXIT_DONE, exit_kinds
 from ..introspect.symbols import Symbols
 
 REQUIRED_SYMBOLS = ("runqueues", "__per_cpu_offset", "page_offset_base")
@@ -31,7 +33,6 @@ CLASS_SYMBOLS = {"ext_sched_class": "ext", "fair_sched_class": "fair",
 MAX_PID = 4 * 1024 * 1024
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-DSQ_PLAUSIBILITY_CEILING = 10_000  # the seed's: deeper means uninitialised memory
 NR_RUNNING_CEILING = 100_000
 
 
@@ -73,6 +74,8 @@ class Layout:
     sch_bypass_depth: int | None = None
     sch_watchdog_timeout: int | None = None
     enable_states: dict[int, str] = field(default_factory=dict)
+    exit_kinds: dict[int, str] = field(default_factory=lambda: dict(EXIT_KINDS))  # the BTF's
+    exit_done: int = SCX_EXIT_DONE  # the BTF's SCX_EXIT_DONE
     extra: dict[str, int | None] = field(default_factory=dict)  # capture-only offsets
 
     @classmethod
@@ -102,6 +105,12 @@ class Layout:
             kw["enable_states"] = {v: k.removeprefix("SCX_").lower()
                                    for k, v in btf.enum("scx_enable_state").items()}
         except BtfError:
+            pass
+        try:
+            kinds = exit_kinds(btf)
+            kw["exit_kinds"] = kinds
+            kw["exit_done"] = next(v for v, name in kinds.items() if name == "SCX_EXIT_DONE")
+        except (BtfError, StopIteration):
             pass
         extra = {
             "rq_cpu_released": _opt(btf, "rq", "scx.cpu_released"),
@@ -310,7 +319,7 @@ class Sampler:
         kind_loc = self._sch_locs(sch)
         if L.sch_exit_kind is not None:
             k = _U32.unpack_from(*kind_loc)[0] if kind_loc is not None else None
-            if k == SCX_EXIT_DONE:  # late poll: the real kind is in exit_info
+            if k == L.exit_done:  # late poll: the real kind is in exit_info
                 k = real_exit_kind(self.mem, L, sch)
             out["exit_kind"] = k
             if k is None:
@@ -387,7 +396,7 @@ def real_exit_kind(mem: Any, L: Any, sch: int) -> int | None:
     if is_bad(k):
         return None
     ei_kind = L.extra.get("ei_kind")
-    if k == SCX_EXIT_DONE and L.sch_exit_info is not None and ei_kind is not None:
+    if k == L.exit_done and L.sch_exit_info is not None and ei_kind is not None:
         ei = mem.u64(sch + L.sch_exit_info)
         if not is_bad(ei) and ei:
             real = mem.u32(ei + ei_kind)
@@ -396,4 +405,3 @@ def real_exit_kind(mem: Any, L: Any, sch: int) -> int | None:
     return k
 
 
-SCX_EXIT_DONE = 1

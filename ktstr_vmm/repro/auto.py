@@ -32,6 +32,7 @@ from typing import Any
 from ..errors import KtstrError
 from ..evaluate import types as ev
 from ..fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..introspect.scx import SCX_EXIT_ERROR, SCX_EXIT_ERROR_STALL
 from ..rundir.layout import (
     CONSOLE,
     EVENTS,
@@ -64,7 +65,6 @@ CHAIN_LINES = 40
 PROBE_DRAIN_GRACE_S = 30.0  # the seed's PROBE_DRAIN_GRACE: the repro VM's extra watchdog time
 TRACE_FILE = "trace.txt"
 PROBES_FILE = "probes.json"
-EXIT_ERROR, EXIT_ERROR_STALL = 1024, 1026
 
 NO_PROBE_DATA = (
     "auto-repro: no probe data — the scheduler may have exited before probes could capture "
@@ -99,7 +99,7 @@ def primary_exit_kind(primary_dir: Path, test: str, sched_exit: ev.SchedExit | N
             dump_kind = kind
     except (OSError, ValueError, AttributeError, KtstrError):
         pass
-    if dump_kind is not None and dump_kind >= EXIT_ERROR:
+    if dump_kind is not None and dump_kind >= SCX_EXIT_ERROR:
         return dump_kind
     return line_kind if line_kind is not None else dump_kind
 
@@ -206,7 +206,7 @@ def run_repro(primary_dir: Path, spec: RunSpec, primary: Primary,
 
     kernel = resolve_kernel(spec.kernel)
     btf = load_btf(kernel.vmlinux, kernel.build_id)
-    stall = primary.exit_kind == EXIT_ERROR_STALL
+    stall = primary.exit_kind == SCX_EXIT_ERROR_STALL
     probes = build_probe_set(btf, backtrace_functions(primary.console), spec.topology.vcpus,
                              include_backtrace=not stall)
     tables = DecodeTables.from_btf(btf)
@@ -267,7 +267,7 @@ def _shape(message: str) -> str:
 
 
 def _exit_words(se: ev.SchedExit) -> str:
-    from ..rundir.dumps import exit_kind_name
+    from ..introspect.scx import exit_kind_name
 
     if se.kind is None:
         return se.message or "an exit of unknown kind"
@@ -312,7 +312,7 @@ def render_section(primary: Primary, repro: ReproRun, probes: ProbeSet, tables: 
     if not ours:
         out.append(NO_PROBE_DATA)
         out.append(_repro_status(repro))
-    if primary.exit_kind == EXIT_ERROR_STALL:
+    if primary.exit_kind == SCX_EXIT_ERROR_STALL:
         out.append("primary exit: SCX_EXIT_ERROR_STALL (the watchdog's exit; its backtrace is "
                    "not probed, the chain shows the last scheduling events before it)")
     nprobes = len(probes.functions)

@@ -336,7 +336,7 @@ def decode_value(key: str, value: str, tables: DecodeTables) -> str:
             return "SCX_SLICE_INF"
         return f"{n / 1e6:g}ms" if n else "0"
     if key == "kind":
-        from ..rundir.dumps import exit_kind_name
+        from ..introspect.scx import exit_kind_name
 
         return exit_kind_name(n)
     if key == "exit_code":

@@ -9,14 +9,21 @@ from __future__ import annotations
 import re
 
 from ..evaluate import types as ev
+from ..evaluate.workstats import scenario_stats
+from ..introspect.scx import EXIT_KIND_VALUES
 from .recorder import GuestState
 
 _DISABLED = re.compile(r'sched_ext: BPF scheduler "([^"]*)" disabled \(([^)]*)\)')
-# SCX_EXIT_* kinds (include/linux/sched/ext.h) by the word the kernel prints.
-EXIT_KINDS = {"done": 0, "unregistered": 64, "unregistered from BPF": 65,
-              "unregistered from user space": 66, "sysrq-S": 67,
-              "runtime error": 1024, "scx_bpf_error": 1025,
-              "runnable task stall": 1026}
+# The exit kind by the words the kernel prints for it (kernel/sched/ext.c scx_exit_reason();
+# "unregistered" and "sysrq-S" as older kernels and ktstr write them).
+_REASONS = {"done": "SCX_EXIT_NONE", "unregistered": "SCX_EXIT_UNREG",
+            "unregistered from user space": "SCX_EXIT_UNREG",
+            "unregistered from BPF": "SCX_EXIT_UNREG_BPF",
+            "unregistered from the main kernel": "SCX_EXIT_UNREG_KERN",
+            "disabled by sysrq-S": "SCX_EXIT_SYSRQ", "sysrq-S": "SCX_EXIT_SYSRQ",
+            "runtime error": "SCX_EXIT_ERROR", "scx_bpf_error": "SCX_EXIT_ERROR_BPF",
+            "runnable task stall": "SCX_EXIT_ERROR_STALL"}
+EXIT_KINDS = {words: EXIT_KIND_VALUES[name] for words, name in _REASONS.items()}
 
 
 def sched_exit_from(state: GuestState, console: str) -> ev.SchedExit | None:
@@ -91,7 +98,7 @@ def build_outcome(*, test: str, scheduler: str | None, topology: str, state: Gue
                 text = f"scheduler process died unexpectedly during the workload{when}: {words}"
             details.append(ev.Detail(message=text, kind=kind))
         tr = ev.TestResult(outcome="fail" if details else "pass", details=tuple(details),
-                           info_notes=tuple(g.notes) + extra_notes, stats=g.scenario_stats())
+                           info_notes=tuple(g.notes) + extra_notes, stats=scenario_stats(g))
     crash = "\n".join(state.crash) or None
     return ev.RunOutcome(
         test=test, scheduler=scheduler, topology=topology, test_result=tr,

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ..evaluate.workstats import stats_line
 from ..fsutil import append_line, atomic_write_json
 from ..guest import messages as gm
 from ..guest.wire import Frame, MsgType, parse_payload
@@ -107,7 +108,7 @@ class Recorder:
             self.run.append_event("exec_exit", pid=p.pid, code=p.code, signal=p.signal, how=p.how)
         elif isinstance(p, gm.TestResult):
             s.test_result = p
-            self.run.append_event("test_result", stats=p.stats_line())
+            self.run.append_event("test_result", stats=stats_line(p))
         elif isinstance(p, gm.Exit):
             s.exit = p
             self.run.append_event("exit", code=p.code, reason=p.reason)

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..engine.base import BootSpec, Machine
 from ..errors import Interrupted, KtstrError
+from ..evaluate import thresholds, workstats
 from ..evaluate import types as ev
 from ..evaluate.judge import evaluate, result_json
 from ..fsutil import atomic_write_json, atomic_write_text
@@ -325,9 +326,10 @@ class Run:
         if mon is None:
             return None
         if isinstance(mon, MonitorUnavailable):
-            return mon.report(thresholds_enabled=False)
-        report = mon.stop(thresholds_enabled=True)
-        self.monitor_samples, self.monitor_t0 = list(mon.samples), mon.started_at
+            return thresholds.unavailable_report(mon.reason, thresholds_enabled=False)
+        samples = mon.stop()
+        report = thresholds.report(samples, thresholds.Thresholds.for_vcpus(self.spec.topology.vcpus))
+        self.monitor_samples, self.monitor_t0 = samples, mon.started_at
         g = mon.globals_recorder
         self.rd.append_event(
             "monitor", state="stopped", samples=len(mon.samples),
@@ -557,8 +559,8 @@ class Run:
 
 
 def _stats_json(tr) -> dict[str, Any]:
-    return {"summary": tr.stats_line(), "duration_ms": tr.duration_ms, "notes": list(tr.notes),
-            "groups": [g.__dict__ for g in tr.groups()],
+    return {"summary": workstats.stats_line(tr), "duration_ms": tr.duration_ms, "notes": list(tr.notes),
+            "groups": [g.__dict__ for g in workstats.groups(tr)],
             "workers": [{**w.__dict__, "cpus": list(w.cpus)} for w in tr.workers]}
 
 

@@ -43,18 +43,6 @@ REASON_NO_NUMA_WALKER = "no NUMA walker (host-side walker pending)"
 REASON_PROG_ACCESSOR_UNAVAILABLE = "prog accessor unavailable"
 REASON_SCX_ROOT_NULL = "scx_root is NULL (no scheduler attached)"
 
-# enum scx_exit_kind (include/linux/sched/ext.h; values as in the 7.3 kernel's BTF).
-SCX_EXIT_KINDS = {
-    0: "NONE", 1: "DONE", 64: "UNREG", 65: "UNREG_BPF", 66: "UNREG_KERN", 67: "SYSRQ",
-    68: "PARENT", 69: "PARENT_KILL", 1024: "ERROR", 1025: "ERROR_BPF", 1026: "ERROR_STALL",
-    1027: "ERROR_REENQ", 1028: "ERROR_RESCUE",
-}
-
-
-def exit_kind_name(kind: int) -> str:
-    """`SCX_EXIT_ERROR_BPF` for 1025; `SCX_EXIT_<n>` for a value this table lacks."""
-    return f"SCX_EXIT_{SCX_EXIT_KINDS.get(kind, kind)}"
-
 
 class DumpError(StoreError):
     """A failure-dump file that cannot be read or does not have the expected shape."""

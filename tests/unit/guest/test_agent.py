@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from ktstr_vmm.errors import BuildError, SchedulerError
+from ktstr_vmm.evaluate.workstats import stats_line, stats_section
 from ktstr_vmm.guest import agent as agent_mod
 from ktstr_vmm.guest import messages as gm
 from ktstr_vmm.guest.wire import Decoder, Frame, MsgType, encode
@@ -170,7 +171,7 @@ def test_baseline_run_reports_topology_lifecycle_stats_and_powers_off(kernel, tm
     for w in res.workers:
         assert w.iterations > 0 and 0 < w.cpu_ns <= w.wall_ns + 50_000_000
         assert 1.9e9 <= w.wall_ns <= 12e9 and w.cpus
-    assert STATS.match(res.stats_line()), res.stats_line()
+    assert STATS.match(stats_line(res)), stats_line(res)
     assert run.one(gm.Exit) == gm.Exit(0, "ok")
     assert [f.type for f in run.frames if f.type not in (MsgType.Dmesg, MsgType.Stdout)][-2:] == [
         MsgType.TestResult, MsgType.Exit]
@@ -216,7 +217,7 @@ def test_scx_simple_run_enables_serves_a_snapshot_and_stops_on_sigint(kernel, tm
                for v in run.values)
     res = run.one(gm.TestResult)
     assert res.scheduler == "/usr/bin/scx_simple" and len(res.workers) == 4
-    assert STATS.match(res.stats_line()), res.stats_line()
+    assert STATS.match(stats_line(res)), stats_line(res)
     assert run.one(gm.Exit) == gm.Exit(0, "ok")
     assert run.exit_reason == "poweroff"
 
@@ -318,7 +319,7 @@ def test_every_workload_kind_runs_in_its_own_cgroup_and_measures_itself(kernel, 
     # each pipe round trip counts once on both sides of the pair
     pipes = [w for w in res.workers if w.kind == "pipe"]
     assert abs(pipes[0].iterations - pipes[1].iterations) <= 1
-    lines = res.stats_section().splitlines()
+    lines = stats_section(res).splitlines()
     assert lines[0].startswith("6 workers, ") and len(lines) == 6
     assert re.fullmatch(r"  cg4: workers=2 cpus=\d spread=\d+\.\d% gap=\d+ms migrations=\d+ "
                         r"iter=\d+", lines[5]), lines[5]

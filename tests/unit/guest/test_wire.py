@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ktstr_vmm.evaluate.workstats import stats_line, stats_section
 from ktstr_vmm.guest import messages as guestmsg
 from ktstr_vmm.guest.wire import (
     FLAG_STDERR,
@@ -214,8 +215,8 @@ def test_test_result_stats_line_in_ktstrs_shape():
                    (3_000_000_000, 0, [2], 1_000_000), (4_000_000_000, 0, [3], 0)])]
     v = guestmsg.parse_payload(_frame(MsgType.TestResult, {
         "scheduler": "/bin/sched", "duration_ms": 5000, "workers": workers}))
-    assert v.stats_line() == "4 workers, 4 cpus, 2 migrations, worst_spread=25.0%, worst_gap=21ms"
-    assert v.stats_section().splitlines()[1] == (
+    assert stats_line(v) == "4 workers, 4 cpus, 2 migrations, worst_spread=25.0%, worst_gap=21ms"
+    assert stats_section(v).splitlines()[1] == (
         "  cg0: workers=4 cpus=4 spread=25.0% gap=21ms migrations=2 iter=4000")
 
 
@@ -290,6 +291,6 @@ def test_test_result_from_any_worker_records_parses_or_errors_cleanly(workers):
     assert isinstance(v, guestmsg.TestResult | guestmsg.PayloadError)
     if isinstance(v, guestmsg.TestResult):
         if v.workers:
-            assert v.stats_section().startswith(f"{len(v.workers)} workers, ")
+            assert stats_section(v).startswith(f"{len(v.workers)} workers, ")
         else:  # the seed gates the section on having cgroups
-            assert v.stats_section() == ""
+            assert stats_section(v) == ""

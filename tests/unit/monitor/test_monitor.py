@@ -74,7 +74,7 @@ def test_exit_is_seen_and_captured(kernel, image, tmp_path):
     assert {t.pid for t in d.task_enrichments} == {100, 101, 102, 103}
     assert len(d.event_counter_timeline) == 2
     assert failure_dump_from_json(json.loads(json.dumps(dump_to_json(d)))) == d
-    report = mon.stop()
+    report = T.report(mon.stop())
     assert report.verdict.details[-1].startswith(
         "scheduler state left enabled: enabled (SCX_EXIT_ERROR_BPF) at sample 1")
 
@@ -168,7 +168,7 @@ def test_no_usable_samples_is_inconclusive():
                          "run queue is not in guest RAM)")
     same = _series(5, lambda i, c: {"clock_ns": 77})
     assert T.report(same).verdict.summary == "monitor data not yet initialized"
-    r = MonitorUnavailable("no .BTF").report()
+    r = T.unavailable_report(MonitorUnavailable("no .BTF").reason)
     assert (r.verdict.kind, r.verdict.summary) == ("inconclusive", "monitor unavailable: no .BTF")
 
 
@@ -213,7 +213,7 @@ def test_garbage_memory_gives_inconclusive_not_a_crash(kernel, image, tmp_path):
         image.put(image.rq_pa(1) + image.m("rq", "curr"), "Q", rnd.getrandbits(64))
         image.put(image.rq_pa(2) + image.m("rq", "scx.local_dsq.nr"), "I", 0xFFFFFF)
         mon.sample_once()
-    r = mon.stop()
+    r = T.report(mon.stop())
     assert r.verdict.kind == "inconclusive"
     assert any(f.startswith("implausible cpu2") for s in mon.samples for f in s["flags"])
     mon.capture()  # never raises

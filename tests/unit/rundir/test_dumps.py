@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ktstr_vmm.errors import KtstrError, UsageError
+from ktstr_vmm.introspect.scx import exit_kind_name
 from ktstr_vmm.rundir.dumps import (
     DsqState,
     DumpError,
@@ -21,7 +22,6 @@ from ktstr_vmm.rundir.dumps import (
     TaskEnrichment,
     clear_stale_dumps,
     dump_to_json,
-    exit_kind_name,
     load_failure_dump,
     placeholder_reason,
     write_failure_dump,
