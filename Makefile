@@ -47,6 +47,7 @@ run: setup
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 test: setup lint
 	$(VENV)/bin/pytest

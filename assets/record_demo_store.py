@@ -42,7 +42,7 @@ def main() -> int:
     args = ap.parse_args()
     sys.path.insert(0, str(HERE.parent))
     from ktstr_cli.commands.run import spec_from_args
-    from ktstr_vmm.run.runner import run
+    from ktstr_vmm.run.orchestrate import run
     from ktstr_vmm.store.store import Store
 
     work = Path(tempfile.mkdtemp(prefix="ktstr-demo-"))

@@ -31,11 +31,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # support.testguests
+
+from support.testguests import build_guest  # noqa: E402
 
 from ktstr_vmm.engine.base import BootSpec  # noqa: E402
 from ktstr_vmm.engine.kvm import KvmEngine  # noqa: E402
 from ktstr_vmm.engine.kvmprobe import probe_kvm  # noqa: E402
-from ktstr_vmm.engine.testguests import build_guest  # noqa: E402
 from ktstr_vmm.spec import parse_topology  # noqa: E402
 
 ONE = parse_topology("1n1l1c1t")
@@ -68,7 +70,7 @@ def qemu_once(bios: Path) -> float:
 
 
 def smoke(topology: str, cap: float) -> dict:
-    from ktstr_vmm.kernel.kernels import fetch_kernel
+    from ktstr_vmm.kernel.fetch import fetch_kernel
 
     k = fetch_kernel()
     topo = parse_topology(topology)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from support import monitor_image as MI  # noqa: E402
 
 from ktstr_vmm.introspect.btf_load import load_btf  # noqa: E402
-from ktstr_vmm.kernel.kernels import fetch_kernel  # noqa: E402
+from ktstr_vmm.kernel.fetch import fetch_kernel  # noqa: E402
 from ktstr_vmm.monitor.monitor import Monitor  # noqa: E402
 
 

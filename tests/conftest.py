@@ -31,7 +31,7 @@ def kernel():
     """The real sched_ext kernel (`ktstr kernel fetch`, cached: instant after the first time).
     Skips only when this machine cannot fetch it (archive unreachable, no apt configuration)."""
     from ktstr_vmm.errors import FetchError, UsageError
-    from ktstr_vmm.kernel.kernels import fetch_kernel
+    from ktstr_vmm.kernel.fetch import fetch_kernel
 
     try:
         return fetch_kernel()

@@ -44,7 +44,8 @@ def refusal(run_id: str, spec: RunSpec, result: dict | None, phase: str | None) 
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
-    from ktstr_vmm.repro.auto import auto_repro_section, primary_from_run_dir, result_with_section
+    from ktstr_vmm.repro.auto import result_with_section
+    from ktstr_vmm.run.orchestrate import auto_repro_section, primary_from_run_dir
 
     from .run import LivePhase
 

@@ -166,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def execute_and_report(spec: RunSpec, as_json: bool) -> int:
-    from ktstr_vmm.run.runner import run
+    from ktstr_vmm.run.orchestrate import run
 
     live = None if as_json else LivePhase()
     result = run(spec, on_phase=live.update if live else None)

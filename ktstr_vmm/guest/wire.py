@@ -11,7 +11,7 @@ twin is native/guest/wire.h; docs/wire.md documents every message and its payloa
 never raises: garbage before a magic is skipped and counted, a frame whose CRC fails or
 whose type is unknown is dropped and counted (and scanning resumes just after its magic,
 so a good frame hidden inside a bad one's claimed length is still found), and a header
-claiming more than MAX_PAYLOAD is dropped and counted. Typed payloads are in guestmsg.py
+claiming more than MAX_PAYLOAD is dropped and counted. Typed payloads are in messages.py
 (`parse_payload`).
 """
 
@@ -21,7 +21,6 @@ import enum
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any
 
 MAGIC_BYTES = b"KTSW"
 MAGIC = int.from_bytes(MAGIC_BYTES, "little")
@@ -204,11 +203,3 @@ def decode_all(data: bytes) -> list[Frame]:
     """Every good frame in a complete byte string (a recorded wire log)."""
     d = Decoder()
     return d.feed(data) + d.finish()
-
-
-def parse_payload(frame: Frame) -> Any:
-    """The frame's payload as a typed value, or a guestmsg.PayloadError; never raises.
-    (Lives in guestmsg.py; re-exported here for callers that only import wire.)"""
-    from .messages import parse_payload as _parse
-
-    return _parse(frame)

@@ -43,6 +43,11 @@ def fetch(progress: Progress, refresh: bool = False, apt_etc: Path = APT_ETC) ->
     return fetch_outcome(progress, refresh=refresh, apt_etc=apt_etc).kernel
 
 
+def fetch_kernel(progress: Progress | None = None, refresh: bool = False) -> Kernel:
+    """The newest Debian sched_ext kernel, fetched once and cached."""
+    return fetch(progress or Progress(), refresh=refresh)
+
+
 def fetch_outcome(progress: Progress, refresh: bool = False,
                   apt_etc: Path = APT_ETC) -> FetchOutcome:
     t0 = time.monotonic()

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from ..errors import KernelError
 from ..fsutil import atomic_write_json, atomic_write_text
-from ..progress import Progress
 from . import cache as kernelcache
 from . import vmlinux
 from .debian import debian_version_key
@@ -111,13 +110,6 @@ def cached_kernels() -> list[Kernel]:
     user = sorted((k for k in ks if k.origin == "user"), key=lambda k: k.fetched_at,
                   reverse=True)
     return deb + user
-
-
-def fetch_kernel(progress: Progress | None = None, refresh: bool = False) -> Kernel:
-    """The newest Debian sched_ext kernel, fetched once and cached (see kernelfetch.py)."""
-    from .fetch import fetch
-
-    return fetch(progress or Progress(), refresh=refresh)
 
 
 # --- checks ------------------------------------------------------------------------------

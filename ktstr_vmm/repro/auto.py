@@ -1,5 +1,6 @@
-"""Auto-repro: after a failed run, boot a second VM with the same spec and probes on the
-crash path, and turn what the probes recorded into the `--- auto-repro ---` section.
+"""Auto-repro: the gate, the repro run's spec and directory, and the `--- auto-repro ---`
+section made from what the probes recorded. Booting the second VM is orchestration
+(run/orchestrate.py calls this module; this module imports no runner or engine).
 
 The gate is the seed's (`run_ktstr_test_inner_impl`): on when the run asked for it
 (`--no-auto-repro` turns it off), a sched_ext scheduler ran and the run did not expect an
@@ -31,28 +32,23 @@ from typing import Any
 
 from ..errors import KtstrError
 from ..evaluate import types as ev
-from ..fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..fsutil import atomic_write_json
 from ..introspect.scx import SCX_EXIT_ERROR, SCX_EXIT_ERROR_STALL
 from ..rundir.layout import (
     CONSOLE,
     EVENTS,
     REPRO,
-    RESULT,
     SCHED_LOG,
     SPEC,
     RunDir,
     failure_dump_name,
-    repro_failure_dump_name,
 )
 from ..spec import RunSpec
 from .probes import (
     DecodeTables,
     ProbeSet,
-    backtrace_functions,
-    build_probe_set,
     chain_to_exit,
     decode_trace,
-    refused_probes,
     render_hit,
 )
 
@@ -140,19 +136,6 @@ def primary_from_outcome(primary_dir: Path, spec: RunSpec, outcome: ev.RunOutcom
                    console=outcome.console)
 
 
-def primary_from_run_dir(primary_dir: Path, spec: RunSpec, result: dict[str, Any]) -> Primary:
-    """The same facts from a finished run's files (for `ktstr repro RUN`)."""
-    from ..run.outcome import sched_exit_from
-    from ..run.recorder import GuestState
-
-    console = _read(Path(primary_dir) / CONSOLE)
-    se = sched_exit_from(GuestState(), console)
-    return Primary(run_id=Path(primary_dir).name, exit=se,
-                   exit_kind=primary_exit_kind(primary_dir, spec.name, se),
-                   reason=str(result.get("reason") or ""),
-                   reached_workload=primary_reached_workload(primary_dir), console=console)
-
-
 # --------------------------------------------------------------------------- the repro run
 
 def create_repro_dir(primary_dir: Path, spec: RunSpec) -> RunDir:
@@ -194,49 +177,6 @@ class ReproRun:
     refused: tuple[str, ...]
     timed_out: bool
     interrupted: bool
-
-
-def run_repro(primary_dir: Path, spec: RunSpec, primary: Primary,
-              on_phase: PhaseCallback | None = None) -> tuple[ReproRun, ProbeSet, DecodeTables]:
-    """Prepare, probe and run the repro VM; raises KtstrError when it cannot start."""
-    from ..introspect.btf_load import load_btf
-    from ..kernel.kernels import resolve_kernel
-    from ..run.outcome import sched_exit_from
-    from ..run.runner import Run, prepare
-
-    kernel = resolve_kernel(spec.kernel)
-    btf = load_btf(kernel.vmlinux, kernel.build_id)
-    stall = primary.exit_kind == SCX_EXIT_ERROR_STALL
-    probes = build_probe_set(btf, backtrace_functions(primary.console), spec.topology.vcpus,
-                             include_backtrace=not stall)
-    tables = DecodeTables.from_btf(btf)
-    rspec = repro_spec(spec, primary.run_id, probes)
-    prep = prepare(rspec)  # the guest spec (with the probes) is rendered from rspec
-    rd = create_repro_dir(primary_dir, rspec)
-    label = f"{primary.run_id}/{REPRO}"
-    cb = (lambda _rid, phase, detail: on_phase(label, phase, detail)) if on_phase else None
-    run = Run(prep, rd, cb)
-    result = run.execute()
-    st = run.recorder.state
-    trace = "".join(st.probe_output)
-    refused = tuple(refused_probes(st.agent_output))
-    atomic_write_text(rd / TRACE_FILE, trace)
-    atomic_write_json(rd / PROBES_FILE, {**probes.to_json(), "refused": list(refused),
-                                         "tables": tables.to_json(),
-                                         "primary_exit_kind": primary.exit_kind})
-    res = rd.read_json(RESULT)
-    if res is not None:  # the repro's own result lists the files written after it
-        res["artifacts"] = sorted({*res.get("artifacts", []), TRACE_FILE, PROBES_FILE})
-        atomic_write_json(rd / RESULT, res)
-    dump = rd / failure_dump_name(spec.name)
-    if dump.is_file():
-        with contextlib.suppress(OSError, KtstrError):
-            atomic_write_bytes(Path(primary_dir) / repro_failure_dump_name(spec.name),
-                               dump.read_bytes())
-    console = _read(rd / CONSOLE)
-    return (ReproRun(rd=rd, result=result, exit=sched_exit_from(st, console), trace=trace,
-                     refused=refused, timed_out=bool(result.get("timed_out")),
-                     interrupted=result.get("phase") == "interrupted"), probes, tables)
 
 
 # --------------------------------------------------------------------------- the section
@@ -340,33 +280,6 @@ def render_section(primary: Primary, repro: ReproRun, probes: ProbeSet, tables: 
     out.append("\n--- repro console ---")
     out.append(console or "empty (no console output from the repro VM)")
     return "\n".join(out)
-
-
-def auto_repro_section(primary_dir: Path, spec: RunSpec, primary: Primary,
-                       on_phase: PhaseCallback | None = None) -> str:
-    """Run the repro VM and return the section text (never raises a KtstrError: a repro
-    that cannot start is said in the section)."""
-    try:
-        repro, probes, tables = run_repro(primary_dir, spec, primary, on_phase)
-    except KtstrError as e:
-        text = f"auto-repro: could not start the repro VM: {e.message}"
-        return f"{NOT_REACHED}\n{text}" if not primary.reached_workload else text
-    except Exception as e:  # the primary's verdict stands whatever happens to its repro
-        log.exception("auto-repro failed")
-        return f"auto-repro: the repro run failed internally: {type(e).__name__}: {e}"
-    return render_section(primary, repro, probes, tables)
-
-
-def maybe_auto_repro(primary_run_dir: Path, spec: RunSpec, outcome: ev.RunOutcome,
-                     verdict: ev.Verdict, on_phase: PhaseCallback | None = None) -> str | None:
-    """The runner's hook after judging a primary: the section text, or None when the seed's
-    gate says no repro (then evaluate is not repeated)."""
-    from ..evaluate.judge import needs_repro
-
-    if not effective_auto_repro(spec) or not needs_repro(outcome, verdict):
-        return None
-    primary = primary_from_outcome(primary_run_dir, spec, outcome, verdict)
-    return auto_repro_section(primary_run_dir, spec, primary, on_phase)
 
 
 def _read(path: Path) -> str:

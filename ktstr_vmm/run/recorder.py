@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from ..evaluate.workstats import stats_line
 from ..fsutil import append_line, atomic_write_json
 from ..guest import messages as gm
-from ..guest.wire import Frame, MsgType, parse_payload
+from ..guest.messages import parse_payload
+from ..guest.wire import Frame, MsgType
 from ..rundir.layout import BPF_PROGS, SCHED_LOG, RunDir
 from ..trace.files import TraceWriter
 

@@ -32,7 +32,6 @@ from ..guest.wire import Decoder, MsgType, encode
 from ..kernel.kernels import Kernel, check_kernel, kernel_hz, resolve_kernel
 from ..kernel.schedulers import Scheduler, resolve_scheduler
 from ..monitor.monitor import KALLSYMS, Monitor, MonitorUnavailable
-from ..repro.auto import maybe_auto_repro
 from ..rundir.dumps import (
     clear_stale_dumps,
     placeholder_reason,
@@ -59,6 +58,8 @@ from .recorder import Recorder
 log = logging.getLogger(__name__)
 
 PhaseCallback = Callable[[str, str, str], None]  # (run_id, phase, detail)
+# (primary run dir, spec, outcome, verdict, on_phase) -> the auto-repro section or None
+ReproHook = Callable[[Path, RunSpec, ev.RunOutcome, ev.Verdict, PhaseCallback], str | None]
 
 CMDLINE = ("console=ttyS0 panic=-1 nokaslr oops=panic panic_on_warn=0 8250.nr_uarts=2 "
            "no_timer_check")  # TCG on a busy host can trip the IO-APIC timer check
@@ -115,20 +116,14 @@ def kallsyms_to_ask(kernel: Kernel) -> list[str]:
     return kernel_symbols(kernel.build_id).missing(KALLSYMS)
 
 
-def run(spec: RunSpec, *, store=None, on_phase: PhaseCallback | None = None) -> dict[str, Any]:
-    """Run `spec`; returns result.json's content (also written to the run directory).
-    On interruption the status says so and the returned dict has phase 'interrupted'."""
-    from ..store.store import Store
-
-    prep = prepare(spec)
-    store = store or Store()
-    rd = store.create_run(spec)
-    return Run(prep, rd, on_phase).execute()
-
-
 class Run:
-    def __init__(self, prep: Prepared, rd: RunDir, on_phase: PhaseCallback | None) -> None:
+    """One VM run: boot, record, monitor, judge. `repro` is the orchestrator's hook after the
+    first judgement (run/orchestrate.repro_gate): the `--- auto-repro ---` section, or None."""
+
+    def __init__(self, prep: Prepared, rd: RunDir, on_phase: PhaseCallback | None,
+                 repro: ReproHook | None = None) -> None:
         self.prep, self.spec, self.rd = prep, prep.spec, rd
+        self.repro = repro
         self.on_phase = on_phase or (lambda *_: None)
         self.machine: Machine | None = None
         self.recorder = Recorder(rd)
@@ -381,7 +376,8 @@ class Run:
             verdict = replace(verdict, kind="inconclusive", reason=reason,
                               message=f"ktstr_test '{spec.name}' [topo={requested}] inconclusive:\n  {reason}",
                               sections={"info": reason, **verdict.sections})
-        section = maybe_auto_repro(self.rd.path, spec, outcome, verdict, self.on_phase)
+        section = (self.repro(self.rd.path, spec, outcome, verdict, self.on_phase)
+                   if self.repro is not None else None)
         if section is not None:
             outcome = replace(outcome, repro=section)
             verdict = evaluate(outcome)

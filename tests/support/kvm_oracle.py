@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import struct
 
-from ktstr_vmm.engine.testguests import TOPOLOGY_QUERIES
 from ktstr_vmm.spec import Topology
+from support.testguests import TOPOLOGY_QUERIES
 
 
 def cpuid_view(dwords: list[int]) -> dict[tuple[int, int], tuple[int, int, int, int]]:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from support.kvm_oracle import cpuid_view, linux_ids, same_partition
+from support.testguests import SPIN_MARKER, SPIN_MARKER_GPA, guest_image
 
 from ktstr_vmm.engine.kvmprobe import probe_kvm
-from ktstr_vmm.engine.testguests import SPIN_MARKER, SPIN_MARKER_GPA, guest_image
 from ktstr_vmm.errors import EngineError
 from ktstr_vmm.spec import parse_topology
 

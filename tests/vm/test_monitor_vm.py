@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ktstr_vmm.run.runner import run
+from ktstr_vmm.run.orchestrate import run
 from ktstr_vmm.rundir.dumps import load_failure_dump
 from ktstr_vmm.spec import RunSpec, parse_topology
 

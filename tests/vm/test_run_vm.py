@@ -185,14 +185,14 @@ def test_snapshot_of_a_live_run_saves_the_kernels_dump_and_the_state(run_store):
 
 
 def test_a_guest_that_never_speaks_is_booted_again_once(store, kernel, schedulers, monkeypatch):
-    from ktstr_vmm.run import runner
+    from ktstr_vmm.run import orchestrate, runner
     from ktstr_vmm.spec import RunSpec, parse_topology
 
     # Make the first boot look hung (no wire byte within 1 s) to drive the retry for real.
     monkeypatch.setattr(runner, "BOOT_STALL_S", -3.0)
     spec = RunSpec(name="retry", scheduler="scx_simple", topology=parse_topology("tiny-2llc"),
                    duration_s=2.0, auto_repro=False)
-    r = runner.run(spec)
+    r = orchestrate.run(spec)
     assert r["verdict"] == "pass", r["message"]
     events = [json.loads(x) for x in (Path(r["run_dir"]) / "events.jsonl").read_text().splitlines()]
     retries = [e for e in events if e["kind"] == "boot_retry"]

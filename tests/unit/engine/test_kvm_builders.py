@@ -15,8 +15,8 @@ from support.kvm_oracle import (
     srat_affinity,
     tables,
 )
+from support.testguests import TOPOLOGY_QUERIES
 
-from ktstr_vmm.engine.testguests import TOPOLOGY_QUERIES
 from ktstr_vmm.spec import Topology, parse_topology
 
 native = pytest.importorskip("ktstr_vmm._kvm", reason="the KVM extension is not built")

@@ -268,7 +268,8 @@ def test_a_real_verifier_rejection_names_the_program_and_the_error(tmp_path):
 
 def test_the_agents_bpfprogs_frame_decodes_and_bad_ones_are_counted_not_raised():
     from ktstr_vmm.guest import messages as gm
-    from ktstr_vmm.guest.wire import Decoder, MsgType, encode, parse_payload
+    from ktstr_vmm.guest.messages import parse_payload
+    from ktstr_vmm.guest.wire import Decoder, MsgType, encode
     from ktstr_vmm.run.recorder import bpf_progs_json
 
     recorded = json.loads((DATA / "scx_simple.bpf-progs.json").read_bytes())

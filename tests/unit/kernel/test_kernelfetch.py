@@ -12,8 +12,7 @@ import pytest
 
 from ktstr_vmm.errors import FetchError, UsageError
 from ktstr_vmm.kernel import cache as kernelcache
-from ktstr_vmm.kernel.fetch import fetch_outcome
-from ktstr_vmm.kernel.kernels import fetch_kernel
+from ktstr_vmm.kernel.fetch import fetch_kernel, fetch_outcome
 from ktstr_vmm.progress import Progress
 
 

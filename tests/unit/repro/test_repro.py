@@ -20,12 +20,12 @@ from ktstr_vmm.repro.auto import (
     Primary,
     ReproRun,
     effective_auto_repro,
-    maybe_auto_repro,
     primary_reached_workload,
     render_section,
     result_with_section,
 )
 from ktstr_vmm.repro.probes import DecodeTables, ProbeSet
+from ktstr_vmm.run.orchestrate import repro_gate
 from ktstr_vmm.rundir.layout import RunDir
 from ktstr_vmm.spec import RunSpec, parse_topology
 
@@ -54,9 +54,9 @@ def test_the_seeds_gate(kw, on):
 
 def test_no_repro_for_a_pass_or_a_gated_run(tmp_path):
     outcome = ev.RunOutcome(test="scx_ktstr", scheduler="scx_ktstr")
-    assert maybe_auto_repro(tmp_path, _spec(), outcome, ev.Verdict("pass")) is None
+    assert repro_gate(tmp_path, _spec(), outcome, ev.Verdict("pass")) is None
     failed = ev.Verdict("fail", reason="failed")
-    assert maybe_auto_repro(tmp_path, _spec(auto_repro=False), outcome, failed) is None
+    assert repro_gate(tmp_path, _spec(auto_repro=False), outcome, failed) is None
 
 
 def test_workload_reached_from_events(tmp_path):

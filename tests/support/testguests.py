@@ -14,9 +14,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ..errors import BuildError
-from ..fsutil import atomic_write_bytes
-from ..paths import cache_dir, native_dir
+from ktstr_vmm.errors import BuildError
+from ktstr_vmm.fsutil import atomic_write_bytes
+from ktstr_vmm.paths import cache_dir, native_dir
 
 GUESTS = ("exit", "rm_hello", "lm_hello", "hlt", "triple", "spin", "io_mmio", "topology",
           "wire_echo", "emulfail", "poweroff", "reset")
