@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import StoreError, UsageError
 from ..fsutil import atomic_write_json
 from ..rundir.layout import GAUNTLETS
-from ..rundir.summary import VERDICTS, load_json_object
+from ..rundir.summary import VERDICTS, BadFile, load_json_object
 from ..spec import validate_name
 from ..store.store import NEW_PREFIX, Store
 from .matrix import Cell, Matrix
@@ -62,7 +62,10 @@ def write_record(store: Store, gid: str, matrix: Matrix) -> GauntletRecord:
 
 def read_record(store: Store, gid: str) -> GauntletRecord:
     path = record_path(store, gid)
-    data = load_json_object(path)
+    try:
+        data = load_json_object(path)
+    except BadFile as e:
+        raise UsageError(f"gauntlet record {path} is damaged: {e}") from None
     if data is None:
         raise UsageError(f"no gauntlet '{gid}' in the store {store.root}",
                          "ktstr gauntlet --list shows the gauntlets")
@@ -80,7 +83,10 @@ def list_records(store: Store) -> list[dict[str, Any]]:
         for p in (store.root / GAUNTLETS).glob("*.json"):
             if p.name.startswith("."):
                 continue
-            data = load_json_object(p)
+            try:
+                data = load_json_object(p)
+            except BadFile:  # a damaged record is not listed; --resume says why
+                continue
             if data and isinstance(data.get("id"), str):
                 out.append(data)
     return sorted(out, key=lambda d: d.get("created") or 0, reverse=True)

@@ -10,13 +10,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..rundir.layout import BPF_PROGS, SCHED_LOG
-from ..rundir.summary import load_json_object
+from ..rundir import bpf_progs
+from ..rundir.bpf_progs import ProgInfo
+from ..rundir.layout import SCHED_LOG
 
-# BPF_PROG_TYPE_* numbers the table names (include/uapi/linux/bpf.h).
-PROG_TYPES = {1: "socket_filter", 2: "kprobe", 5: "tracepoint", 6: "xdp", 7: "perf_event",
-              8: "cgroup_skb", 17: "raw_tracepoint", 26: "tracing", 27: "struct_ops",
-              28: "ext", 29: "lsm", 31: "syscall"}
 _LOAD_FAILED = re.compile(r"libbpf: prog '([^']+)': (?:BPF program load failed|failed to load)"
                           r":?\s*(.*)")
 _BEGIN = re.compile(r"libbpf: prog '([^']+)': -- BEGIN PROG LOAD LOG --")
@@ -34,19 +31,11 @@ _COMPLAINT = re.compile(r"fail|error|invalid|unknown|not found|unsupported", re.
 
 
 @dataclass(frozen=True)
-class ProgLine:
-    name: str
-    type: str
-    verified_insns: int
-    xlated_len: int
-
-
-@dataclass(frozen=True)
 class VerifierCell:
     """What one cell's run says about loading its scheduler."""
 
     loaded: bool  # bpf-progs.json was written (sched_ext got enabled)
-    progs: tuple[ProgLine, ...]
+    progs: tuple[ProgInfo, ...]
     failed_prog: str | None = None
     error: str | None = None  # the first verifier error, or why we cannot tell
 
@@ -56,19 +45,9 @@ class VerifierCell:
 
 
 def read_cell(run_dir: Path) -> VerifierCell:
-    data = load_json_object(run_dir / BPF_PROGS)
-    if data is not None and isinstance(data.get("progs"), list):
-        progs = []
-        for p in data["progs"]:
-            if not isinstance(p, dict):
-                continue
-            try:
-                progs.append(ProgLine(str(p.get("name", ""))[:64],
-                                      PROG_TYPES.get(int(p.get("type", 0)), str(p.get("type"))),
-                                      int(p.get("verified_insns", 0)), int(p.get("xlated_len", 0))))
-            except (TypeError, ValueError):
-                continue
-        return VerifierCell(True, tuple(progs))
+    info = bpf_progs.read(run_dir)
+    if info is not None:
+        return VerifierCell(True, info.progs)
     prog, err = first_verifier_error(run_dir / SCHED_LOG)
     return VerifierCell(False, (), prog, err or "the scheduler did not load (no verifier log "
                         "in sched.log; see the run's scheduler log)")

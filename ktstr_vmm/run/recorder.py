@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass, field
 
 from ..evaluate.workstats import stats_line
-from ..fsutil import append_line, atomic_write_json
+from ..fsutil import append_line
 from ..guest import messages as gm
 from ..guest.messages import parse_payload
 from ..guest.wire import Frame, MsgType
-from ..rundir.layout import BPF_PROGS, SCHED_LOG, RunDir
+from ..rundir import bpf_progs
+from ..rundir.layout import SCHED_LOG, RunDir
 from ..trace.files import TraceWriter
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class Recorder:
             s.exit = p
             self.run.append_event("exit", code=p.code, reason=p.reason)
         elif isinstance(p, gm.BpfProgs):
-            atomic_write_json(self.run / BPF_PROGS, bpf_progs_json(p))
+            bpf_progs.write(self.run.path, p)
         elif isinstance(p, gm.SnapshotReply):
             with self._reply_cv:
                 self._replies[p.id] = p
@@ -137,11 +138,3 @@ class Recorder:
                     return None
                 self._reply_cv.wait(left)
             return self._replies.pop(req_id)
-
-
-def bpf_progs_json(p: gm.BpfProgs) -> dict:
-    """bpf-progs.json: the agent's BpfProgs frame as written to the run directory."""
-    return {"when": p.when, "guest_ms": p.t_ms, "more": p.more, "error": p.error,
-            "progs": [{"id": g.id, "name": g.name, "type": g.type,
-                       "verified_insns": g.verified_insns, "xlated_len": g.xlated_len,
-                       "jited_len": g.jited_len} for g in p.progs]}

@@ -22,7 +22,13 @@ from ktstr_vmm.gauntlet.matrix import (
     matrix_from_file,
     matrix_from_options,
 )
-from ktstr_vmm.gauntlet.record import judged_cells, unpack_run
+from ktstr_vmm.gauntlet.record import (
+    judged_cells,
+    list_records,
+    read_record,
+    unpack_run,
+    write_record,
+)
 from ktstr_vmm.gauntlet.verifier import first_verifier_error, read_cell, render_table
 from ktstr_vmm.spec import PRESETS, RunSpec, parse_topology
 from ktstr_vmm.store.store import Store
@@ -270,7 +276,7 @@ def test_the_agents_bpfprogs_frame_decodes_and_bad_ones_are_counted_not_raised()
     from ktstr_vmm.guest import messages as gm
     from ktstr_vmm.guest.messages import parse_payload
     from ktstr_vmm.guest.wire import Decoder, MsgType, encode
-    from ktstr_vmm.run.recorder import bpf_progs_json
+    from ktstr_vmm.rundir.bpf_progs import to_json
 
     recorded = json.loads((DATA / "scx_simple.bpf-progs.json").read_bytes())
     payload = {"when": "scx_enabled", "t_ms": recorded["guest_ms"], "progs": recorded["progs"]}
@@ -279,7 +285,7 @@ def test_the_agents_bpfprogs_frame_decodes_and_bad_ones_are_counted_not_raised()
     p = parse_payload(frame)
     assert isinstance(p, gm.BpfProgs)
     assert [g.name for g in p.progs][:2] == ["scx_lib_init_pr", "simple_select_c"]
-    assert bpf_progs_json(p) == recorded  # what the recorder writes is what was recorded
+    assert to_json(p) == recorded  # what the recorder writes is what was recorded
     for bad in ({"progs": [{"name": "x"}]}, {"progs": "many"}, {"progs": [{"id": -1}]}):
         (frame,) = Decoder().feed(encode(MsgType.BpfProgs, json.dumps(bad)))
         assert isinstance(parse_payload(frame), gm.PayloadError)
@@ -329,3 +335,17 @@ def test_the_embedded_cluster_is_sized_by_cpus_memory_and_cells(monkeypatch):
     monkeypatch.setattr(driver.os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setattr(driver, "_mem_available_mib", lambda: 64 * 1024)
     assert driver.default_workers(cells, mem.__getitem__) == 2
+
+
+def test_a_damaged_gauntlet_record_is_refused_in_one_line_and_not_listed(tmp_path):
+    store = Store(tmp_path / "store")
+    m = matrix_from_options("scx_simple", "tiny-1llc", None, None, None, None, None, False)
+    write_record(store, "g-1", m)
+    write_record(store, "g-2", m)
+    (store.root / "gauntlets" / "g-2.json").write_text("{half")
+    assert [d["id"] for d in list_records(store)] == ["g-1"]
+    with pytest.raises(UsageError) as e:
+        read_record(store, "g-2")
+    assert e.value.one_line().startswith(f"gauntlet record {store.root}/gauntlets/g-2.json is "
+                                         "damaged: g-2.json: invalid JSON")
+    assert read_record(store, "g-1").matrix == m
