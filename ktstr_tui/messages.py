@@ -25,16 +25,6 @@ class StoreChanged(Message):
         self.kind = kind
 
 
-class RunLaunched(Message):
-    """`ktstr run`/`rerun`/`repro` was spawned; its run directory shows up later."""
-
-    def __init__(self, pid: int, argv: list[str], log: Path) -> None:
-        super().__init__()
-        self.pid = pid
-        self.argv = argv
-        self.log = log
-
-
 class LaunchFailed(Message):
     """A spawned `ktstr` command exited before a run directory appeared."""
 

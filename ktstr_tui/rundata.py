@@ -18,13 +18,7 @@ from typing import Any
 from ktstr_vmm.errors import StoreError
 from ktstr_vmm.rundir import layout as rundir
 from ktstr_vmm.rundir import summary as runsummary
-
-VERDICTS = ("pass", "fail", "inconclusive", "skip")
-LIVE_PHASES = ("pending", "building", "booting", "running", "evaluating")
-
-# Section order of a failure message (DESIGN.md "Evaluation").
-SECTION_ORDER = ("info", "stats", "periodic samples", "temporal assertions", "scheduler log",
-                 "monitor", "sched_ext dump", "auto-repro", "watchdog")
+from ktstr_vmm.rundir.layout import LIVE_PHASES, VERDICTS
 
 
 def _num(v: Any) -> float | None:

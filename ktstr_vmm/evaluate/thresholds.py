@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ..introspect.scx import SCX_EXIT_ERROR, exit_kind_name
 from .types import EventDeltas, MonitorReport, MonitorSummary, MonitorVerdict
@@ -283,17 +282,3 @@ def unavailable_report(reason: str, thresholds_enabled: bool = True) -> MonitorR
     """The report of a run whose monitor could not run (`reason`, one line)."""
     return report([], thresholds_enabled=thresholds_enabled,
                   unavailable=f"monitor unavailable: {reason}")
-
-
-def load_samples(lines: Sequence[str]) -> list[dict[str, Any]]:
-    """monitor.jsonl lines -> samples (damaged lines skipped)."""
-    import json
-    out = []
-    for line in lines:
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            out.append(obj)
-    return out

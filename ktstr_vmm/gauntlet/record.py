@@ -23,8 +23,8 @@ from typing import Any
 
 from ..errors import StoreError, UsageError
 from ..fsutil import atomic_write_json
-from ..rundir.layout import GAUNTLETS
-from ..rundir.summary import VERDICTS, BadFile, load_json_object
+from ..rundir.layout import GAUNTLETS, VERDICTS
+from ..rundir.summary import BadFile, load_json_object
 from ..spec import validate_name
 from ..store.store import NEW_PREFIX, Store
 from .matrix import Cell, Matrix

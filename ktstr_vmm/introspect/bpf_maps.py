@@ -23,6 +23,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .bpf_render import render
+from .bpf_types import (
+    ARRAY,
+    HASH,
+    LRU_HASH,
+    LRU_PERCPU_HASH,
+    MAP_TYPES,
+    PERCPU_ARRAY,
+    PERCPU_HASH,
+)
 from .btf import Btf
 from .btf_types import BtfError
 from .memory import GuestMemory, is_bad
@@ -35,7 +44,6 @@ MAX_BUCKET_BYTES = 4 << 20  # of a hash map's bucket array scanned for elements
 CHUNK = 64 << 10
 XA_CHUNK = 64
 MAX_MAP_TYPE = 255
-ARRAY, HASH, PERCPU_HASH, PERCPU_ARRAY, LRU_HASH, LRU_PERCPU_HASH = 2, 1, 5, 6, 9, 10
 
 
 def _pointee_size(btf: Btf, s: str, path: str) -> int:
@@ -89,7 +97,7 @@ class MapLayout:
             types = {v: k.removeprefix("BPF_MAP_TYPE_")
                      for k, v in kbtf.enum("bpf_map_type").items()}
         except BtfError:
-            types = {}
+            types = dict(MAP_TYPES)
         offsets = {k: kbtf.member(st, path).offset for k, (st, path) in _OFFSETS.items()}
         return cls(**offsets, bucket_size=_pointee_size(kbtf, "bpf_htab", "buckets"),
                    map_types=types)

@@ -1,4 +1,5 @@
-"""GuestMemory: read the guest kernel's memory from the host, typed through its BTF.
+"""GuestMemory: read the guest kernel's memory from the host (offsets come from its BTF:
+`btf` rides along for the readers built on this, monitor/sampler.py and bpf_maps.py).
 
 Physical reads go through the engine's RAM mappings (`Machine.ram()` RamRegions), limited
 to the guest's own System RAM ranges (SysRdy.ram, from /proc/iomem) when known. Kernel
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .btf import ARRAY, ENUM, ENUM64, INT, PTR, STRUCT, UNION, Btf, BtfError
+from .btf import Btf
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000
 LA57_THRESHOLD = 0xFFFF800000000000  # page_offset_base below this => 5-level paging
@@ -208,77 +209,3 @@ class GuestMemory:
         if is_bad(raw):
             return raw
         return list(struct.unpack(f"<{ncpus}Q", raw))
-
-    # ------------------------------------------------------------------ typed
-
-    def _btf(self) -> Btf:
-        if self.btf is None:
-            raise BtfError("GuestMemory has no BTF for typed reads")
-        return self.btf
-
-    def value(self, va: int, tid: int, bit_offset: int = 0, bit_size: int = 0) -> Any:
-        """Read a value of BTF type `tid` at `va`: int for ints/enums/pointers, str for
-        char arrays, a StructView for structs, a list for other arrays."""
-        b = self._btf()
-        rt = b.resolve(tid)
-        t = b.type(rt)
-        if bit_size:
-            size = max(1, (bit_offset + bit_size + 7) // 8)
-            raw = self.read(va, size)
-            if is_bad(raw):
-                return raw
-            return (int.from_bytes(raw, "little") >> bit_offset) & ((1 << bit_size) - 1)
-        if t.kind in (INT, ENUM, ENUM64, PTR):
-            size = 8 if t.kind == PTR else t.size
-            if size not in (1, 2, 4, 8):
-                return BadRead(va, f"unsupported integer size {size}")
-            raw = self.read(va, size)
-            if is_bad(raw):
-                return raw
-            return int.from_bytes(raw, "little", signed=t.signed and t.kind != PTR)
-        if t.kind in (STRUCT, UNION):
-            return StructView(self, rt, va)
-        if t.kind == ARRAY:
-            et = b.type(b.resolve(t.elem_type))
-            if et.kind == INT and et.size == 1:
-                raw = self.read(va, t.nelems)
-                return raw if is_bad(raw) else raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-            es = b.size_of(t.elem_type)
-            return [self.value(va + i * es, t.elem_type) for i in range(min(t.nelems, 4096))]
-        return BadRead(va, f"cannot read a {t.kind_name}")
-
-    def field(self, va: int, struct_name: str, path: str) -> Any:
-        """`mem.field(rq_va, "rq", "scx.nr_running")`: one member, typed."""
-        f = self._btf().member(struct_name, path)
-        return self.value(va + f.offset, f.type_id, f.bit_offset % 8, f.bit_size)
-
-    def read_struct(self, struct_name: str, va: int) -> StructView:
-        return StructView(self, self._btf().struct(struct_name).id, va)
-
-
-class StructView:
-    """Lazy typed access to a struct in guest memory: `view.nr_running`,
-    `view["scx.local_dsq.nr"]`; every access is a fresh read (BadRead on failure)."""
-
-    __slots__ = ("_mem", "_tid", "address")
-
-    def __init__(self, mem: GuestMemory, tid: int, va: int) -> None:
-        self._mem, self._tid, self.address = mem, tid, va
-
-    def __getitem__(self, path: str) -> Any:
-        b = self._mem._btf()
-        f = b.member(self._tid, path)
-        return self._mem.value(self.address + f.offset, f.type_id, f.bit_offset % 8,
-                               f.bit_size)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self[name]
-        except BtfError as e:
-            raise AttributeError(str(e)) from None
-
-    def __repr__(self) -> str:
-        t = self._mem._btf().type(self._tid)
-        return f"<{t.kind_name} {t.name or '(anon)'} @ {self.address:#x}>"

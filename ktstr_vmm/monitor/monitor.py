@@ -31,16 +31,13 @@ from ..introspect.scx import is_error_kind
 from ..introspect.symbols import kernel_symbols
 from ..rundir.dumps import FailureDump
 from .bpf_globals import GlobalsRecorder
-from .sampler import REQUIRED_SYMBOLS, Layout, Sampler, real_exit_kind
+from .sampler import OPTIONAL_SYMBOLS, REQUIRED_SYMBOLS, Layout, Sampler, real_exit_kind
 
 log = logging.getLogger(__name__)
 
 # kallsyms the monitor uses (the runner asks the guest for these at SysRdy).
-KALLSYMS = ("runqueues", "__per_cpu_offset", "page_offset_base", "scx_root", "nr_cpu_ids",
-            "scx_enable_state_var", "init_top_pgt", "phys_base",
-            "jiffies", "ext_sched_class", "fair_sched_class", "idle_sched_class",
-            "rt_sched_class", "dl_sched_class", "stop_sched_class", "map_idr",
-            "nr_node_ids")
+# every symbol the monitor reads: the guest is asked for those its build's cache lacks
+KALLSYMS = REQUIRED_SYMBOLS + OPTIONAL_SYMBOLS
 EXIT_POLL_S = 0.01  # how often the thread checks the exit kind between samples
 
 

@@ -384,10 +384,6 @@ class Sampler:
         return {"t": round(t, 4), "cpus": cpus, "scx": scx, "flags": flags}
 
 
-def kernel_image_pa(va: int) -> int:
-    return va - START_KERNEL_MAP
-
-
 def real_exit_kind(mem: Any, L: Any, sch: int) -> int | None:
     """scx_sched->exit_kind, or the exit_info's kind once the kernel's disable work has
     swapped exit_kind to SCX_EXIT_DONE (1) - a poll that comes late would otherwise see

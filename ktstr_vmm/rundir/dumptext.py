@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-# uapi BPF_MAP_TYPE_* values (stable ABI) for the maps table.
-MAP_TYPES = {1: "HASH", 2: "ARRAY", 3: "PROG_ARRAY", 4: "PERF_EVENT_ARRAY", 5: "PERCPU_HASH",
-             6: "PERCPU_ARRAY", 7: "STACK_TRACE", 9: "LRU_HASH", 10: "LRU_PERCPU_HASH",
-             12: "ARRAY_OF_MAPS", 13: "HASH_OF_MAPS", 22: "QUEUE", 23: "STACK",
-             26: "STRUCT_OPS", 27: "RINGBUF", 29: "TASK_STORAGE", 33: "ARENA"}
+from ..introspect.bpf_types import MAP_TYPES
+
 MAP_LINE = 110  # characters of a map's contents shown on its line
 
 

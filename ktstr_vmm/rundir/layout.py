@@ -40,6 +40,9 @@ TRACE = "trace"  # the scheduling trace's directory; its files: ktstr_vmm/trace/
 GAUNTLETS = "gauntlets"
 
 PHASES = ("pending", "building", "booting", "running", "evaluating", "done", "interrupted")
+LIVE_PHASES = tuple(p for p in PHASES if p not in ("done", "interrupted"))
+# result.json "verdict"; a RunSummary adds "corrupt", "interrupted" and the live phases.
+VERDICTS = ("pass", "fail", "inconclusive", "skip")
 
 
 def failure_dump_name(test: str) -> str:

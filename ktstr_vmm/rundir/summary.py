@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .layout import PHASES, RESULT, SPEC, STATUS
+from .layout import LIVE_PHASES, PHASES, RESULT, SPEC, STATUS, VERDICTS
 
-VERDICTS = ("pass", "fail", "inconclusive", "skip")
-LIVE_PHASES = tuple(p for p in PHASES if p not in ("done", "interrupted"))
 CORRUPT = "corrupt"
 INTERRUPTED = "interrupted"
 # Every value the verdict column can hold.

@@ -26,7 +26,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import StoreError
-from ..rundir.summary import VERDICTS, RunSummary, summarize
+from ..rundir.layout import VERDICTS
+from ..rundir.summary import RunSummary, summarize
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from .. import paths
 from ..errors import StoreError, UsageError
 from ..fsutil import atomic_write_json, hint_for
-from ..rundir.layout import REPRO, SPEC, RunDir, new_run_id
-from ..rundir.summary import ALL_VERDICTS, LIVE_PHASES, RunSummary, summarize
+from ..rundir.layout import LIVE_PHASES, REPRO, SPEC, RunDir, new_run_id
+from ..rundir.summary import ALL_VERDICTS, RunSummary, summarize
 from ..spec import RunSpec, parse_topology
 from .index import Index, list_run_dirs, scan_runs
 
