@@ -57,8 +57,8 @@ def main() -> int:
     args = ap.parse_args()
     runs: dict[bool, list[dict]] = {True: [], False: []}
     with tempfile.TemporaryDirectory(prefix="ktstr-bench-overhead-") as tmp:
-        for _ in range(args.reps):
-            for traced in (False, True):
+        for rep in range(args.reps):
+            for traced in ((False, True) if rep % 2 == 0 else (True, False)):  # both orders
                 runs[traced].append(one(Path(tmp), traced, args))
                 if not args.json:
                     r = runs[traced][-1]
