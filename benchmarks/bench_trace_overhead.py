@@ -44,6 +44,8 @@ def one(store: Path, traced: bool, args) -> dict:
         out["events"] = index["events"]
         out["stored_kib"] = sum(f.stat().st_size for f in tdir.glob("cpu*.pages")) >> 10
         out["lost"] = index["lost"]
+        stats = json.loads((tdir / "stats.json").read_text())
+        out["agent_cpu_ms"] = ((stats.get("guest") or {}).get("agent_cpu_us") or 0) / 1000
     return out
 
 
@@ -64,7 +66,8 @@ def main() -> int:
                     r = runs[traced][-1]
                     print(f"  {'traced  ' if traced else 'untraced'} {r['iterations']:>12,} "
                           f"iterations" + (f", {r['events']:,} events, {r['stored_kib']} KiB "
-                                           "stored" if traced else "")
+                                           f"stored, agent streaming CPU {r['agent_cpu_ms']:.0f} ms"
+                                           if traced else "")
                           + ("" if r["verdict"] == "pass" else f" (verdict {r['verdict']})"),
                           flush=True)
     med = {k: statistics.median(r["iterations"] for r in v) for k, v in runs.items()}
@@ -76,6 +79,7 @@ def main() -> int:
            "lost_percent": round(lost, 2), "ratio_traced_vs_untraced": round(med[True] / max(1, med[False]), 4),
            "spread_percent": {"untraced": round(spread[False], 2), "traced": round(spread[True], 2)},
            "events_median": statistics.median(r.get("events", 0) for r in runs[True]),
+           "agent_cpu_ms_median": statistics.median(r.get("agent_cpu_ms", 0) for r in runs[True]),
            "goal_lost_percent": 3.0, "reps": args.reps}
     if args.json:
         print(json.dumps(out, indent=2))

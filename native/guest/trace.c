@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "json.h"
@@ -16,7 +17,7 @@
 #include "wire.h"
 
 #define INST TRACEFS "/instances/ktstr_trace"
-#define TRACE_TICK_MS 100        /* how often the buffers are read while the run goes on */
+#define TRACE_TICK_MS 500         /* how often the buffers are read while the run goes on */
 #define FRAME_BYTES (256u << 10) /* pages are batched into TracePages frames this big */
 #define FINAL_SECONDS 5          /* the last drain may take this much wire time */
 #define MAX_EVENTS 128
@@ -31,6 +32,8 @@ static struct {
 	uint64_t cap;    /* bytes streamed before the run ends (0 = no limit) */
 	uint64_t budget, last_tick_ms;
 	uint64_t sent_bytes, sent_pages, empty_pages, starved_ticks, final_skipped;
+	uint64_t cpu_ns; /* the agent's own CPU time spent streaming (thread CPU clock) */
+	uint64_t read_ns, send_ns;
 	int capped;
 	unsigned char *frame, *pagebuf;
 	size_t flen;
@@ -211,11 +214,16 @@ void trace_start(const struct spec *s)
 	     tr.nenabled, tr.ncpu, tr.buffer_kb, tr.clock, (unsigned long long)(tr.rate >> 10));
 }
 
+static uint64_t thread_cpu_ns(void);
+
 static void flush_frame(void)
 {
+	uint64_t t0 = thread_cpu_ns();
+
 	if (tr.flen)
 		wire_send(MSG_TRACE_PAGES, 0, tr.frame, tr.flen);
 	tr.flen = 0;
+	tr.send_ns += thread_cpu_ns() - t0;
 }
 
 /* One page read from trace_pipe_raw: how many of its bytes carry anything (the header,
@@ -256,21 +264,43 @@ static ssize_t read_page(int cpu)
 {
 	ssize_t n;
 
+	uint64_t t0 = thread_cpu_ns();
+
 	if (tr.fds[cpu] < 0)
 		return -1;
 	n = read(tr.fds[cpu], tr.pagebuf, (size_t)tr.page);
+	tr.read_ns += thread_cpu_ns() - t0;
 	if (n <= 0)
 		return -1;
 	return (ssize_t)page_used(tr.pagebuf, (size_t)n);
 }
 
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void pump_pages(void);
+
 void trace_pump(void)
+{
+	uint64_t t0;
+
+	if (!tr.on || tr.capped || now_ms() - tr.last_tick_ms < TRACE_TICK_MS)
+		return;
+	t0 = thread_cpu_ns();
+	pump_pages();
+	tr.cpu_ns += thread_cpu_ns() - t0;
+}
+
+static void pump_pages(void)
 {
 	uint64_t now = now_ms();
 	int more = 1;
 
-	if (!tr.on || tr.capped || now - tr.last_tick_ms < TRACE_TICK_MS)
-		return;
 	if (tr.rate) {
 		tr.budget += tr.rate * (now - tr.last_tick_ms) / 1000;
 		if (tr.budget > tr.rate)
@@ -326,6 +356,9 @@ static void send_stats(void)
 	jb_ku64(&j, "empty_pages", tr.empty_pages);
 	jb_ku64(&j, "starved_ticks", tr.starved_ticks);
 	jb_ku64(&j, "final_skipped_pages", tr.final_skipped);
+	jb_ku64(&j, "agent_cpu_us", tr.cpu_ns / 1000);
+	jb_ku64(&j, "read_us", tr.read_ns / 1000);
+	jb_ku64(&j, "send_us", tr.send_ns / 1000);
 	jb_key(&j, "capped");
 	jb_bool(&j, tr.capped);
 	jb_key(&j, "cpus");
@@ -400,8 +433,13 @@ void trace_stop(void)
 	for (int c = 0; c < tr.ncpu; c++)
 		if (tr.fds[c] >= 0)
 			close(tr.fds[c]);
-	note("trace: %llu pages (%llu KiB) sent, %llu skipped at the end%s",
+	note("trace: %llu pages (%llu KiB) sent, %llu skipped at the end%s; streaming took the "
+	     "agent %llu ms of CPU",
 	     (unsigned long long)tr.sent_pages, (unsigned long long)(tr.sent_bytes >> 10),
-	     (unsigned long long)tr.final_skipped, tr.capped ? ", cap reached" : "");
+	     (unsigned long long)tr.final_skipped, tr.capped ? ", cap reached" : "",
+	     (unsigned long long)(tr.cpu_ns / 1000000));
+	note("trace: of which reading the buffers %llu ms, sending %llu ms",
+	     (unsigned long long)(tr.read_ns / 1000000),
+	     (unsigned long long)(tr.send_ns / 1000000));
 	tr.on = 0;
 }
