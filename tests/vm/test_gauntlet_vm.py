@@ -217,3 +217,40 @@ def test_verifier_sweep_reports_verified_insns_and_the_first_verifier_error(gsto
     assert qmap["error"].startswith("R7 invalid mem access 'scalar'")
     cells = {c["scheduler"]: c for c in out["cells"]}
     assert cells["scx_qmap"]["verdict"] == "fail" and cells["scx_simple"]["verdict"] == "pass"
+
+
+def test_a_running_dask_cluster_at_scheduler_address_runs_the_cells(gstore, tmp_path):
+    """A real cluster: `dask scheduler` and one `dask worker` as separate processes, the
+    gauntlet connects to the scheduler's address instead of starting a LocalCluster."""
+    info = tmp_path / "scheduler.json"
+    sched = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler",
+                              "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                              "--scheduler-file", str(info)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        eventually(info.exists, "the Dask scheduler never wrote its address")
+        eventually(lambda: json.loads(info.read_text() or "{}").get("address"),
+                   "no address in the scheduler file")
+        address = json.loads(info.read_text())["address"]
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker",
+                                   address, "--nthreads", "1", "--no-dashboard",
+                                   "--name", "test-worker"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        code, out, err = gauntlet(gstore, "-s", "scx_simple", "-t", "tiny-1llc", "-d", "1s",
+                                  "--scheduler-address", address)
+    finally:
+        for p in (worker, sched):
+            if p is not None:
+                p.terminate()
+                try:
+                    p.wait(60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+    assert code == 0, err
+    assert "LocalCluster" not in err
+    (cell,) = out["cells"]
+    assert (cell["status"], cell["verdict"], cell["via"]) == ("done", "pass", "store")
+    assert cell["worker"].startswith("tcp://127.0.0.1:")
+    assert not qemus_of(gstore)
