@@ -12,7 +12,8 @@ time, so the wall time of an N-cell gauntlet on W workers is about ceil(N / W) x
 time + one cluster start-up (~1-2 s embedded, nothing for a running cluster) + moving
 run directories (nothing on a shared store; a few MB per cell otherwise). With
 `--scheduler-address` every host's workers join: 24 presets x 4 schedulers = 96 cells at
-~20 s each is ~32 min on one 2-core host and ~2 min on 16 such hosts (32 workers), until
+~20 s each is ~32 min on one 2-core host and ~1 min on 16 such hosts (32 workers, 3
+rounds), until
 the client's unpacking (~10 ms per run directory) or the scheduler's per-task overhead
 (~1 ms) - both far below a VM's run - become the limit.
 
