@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="only runs started at or after DATE (2026-11-25, '2026-11-25 17:00', 3h, 2d)")
     p.add_argument("--grep", metavar="TEXT", help="only runs whose id, name, scheduler, "
                    "topology or first message line contains TEXT")
+    p.add_argument("--gauntlet", metavar="ID", help="only the runs of this gauntlet (ktstr gauntlet)")
     p.add_argument("--limit", metavar="N", type=_positive_int, help="at most N runs")
     p.add_argument("--json", action="store_true", help="print a JSON array of run summaries")
     p.add_argument("--reindex", action="store_true", help="rebuild index.sqlite from the run directories")
@@ -78,7 +79,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     since = parse_since(args.since) if args.since else None
     runs = store.list_runs(verdict=args.verdict, scheduler=args.scheduler, topology=args.topology,
-                           since=since, text=args.grep, limit=args.limit)
+                           since=since, text=args.grep, limit=args.limit,
+                           gauntlet=args.gauntlet)
     if store.index.degraded:
         print(f"ktstr: note: {store.index.degraded}", file=sys.stderr)
     if args.json:

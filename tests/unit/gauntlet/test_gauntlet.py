@@ -349,3 +349,73 @@ def test_a_damaged_gauntlet_record_is_refused_in_one_line_and_not_listed(tmp_pat
     assert e.value.one_line().startswith(f"gauntlet record {store.root}/gauntlets/g-2.json is "
                                          "damaged: g-2.json: invalid JSON")
     assert read_record(store, "g-1").matrix == m
+
+
+# --------------------------------------------------------------------------- what the user reads
+
+def states_for_output():
+    from ktstr_vmm.gauntlet.driver import CellState, GauntletRun
+
+    cells = matrix_from_options("scx_simple,scx_qmap", "tiny-1llc,tiny-2llc", None, None, None,
+                                None, None, False).cells()
+    a = CellState(cells[0], status="done", verdict="pass", run_id="r-pass", wall_s=12.0)
+    b = CellState(cells[1], status="done", verdict="fail", run_id="r-fail", wall_s=14.5,
+                  first_line="scx_qmap: Failed to load skel")
+    c = CellState(cells[2], status="lost", workers_tried=["tcp://w1:1", "tcp://w2:2"])
+    c.reason = GauntletRun._lost_reason(None, c)  # what the driver says for such a cell
+    d = CellState(cells[3], status="queued")
+    return a, b, c, d
+
+
+def test_the_cell_table_puts_failures_first(capsys):
+    from ktstr_cli.commands.gauntlet import print_cells
+
+    a, b, c, d = states_for_output()
+    print_cells([a, b, c, d])
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines] == ["FAIL", "LOST", "PASS", "QUEUED"]
+    assert lines[0].startswith("FAIL          scx_qmap on tiny-1llc")
+    assert lines[0].endswith("14.5s  scx_qmap: Failed to load skel")
+    assert lines[1].endswith("lost: the worker running it died 2 time(s) (tcp://w1:1, "
+                             "tcp://w2:2); see the Dask workers' logs  (attempts 2)")
+    assert lines[2].rstrip().endswith("r-pass                                           12.0s")
+
+
+def test_exit_codes_follow_the_worst_cell():
+    from ktstr_vmm.gauntlet.driver import summary_exit_code
+
+    a, b, c, d = states_for_output()
+    assert summary_exit_code([a], False) == 0
+    assert summary_exit_code([a, b], False) == 1
+    assert summary_exit_code([a, c], False) == 1  # lost
+    incon = type(a)(a.cell, status="done", verdict="inconclusive")
+    assert summary_exit_code([a, incon], False) == 3
+    assert summary_exit_code([a], True) == 130
+
+
+def test_the_progress_line_counts_done_running_queued_with_an_eta(capsys, monkeypatch):
+    from ktstr_cli.commands.gauntlet import ProgressLine
+    from ktstr_vmm.gauntlet.driver import Progress
+
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
+    line = ProgressLine("g-1")
+    a, b, c, d = states_for_output()
+    line.update(Progress(8, 3, 2, 3, {"pass": 2, "fail": 1}, 95.0, 130.0, 2, finished=b))
+    line.update(Progress(8, 3, 2, 3, {"pass": 2, "fail": 1}, 96.0, 129.0, 2))  # no change
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "ktstr: FAIL         scx_qmap on tiny-1llc  r-fail",
+        "ktstr: gauntlet g-1: 3/8 done (1 fail, 2 pass), 2 running, 3 queued on 2 workers, "
+        "ETA 2m10s [1m35s]"]
+
+
+def test_runs_lists_one_gauntlets_runs(tmp_path):
+    store = Store(tmp_path / "store")
+    a = make_run(store, "g-1", "scx_simple|tiny-1llc|newest|1", "pass")
+    make_run(store, None, None, "pass")
+    r = subprocess.run([*KTSTR, "runs", "--gauntlet", "g-1", "--json"], capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "KTSTR_HOME": str(store.root)})
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [(x["run_id"], x["gauntlet"], x["gauntlet_cell"]) for x in rows] == [
+        (a.name, "g-1", "scx_simple|tiny-1llc|newest|1")]
