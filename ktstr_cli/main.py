@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "compare",
     "trace",
     "gauntlet",
+    "workloads",
 )
 
 
@@ -41,7 +42,7 @@ COMMAND_NAMES: dict[str, str] = {
     "kernel": "kernel", "schedulers": "schedulers", "doctor": "doctor",
     "runs": "runs", "show": "runs", "tui": "tui",
     "repro": "repro", "rerun": "rerun", "compare": "compare",
-    "trace": "trace",
+    "trace": "trace", "workloads": "workloads",
     "gauntlet": "gauntlet",
 }
 

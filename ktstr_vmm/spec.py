@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .errors import UsageError
+from .workloads import KINDS, WorkloadGroup, format_workloads, parse_workloads, span_s
 
 # --------------------------------------------------------------------------- topology
 
@@ -192,46 +193,17 @@ def validate_name(name: str, what: str = "--name") -> str:
 
 # --------------------------------------------------------------------------- workloads
 
-WORKLOAD_KINDS = ("spin", "yield", "sleep", "fork", "pipe")
-
-
-@dataclass(frozen=True)
-class WorkloadGroup:
-    """`count` workers of one kind. count 0 means one per vCPU."""
-
-    kind: str
-    count: int = 0
-
-    def resolved_count(self, vcpus: int) -> int:
-        return self.count or vcpus
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.count}" if self.count else self.kind
+WORKLOAD_KINDS = tuple(KINDS)
 
 
 def parse_workload(text: str) -> tuple[WorkloadGroup, ...]:
-    """'spin', 'spin:4,sleep:2', 'pipe:2' -> groups. Default (empty) = one spinner per vCPU."""
-    text = (text or "").strip()
-    if not text:
-        return (WorkloadGroup("spin", 0),)
-    groups = []
-    for part in text.split(","):
-        kind, _, count = part.strip().partition(":")
-        if kind not in WORKLOAD_KINDS:
-            raise UsageError(f"unknown workload kind '{kind}' in '{text}'",
-                             f"kinds are {', '.join(WORKLOAD_KINDS)}")
-        n = 0
-        if count:
-            if not count.isdigit() or not (1 <= int(count) <= 1024):
-                raise UsageError(f"bad worker count '{count}' in workload '{text}'",
-                                 "use a number from 1 to 1024")
-            n = int(count)
-        groups.append(WorkloadGroup(kind, n))
-    return tuple(groups)
+    """'spin', 'spin:4,sleep:2', 'hackbench:groups=4,loops=200' -> groups (workloads.py).
+    Default (empty) = one spinner per vCPU."""
+    return parse_workloads(text)
 
 
 def format_workload(groups: tuple[WorkloadGroup, ...]) -> str:
-    return ",".join(str(g) for g in groups)
+    return format_workloads(groups)
 
 
 # --------------------------------------------------------------------------- trace
@@ -287,6 +259,7 @@ class RunSpec:
     capture_every_ms: int | None = None  # periodic capture every N ms of the workload
     capture_at_ms: tuple[int, ...] = ()  # periodic captures at these ms of the workload
     assertions: tuple[str, ...] = ()  # temporal assertions (temporal.py syntax)
+    fail_on: tuple[str, ...] = ()  # --fail-on bounds on the run's own numbers (compare.FailOn)
 
     @property
     def preset(self) -> str | None:
@@ -302,7 +275,7 @@ class RunSpec:
         ~4 s for 2 vCPUs; each vCPU adds roughly 0.5 s of SMP bring-up under TCG)."""
         if self.timeout_s is not None:
             return self.timeout_s
-        return self.duration_s + 60.0 + 1.0 * self.topology.vcpus
+        return span_s(self.workload, self.duration_s) + 60.0 + 1.0 * self.topology.vcpus
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -314,6 +287,7 @@ class RunSpec:
         d["trace_events"] = list(self.trace_events)
         d["capture_at_ms"] = list(self.capture_at_ms)
         d["assertions"] = list(self.assertions)
+        d["fail_on"] = list(self.fail_on)
         d["memory_mib"] = self.memory
         d["timeout_s"] = self.timeout
         return d
@@ -350,6 +324,7 @@ class RunSpec:
                                   is not None else None),
                 capture_at_ms=tuple(int(t) for t in d.get("capture_at_ms") or ()),
                 assertions=tuple(str(a) for a in d.get("assertions") or ()),
+                fail_on=tuple(str(p) for p in d.get("fail_on") or ()),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(f"bad run spec: {type(e).__name__}: {e}") from e

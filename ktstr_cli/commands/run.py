@@ -37,8 +37,16 @@ def add_run_options(p: argparse.ArgumentParser, *, defaults: bool = True) -> Non
                    help="a preset (ktstr topologies) or {n}n{l}l{c}c{t}t")
     p.add_argument("--memory", default=None, metavar="SIZE", help="guest RAM (default: 64M per vCPU, >= 256M)")
     p.add_argument("--duration", "-d", default=d("5s"), metavar="DUR", help="workload duration (5s, 500ms, 2m)")
-    p.add_argument("--workload", "-w", default=None, metavar="SPEC",
-                   help="KIND[:N][,KIND[:N]...] with kinds spin, yield, sleep, fork, pipe (default: one spinner per vCPU)")
+    p.add_argument("--workload", "-w", action="append", default=None, metavar="SPEC",
+                   help="KIND[:N][,key=value...][,KIND...], repeatable: spin:4,pipe:2, "
+                        "hackbench:groups=4,loops=200, cyclictest:threads=4,interval=1ms "
+                        "(`ktstr workloads` lists kinds and parameters; default: one spinner per vCPU)")
+    p.add_argument("--scenario", default=None, metavar="FILE",
+                   help="a TOML scenario: phases with durations and workloads, cgroups with "
+                        "weights/cpusets (sets the workload, and the duration unless -d is given)")
+    p.add_argument("--fail-on", action="append", default=None, metavar="METRIC:>N",
+                   help="fail the run when its own number breaks a bound, e.g. "
+                        "cyclictest.max:>500us, hackbench.time:>2s, futex.wakeups:<1000 (repeatable)")
     p.add_argument("--engine", choices=ENGINES, default=d("auto"), help="VM engine (auto picks KVM only on hardware KVM)")
     p.add_argument("--kernel", default=None, metavar="PATH", help="bzImage, vmlinux or build tree (default: newest cached)")
     p.add_argument("--timeout", default=None, metavar="DUR", help="watchdog (default: duration + boot allowance)")
@@ -89,8 +97,21 @@ def spec_from_args(args: argparse.Namespace, base: RunSpec | None = None) -> Run
         kw["memory_mib"] = parse_size_mib(args.memory)
     if args.duration is not None:
         kw["duration_s"] = parse_duration(args.duration)
-    if args.workload is not None:
-        kw["workload"] = parse_workload(args.workload)
+    if getattr(args, "scenario", None):
+        from ktstr_vmm.scenario import load_scenario
+
+        sc = load_scenario(args.scenario)
+        kw["workload"] = sc.workload
+        if args.workload:
+            raise UsageError("--scenario and -w both name the workload", "give one of them")
+        if args.duration is None or args.duration == "5s":
+            kw["duration_s"] = sc.duration_s
+        if sc.name and args.name is None:
+            kw["name"] = validate_name(sc.name, "scenario name")
+    if args.workload:
+        kw["workload"] = parse_workload(",".join(args.workload))
+    if getattr(args, "fail_on", None):
+        kw["fail_on"] = tuple(args.fail_on)
     if args.engine is not None:
         kw["engine"] = args.engine
     if args.kernel is not None:
@@ -133,6 +154,7 @@ def spec_from_args(args: argparse.Namespace, base: RunSpec | None = None) -> Run
         kw.setdefault("name", validate_name(os.path.basename(kw["scheduler"]).replace(" ", "_")[:100] or "run",
                                             "test name (from --scheduler; pass --name)"))
         spec = RunSpec(**kw)
+    check_fail_on(spec)
     topo = spec.topology
     if spec.memory_mib and spec.memory_mib < topo.min_memory_mib():
         raise UsageError(f"--memory {spec.memory_mib}M is too small for {topo.notation} "
@@ -142,6 +164,23 @@ def spec_from_args(args: argparse.Namespace, base: RunSpec | None = None) -> Run
 
     check_spec(spec)
     return spec
+
+
+def check_fail_on(spec: RunSpec) -> None:
+    """Each --fail-on parses, and a workload measure names a workload this run has."""
+    from ktstr_vmm.evaluate.compare import METRICS, parse_fail_on
+
+    kinds = {g.kind for g in spec.workload}
+    for text in spec.fail_on:
+        r = parse_fail_on(text)
+        if not r.op:
+            raise UsageError(f"--fail-on {text}: a run has no B to compare with",
+                             "use a bound like cyclictest.max:>500us (`ktstr compare` takes +N%)")
+        head = r.metric.split(".")
+        name = head[1] if head[0].startswith("cg") and head[0][2:].isdigit() else head[0]
+        if r.metric not in METRICS and not r.metric.startswith("monitor.") and name not in kinds:
+            raise UsageError(f"--fail-on {text}: the workload has no {name}",
+                             f"its kinds: {', '.join(sorted(kinds))}")
 
 
 def register(sub) -> None:

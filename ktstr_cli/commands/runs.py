@@ -311,6 +311,11 @@ def format_run(s: RunSummary, result: dict[str, Any] | None, status: dict[str, A
     if isinstance(artifacts, list) and artifacts:
         lines.append(f"artifacts {', '.join(str(a) for a in artifacts)}")
     lines += _capture_lines(result or {})
+    stats = (result or {}).get("stats")
+    measured = stats.get("measure_lines") if isinstance(stats, dict) else None
+    if isinstance(measured, list) and measured:
+        lines.append("measures  the workloads' own numbers (ktstr workloads):")
+        lines += [str(m)[:300] for m in measured[:200]]
     if globals_now:
         lines.append("globals   the scheduler's BPF globals as last read (bpf.jsonl):")
         width = max(len(f"{n}.{v}") for n, v in globals_now)

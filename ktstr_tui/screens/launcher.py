@@ -27,6 +27,7 @@ from ktstr_vmm.spec import (
     parse_workload,
     validate_name,
 )
+from ktstr_vmm.workloads import EXAMPLES
 
 from ..widgets.topology_view import TopologyView
 
@@ -50,6 +51,21 @@ def _check_kernel(text: str) -> None:
         raise UsageError(f"no kernel at {text}", "leave empty for the newest cached kernel")
 
 
+def _check_scenario(text: str) -> None:
+    if text.strip():
+        from ktstr_vmm.scenario import load_scenario
+
+        load_scenario(Path(text.strip()).expanduser())
+
+
+def _check_fail_on(text: str) -> None:
+    if text.strip():
+        from ktstr_vmm.evaluate.compare import parse_fail_on
+
+        if not parse_fail_on(text.strip()).op:
+            raise UsageError("a run takes a bound like cyclictest.max:>500us")
+
+
 def _check_name(text: str) -> None:
     if text.strip():
         validate_name(text.strip(), "name")
@@ -62,6 +78,8 @@ FIELDS: dict[str, tuple[str, str, Callable[[str], object], str]] = {
     "topology": ("Topology", DEFAULT_TOPOLOGY, parse_topology, "--topology"),
     "kernel": ("Kernel", "", _check_kernel, "--kernel"),
     "workload": ("Workload", "", parse_workload, "--workload"),
+    "scenario": ("Scenario file", "", _check_scenario, "--scenario"),
+    "fail_on": ("Fail on", "", _check_fail_on, "--fail-on"),
     "duration": ("Duration", "5s", parse_duration, "--duration"),
     "name": ("Name", "", _check_name, "--name"),
 }
@@ -106,6 +124,11 @@ class LauncherScreen(Screen[list[str] | None]):
                     yield Input(default, id=f"f-{key}", classes="form-input")
                     yield Static("", id=f"err-{key}", classes="form-error")
             with Horizontal(classes="form-row"):
+                yield Label("Workloads", classes="form-label")
+                yield Select([(k, v) for k, v in EXAMPLES.items()], id="workload-example",
+                             prompt="an example per family (ktstr workloads)",
+                             classes="form-input")
+            with Horizontal(classes="form-row"):
                 yield Label("Preset", classes="form-label")
                 yield Select([(n, n) for n in PRESETS], id="preset", prompt="choose a preset",
                              classes="form-input")
@@ -147,6 +170,11 @@ class LauncherScreen(Screen[list[str] | None]):
     def _preset(self, event: Select.Changed) -> None:
         if isinstance(event.value, str):
             self.query_one("#f-topology", Input).value = event.value
+
+    @on(Select.Changed, "#workload-example")
+    def _workload_example(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self.query_one("#f-workload", Input).value = event.value
 
     @on(Button.Pressed, "#launch")
     def _launch_pressed(self) -> None:

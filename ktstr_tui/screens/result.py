@@ -29,6 +29,7 @@ from textual.widgets import (
 )
 
 from ktstr_vmm.errors import KtstrError
+from ktstr_vmm.evaluate.measures import flatten as flatten_measures
 from ktstr_vmm.rundir import layout as rundir
 from ktstr_vmm.rundir.bpf_globals import read_lines
 from ktstr_vmm.spec import parse_topology
@@ -269,7 +270,13 @@ class ResultScreen(Screen):
             return
         for group, d in (("stats", r.stats), ("timings", r.timings), ("topology", r.topology)):
             for k, val in _flatten(d):
+                if group == "stats" and k in ("measures", "measure_lines"):
+                    continue
                 table.add_row(*plain(f"{group}.{k}", str(val)))
+        measures = flatten_measures(r.stats.get("measures") if isinstance(r.stats, dict) else None)
+        for k, val in measures.items():
+            if not k.startswith("cg"):
+                table.add_row(*plain(f"measure.{k}", f"{val:.6g}"))
         for k in ("name", "scheduler", "topology", "duration_s", "workload", "engine", "kernel"):
             if k in v.spec:
                 table.add_row(*plain(f"spec.{k}", str(v.spec[k])))

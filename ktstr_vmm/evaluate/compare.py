@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
+from .measures import UNITS as MEASURE_UNITS
+from .measures import flatten, resolve_metric
 
 # metric -> (path in result.json, unit); "higher is worse" for all but iterations/workers.
 METRICS: dict[str, str] = {
@@ -135,6 +137,7 @@ def metrics(result: dict[str, Any]) -> dict[str, float | None]:
     for k in LATENCY_FIELDS:
         if k in lat:
             out[f"latency.{k}"] = _num(lat[k])
+    out.update(flatten(stats.get("measures")))
     return out
 
 
@@ -195,6 +198,10 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[Row]:
         for key in ("kind", "workers", "cpus", "migrations", "spread", "max_gap_ms", "iterations"):
             add(f"cg{idx}", key, x.get(key), y.get(key),
                 None if key == "kind" else UNITS.get(key, ""))
+    fa = flatten(_dict(a.get("stats")).get("measures"))
+    fb = flatten(_dict(b.get("stats")).get("measures"))
+    for key in sorted(k for k in set(fa) | set(fb) if not k.startswith("cg")):
+        add("measures", key, fa.get(key), fb.get(key), MEASURE_UNITS.get(key.rsplit(".", 1)[-1], ""))
     sa, sb = monitor_summary(a), monitor_summary(b)
     for key in sorted(set(sa) | set(sb)):
         add("monitor", key, sa.get(key), sb.get(key), "")
@@ -213,45 +220,107 @@ class FailOn:
     amount: float
     percent: bool
     sign: int  # +1: fail when B rose by more than amount; -1: fail when B fell by more
+    op: str = ""    # ">" / "<": a bound on one run's own value (amount in `unit`)
+    unit: str = ""  # as written: us ms s k M or ""
 
     def __str__(self) -> str:
+        if self.op:
+            return f"{self.metric}:{self.op}{self.amount:g}{self.unit}"
         return f"{self.metric}:{'+' if self.sign > 0 else '-'}{self.amount:g}{'%' if self.percent else ''}"
 
+    def bound(self, field: str) -> float:
+        """The bound in the unit of `field` (cyclictest.max_us: 1ms -> 1000)."""
+        scale = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "k": 1e3, "M": 1e6, "": None}[self.unit]
+        if field.endswith("_us") and scale is not None and self.unit in ("us", "ms", "s"):
+            return self.amount * scale * 1e6
+        if field.endswith("time_s") and self.unit in ("us", "ms", "s"):
+            return self.amount * (scale or 1.0)
+        return self.amount * (scale if self.unit in ("k", "M") else 1.0)
 
-_FAIL_ON = re.compile(r"^([a-z_.]+):([+-])(\d+(?:\.\d+)?)(%?)$")
+
+_FAIL_ON = re.compile(r"^([a-z0-9_.-]+):([+-])(\d+(?:\.\d+)?)(%?)$")
+_BOUND = re.compile(r"^([a-z0-9_.-]+):([<>])(\d+(?:\.\d+)?)(us|ms|s|k|M)?$")
+_MEASURE = re.compile(r"^(cg\d+\.)?[a-z][a-z0-9-]*(\.[a-z0-9_-]+){1,2}$")
 
 
 def parse_fail_on(text: str) -> FailOn:
     """`migrations:+20%` (B more than 20% above A fails), `iterations:-10%`, `gap:+50`
-    (absolute). Unknown metrics are refused with the list."""
-    m = _FAIL_ON.match(text.strip())
-    if not m:
+    (absolute change), and a bound on a run's own value: `cyclictest.max:>500us`,
+    `hackbench.time:>2s`, `futex.wakeups:<1000`. Unknown metrics are refused with the
+    list; a workload measure (`NAME.FIELD`) is checked against the run when it is known."""
+    t = text.strip()
+    b = _BOUND.match(t)
+    m = _FAIL_ON.match(t)
+    if not m and not b:
         raise UsageError(f"bad --fail-on '{text}'",
-                         "use METRIC:+N% or METRIC:-N% (or an absolute METRIC:+N), e.g. migrations:+20%")
-    metric, sign, amount, pct = m.groups()
-    if metric not in METRICS and not metric.startswith(("monitor.", "latency.")):
+                         "use METRIC:+N% or METRIC:-N% (or an absolute METRIC:+N), e.g. migrations:+20%, "
+                         "or a bound METRIC:>N[us|ms|s|k|M], e.g. cyclictest.max:>500us")
+    metric = (b or m).group(1)  # type: ignore[union-attr]
+    if metric not in METRICS and not metric.startswith(("monitor.", "latency.")) and not _MEASURE.match(metric):
         raise UsageError(f"unknown metric '{metric}' in --fail-on",
                          f"metrics: {', '.join(METRICS)}, monitor.<summary field>, "
-                         f"latency.<{'|'.join(LATENCY_FIELDS)}>")
+                         f"latency.<{'|'.join(LATENCY_FIELDS)}>, "
+                         "or a workload measure like cyclictest.max (ktstr workloads)")
+    if b:
+        _, op, amount, unit = b.groups()
+        return FailOn(metric, float(amount), False, 1 if op == ">" else -1, op, unit or "")
+    _, sign, amount, pct = m.groups()  # type: ignore[union-attr]
     return FailOn(metric, float(amount), bool(pct), 1 if sign == "+" else -1)
 
 
 def check_rules(a: dict[str, Any], b: dict[str, Any], rules: list[FailOn]) -> None:
     """UsageError (exit 2) naming the field when a rule asks about a metric the runs cannot
-    answer: a `monitor.` field neither run has, or a metric missing in one run. A CI gate
-    must not pass or fail on missing data; it must say the gate is wrong."""
+    answer: a `monitor.` field or workload measure neither run has, or a metric missing in
+    one run (for a bound `>`/`<`: missing in B). A CI gate must not pass or fail on missing
+    data; it must say the gate is wrong."""
     ma, mb = metrics(a), metrics(b)
     for r in rules:
-        va, vb = ma.get(r.metric), mb.get(r.metric)
-        if r.metric not in ma and r.metric not in mb:
-            known = sorted(k for k in {*ma, *mb} if k.startswith(("monitor.", "latency.")))
+        _, va = _lookup(ma, r.metric)
+        _, vb = _lookup(mb, r.metric)
+        if r.metric not in ma and r.metric not in mb and va is None and vb is None:
+            known = sorted(k for k in {*ma, *mb} if k.startswith("monitor.")
+                           or ("." in k and not k.startswith("cg")))
             raise UsageError(f"--fail-on {r}: unknown field '{r.metric}' (neither run has it)",
                              f"fields: {', '.join([*METRICS, *known])}")
-        if va is None or vb is None:
-            side, res = ("A", a) if va is None else ("B", b)
+        if vb is None or (va is None and not r.op):
+            side, res = ("A", a) if vb is not None else ("B", b)
             raise UsageError(f"--fail-on {r}: run {side} ({res.get('run_id') or '?'}) has no "
                              f"value for '{r.metric}'",
                              "gate on a metric both runs recorded (see `ktstr compare A B`)")
+
+
+def _lookup(values: dict[str, float | None], metric: str) -> tuple[str, float | None]:
+    if metric in values:
+        return metric, values[metric]
+    found = resolve_metric({k: v for k, v in values.items() if v is not None}, metric)
+    return found if found else (metric, None)
+
+
+def bound_failures(result: dict[str, Any], rules: list[FailOn]) -> list[str]:
+    """One line per bound (`>`/`<`) the run breaks: `cyclictest.max_us 612us > 500us`; a
+    measure the run does not have is a failure too (`... is missing`)."""
+    vals = metrics(result)
+    out = []
+    for r in rules:
+        if not r.op:
+            continue
+        name, v = _lookup(vals, r.metric)
+        if v is None:
+            out.append(f"{r}: {r.metric} is missing in this run")
+            continue
+        limit = r.bound(name)
+        if (v > limit) if r.op == ">" else (v < limit):
+            unit = _unit_of(name)
+            out.append(f"{r}: {name} {_show(v, unit)} {r.op} {_show(limit, unit)}")
+    return out
+
+
+def _unit_of(name: str) -> str:
+    return "us" if name.endswith("_us") else "s" if name.endswith("time_s") else ""
+
+
+def _show(v: float, unit: str) -> str:
+    return f"{v:.3f}{unit}" if unit == "s" else f"{v:.0f}{unit}" if unit else f"{v:g}"
 
 
 def regressions(a: dict[str, Any], b: dict[str, Any], rules: list[FailOn]) -> list[str]:
@@ -259,9 +328,11 @@ def regressions(a: dict[str, Any], b: dict[str, Any], rules: list[FailOn]) -> li
     UsageError (check_rules), never a regression."""
     check_rules(a, b, rules)
     ma, mb = metrics(a), metrics(b)
-    out = []
+    out = [f"B: {line}" for line in bound_failures(b, [r for r in rules if r.op])]
     for r in rules:
-        va, vb = ma[r.metric], mb[r.metric]
+        if r.op:
+            continue
+        va, vb = _lookup(ma, r.metric)[1], _lookup(mb, r.metric)[1]
         assert va is not None and vb is not None
         delta = (vb - va) * r.sign
         if r.percent:

@@ -73,7 +73,7 @@ def stats_body(s: ScenarioStats) -> str:
         lines.append(f"  cg{i}: workers={cg.num_workers} cpus={cg.num_cpus} "
                      f"spread={cg.spread:.1f}% gap={cg.max_gap_ms}ms "
                      f"migrations={cg.total_migrations} iter={cg.total_iterations}")
-    return "\n".join(lines)
+    return "\n".join([*lines, *s.extra_lines])
 
 
 def periodic_body(fired: int, target: int) -> str:

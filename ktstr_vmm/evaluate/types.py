@@ -73,6 +73,7 @@ class ScenarioStats:
     worst_gap_ms: int = 0
     cgroups: tuple[CgroupStats, ...] = ()
     workers: tuple[WorkerStats, ...] = ()
+    extra_lines: tuple[str, ...] = ()  # ours: workload measures, after the seed's lines
 
 
 @dataclass(frozen=True)

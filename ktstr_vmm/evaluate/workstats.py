@@ -43,8 +43,9 @@ def groups(tr: TestResult) -> tuple[GroupStats, ...]:
     return tuple(out)
 
 
-def scenario_stats(tr: TestResult) -> ScenarioStats:
-    """The evaluation's view of these measurements (the seed's ScenarioStats)."""
+def scenario_stats(tr: TestResult, extra_lines: tuple[str, ...] = ()) -> ScenarioStats:
+    """The evaluation's view of these measurements (the seed's ScenarioStats);
+    `extra_lines` (the workloads' measures) follow the seed's lines in the section."""
     gs = groups(tr)
     cpus = set().union(*(w.cpus for w in tr.workers)) if tr.workers else set()
     return ScenarioStats(
@@ -60,7 +61,8 @@ def scenario_stats(tr: TestResult) -> ScenarioStats:
                        wall_time_ns=w.wall_ns, iterations=w.iterations,
                        migrations=w.migrations, max_gap_ms=w.max_gap_ns // 1_000_000,
                        cpus=w.cpus)
-            for i, w in enumerate(tr.workers)))
+            for i, w in enumerate(tr.workers)),
+        extra_lines=extra_lines)
 
 
 def stats_section(tr: TestResult) -> str:

@@ -44,6 +44,7 @@ class TestResult:
     duration_ms: int
     workers: tuple[WorkerStats, ...]
     notes: tuple[str, ...] = ()
+    measures: tuple[GroupMeasure, ...] = ()  # the groups' own counters (evaluate/measures)
 
     @property
     def baseline(self) -> bool:
@@ -247,9 +248,40 @@ class BpfProgs:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class GroupMeasure:
+    """A family group's counters as the guest summed them (TestResult groups[]; evaluate/measures names them)."""
+
+    index: int
+    kind: str
+    workers: int
+    iterations: int
+    ops: int
+    bytes: int
+    wall_ns: int
+    lat_n: int = 0
+    lat_avg_ns: int = 0
+    lat_p99_ns: int = 0
+    lat_max_ns: int = 0
+    attr_errors: int = 0
+
+
+@dataclass(frozen=True)
+class BenchOutput:
+    """One benchmark program's run (BenchOutput message, type 40)."""
+
+    group: int
+    name: str
+    exit: int          # exit code, 128+signal, -1 never ran
+    wall_ns: int
+    output: str        # stdout + stderr
+    file: str = ""     # the output file it wrote (cyclictest json, stress-ng yaml)
+
+
+
 Payload = (PayloadError | Text | SchedLogLine | DmesgRecord | Blob | JsonMessage | SysRdy
            | Lifecycle | SchedExit | ExecExit | TestResult | Exit | SnapshotRequest
-           | SnapshotReply | Scenario | BpfProgs)
+           | SnapshotReply | Scenario | BpfProgs | BenchOutput)
 
 
 # --------------------------------------------------------------------------- field readers
@@ -370,13 +402,33 @@ def _worker(w: Any) -> WorkerStats:
         cpus=cpus, max_gap_ns=_int(w, "max_gap_ns"), cgroup=_str(w, "cgroup", "", 200))
 
 
+def _measure(g: Any) -> GroupMeasure | None:
+    """A group's counters; None for a group record without them (an older agent)."""
+    if not isinstance(g, dict) or "ops" not in g:
+        return None
+    return GroupMeasure(
+        index=_int(g, "group", hi=1023), kind=_str(g, "kind", limit=20),
+        workers=_int(g, "workers", 0, hi=1 << 20), iterations=_int(g, "iterations", 0),
+        ops=_int(g, "ops", 0), bytes=_int(g, "bytes", 0), wall_ns=_int(g, "wall_ns", 0),
+        lat_n=_int(g, "lat_n", 0), lat_avg_ns=_int(g, "lat_avg_ns", 0),
+        lat_p99_ns=_int(g, "lat_p99_ns", 0), lat_max_ns=_int(g, "lat_max_ns", 0),
+        attr_errors=_int(g, "attr_errors", 0, hi=1 << 20))
+
+
 def _testresult(d: dict) -> TestResult:
     notes = tuple(str(n)[:1000] for n in _list(d, "notes", []))
+    measures = tuple(m for m in (_measure(g) for g in _list(d, "groups", [])) if m)
     return TestResult(
         scheduler=_str(d, "scheduler", "", 4096),
         duration_ms=_int(d, "duration_ms", 0),
         workers=tuple(_worker(w) for w in _list(d, "workers")),
-        notes=notes)
+        notes=notes, measures=measures)
+
+
+def _bench(d: dict) -> BenchOutput:
+    return BenchOutput(group=_int(d, "group", hi=1023), name=_str(d, "name", limit=40),
+                       exit=_int(d, "exit", -1, lo=-1, hi=1 << 16), wall_ns=_int(d, "wall_ns", 0),
+                       output=_str(d, "output", ""), file=_str(d, "file", ""))
 
 
 def _bpfprog(p: Any) -> BpfProg:
@@ -459,6 +511,8 @@ def _parse(frame: Frame) -> Payload:
                         how=_str(d, "how", "", 20), t_ms=_int(d, "t_ms", 0))
     if t is MsgType.TestResult:
         return _testresult(d)
+    if t is MsgType.BenchOutput:
+        return _bench(d)
     if t is MsgType.Exit:
         return Exit(code=_int(d, "code", hi=255), reason=_str(d, "reason", "", 4096))
     if t is MsgType.SnapshotRequest:

@@ -7,6 +7,14 @@ from dataclasses import dataclass
 
 from ..errors import UsageError
 from ..spec import WORKLOAD_KINDS, RunSpec
+from ..workloads import (
+    KINDS,
+    WorkloadGroup,
+    bench_argv,
+    bench_timeout_s,
+    parse_dur_us,
+    parse_size_kib,
+)
 
 VERSION = 1
 STOP_TIMEOUT_MS = 5000
@@ -40,6 +48,56 @@ class GuestSpec:
     vcpus: int
     wire_selftest_kib: int = 0
     trace: tuple[tuple[str, str], ...] = ()  # the trace* keys in order
+    groups: tuple[str, ...] = ()  # the `group=` lines, verbatim
+
+
+BENCH_GUEST_DIR = "/usr/bin"  # benchmark binaries sit at the same path as on the host
+PAIRED = ("pipe", "futex")    # ping-pong kinds: an odd count gets one more worker
+# -w parameter -> (guest attribute, converter)
+_GUEST_ATTR = {
+    "nice": ("nice", str), "cpus": ("cpus", str), "policy": ("policy", str),
+    "prio": ("prio", str), "cgroup": ("cgroup", str), "weight": ("weight", str),
+    "cpuset": ("cpuset", str), "mems": ("mems", str),
+    "start": ("start_ms", lambda v: str(parse_dur_us(v) // 1000)),
+    "stop": ("stop_ms", lambda v: str(max(1, parse_dur_us(v) // 1000))),
+    "spin": ("spin", str), "fan_out": ("fan_out", str), "node": ("node", str),
+    "burst": ("burst_us", lambda v: str(parse_dur_us(v))),
+    "sleep": ("sleep_us", lambda v: str(parse_dur_us(v))),
+    "interval": ("interval_us", lambda v: str(max(10, parse_dur_us(v)))),
+    "size": ("kib", lambda v: str(parse_size_kib(v))),
+}
+
+
+def bench_guest_path(kind: str) -> str:
+    return f"{BENCH_GUEST_DIR}/{KINDS[kind].binary}"
+
+
+def _plain(g: WorkloadGroup) -> bool:
+    return g.kind in ("spin", "yield", "sleep", "fork", "pipe") and not g.params
+
+
+def group_line(g: WorkloadGroup, index: int, vcpus: int, duration_s: float) -> str:
+    """One `group=` line: kind:count, the attributes, and for a benchmark its command."""
+    n = g.resolved_count(vcpus)
+    if g.kind in PAIRED and n % 2:
+        n += 1
+    kind = "bench" if g.is_bench else g.kind
+    words = [f"{kind}:{n}"]
+    for key, value in g.params:
+        if key in _GUEST_ATTR:
+            attr, conv = _GUEST_ATTR[key]
+            words.append(f"{attr}={conv(value)}")
+    if g.is_bench:
+        argv, out = bench_argv(g, index, vcpus, duration_s, bench_guest_path(g.kind))
+        words.append(f"name={g.kind}")
+        words.append(f"timeout_ms={round(bench_timeout_s(g, duration_s) * 1000)}")
+        if out:
+            words.append(f"file={out}")
+        words += ["--", *argv]
+    for w in words:
+        if not w or any(c.isspace() for c in w):
+            raise UsageError(f"guest spec: group word {w!r} is empty or holds a space")
+    return " ".join(words)
 
 
 def enable_timeout_ms(vcpus: int) -> int:
@@ -64,11 +122,14 @@ def render_guest_spec(spec: RunSpec, scheduler_guest_path: str | None,
     format cannot hold."""
     vcpus = spec.topology.vcpus
     groups = []
+    extended = not all(_plain(g) for g in spec.workload)
     for g in spec.workload:
         n = g.resolved_count(vcpus)
-        if g.kind == "pipe" and n % 2:
+        if g.kind in PAIRED and n % 2:
             n += 1  # ping-pong pairs
         groups.append(f"{g.kind}:{n}")
+    if extended:  # every group on its own line with its attributes
+        groups = [group_line(g, i, vcpus, spec.duration_s) for i, g in enumerate(spec.workload)]
     lines = [
         "# ktstr guest spec (docs/wire.md)",
         f"version={VERSION}",
@@ -80,7 +141,7 @@ def render_guest_spec(spec: RunSpec, scheduler_guest_path: str | None,
         f"duration_ms={max(1, round(spec.duration_s * 1000))}",
         f"enable_timeout_ms={enable_timeout_ms(vcpus)}",
         f"stop_timeout_ms={STOP_TIMEOUT_MS}",
-        f"workload={','.join(groups)}",
+        *([f"group={x}" for x in groups] if extended else [f"workload={','.join(groups)}"]),
         "cgroups=1",
         f"vcpus={vcpus}",
     ]
@@ -108,7 +169,7 @@ def trace_lines(spec: RunSpec, wire: str) -> list[str]:
 def parse_guest_spec(text: str) -> GuestSpec:
     """The inverse of render_guest_spec, with the agent's rules (unknown keys ignored)."""
     single: dict[str, str] = {}
-    multi: dict[str, list[str]] = {"sched_arg": [], "kallsym": [], "probe": []}
+    multi: dict[str, list[str]] = {"sched_arg": [], "kallsym": [], "probe": [], "group": []}
     trace: list[tuple[str, str]] = []
     for line in text.split("\n"):
         if not line or line.startswith("#"):
@@ -130,6 +191,11 @@ def parse_guest_spec(text: str) -> GuestSpec:
         if kind not in WORKLOAD_KINDS or not n.isdigit():
             raise UsageError(f"guest spec: bad workload group {part!r}")
         workload.append((kind, int(n)))
+    for line in multi["group"]:
+        kind, _, n = line.split(" ", 1)[0].partition(":")
+        if kind not in (*WORKLOAD_KINDS, "bench") or not n.isdigit():
+            raise UsageError(f"guest spec: bad group line {line[:60]!r}")
+        workload.append((kind, int(n)))
 
     def num(key: str, default: int = 0) -> int:
         v = single.get(key, str(default))
@@ -143,4 +209,5 @@ def parse_guest_spec(text: str) -> GuestSpec:
         enable_timeout_ms=num("enable_timeout_ms"), stop_timeout_ms=num("stop_timeout_ms"),
         workload=tuple(workload), cgroups=single.get("cgroups") == "1",
         kallsyms=tuple(multi["kallsym"]), probes=tuple(multi["probe"]), vcpus=num("vcpus"),
-        wire_selftest_kib=num("wire_selftest_kib"), trace=tuple(trace))
+        wire_selftest_kib=num("wire_selftest_kib"), trace=tuple(trace),
+        groups=tuple(multi["group"]))

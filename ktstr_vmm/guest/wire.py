@@ -64,6 +64,7 @@ class MsgType(enum.IntEnum):
     TraceFormats = 32
     TracePages = 33
     TraceStats = 34
+    BenchOutput = 40  # workloads block 40-47: a benchmark program's output
     BpfProgs = 56  # 56-63: gauntlet / verifier sweep
 
 

@@ -98,7 +98,7 @@ def build_outcome(*, test: str, scheduler: str | None, topology: str, state: Gue
                 text = f"scheduler process died unexpectedly during the workload{when}: {words}"
             details.append(ev.Detail(message=text, kind=kind))
         tr = ev.TestResult(outcome="fail" if details else "pass", details=tuple(details),
-                           info_notes=tuple(g.notes) + extra_notes, stats=scenario_stats(g))
+                           info_notes=tuple(g.notes) + extra_notes, stats=scenario_stats(g, state.measure_lines()))
     crash = "\n".join(state.crash) or None
     return ev.RunOutcome(
         test=test, scheduler=scheduler, topology=topology, test_result=tr,

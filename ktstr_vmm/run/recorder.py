@@ -19,7 +19,7 @@ from ..guest import messages as gm
 from ..guest.messages import parse_payload
 from ..guest.wire import Frame, MsgType
 from ..rundir import bpf_progs
-from ..rundir.layout import SCHED_LOG, RunDir
+from ..rundir.layout import SCHED_LOG, RunDir, write_bench_output
 from ..trace.files import TraceWriter
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,14 @@ class GuestState:
     probe_output: list[str] = field(default_factory=list)
     bad_payloads: int = 0
     dmesg_sched_ext: list[str] = field(default_factory=list)
+    benches: list[gm.BenchOutput] = field(default_factory=list)
+
+    def measure_lines(self) -> tuple[str, ...]:
+        """The workloads' measures after the seed's stats lines (evaluate/measures)."""
+        from ..evaluate.measures import lines, measures
+
+        tr = self.test_result
+        return tuple(lines(measures(tr.measures if tr else (), tuple(self.benches))))
 
     @property
     def init_stage(self) -> str:
@@ -111,6 +119,12 @@ class Recorder:
         elif isinstance(p, gm.TestResult):
             s.test_result = p
             self.run.append_event("test_result", stats=stats_line(p))
+        elif isinstance(p, gm.BenchOutput):
+            if len(s.benches) < 64:
+                s.benches.append(p)
+                write_bench_output(self.run, p.group, p)
+            self.run.append_event("bench", name=p.name, group=p.group, exit=p.exit,
+                                  wall_ms=p.wall_ns // 1_000_000)
         elif isinstance(p, gm.Exit):
             s.exit = p
             self.run.append_event("exit", code=p.code, reason=p.reason)

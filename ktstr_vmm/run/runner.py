@@ -89,7 +89,9 @@ def prepare(spec: RunSpec) -> Prepared:
     initramfs); raises the one-line errors before any run directory exists."""
     from ..engine.select import select_engine
     from ..guest.agent import build_agent
+    from ..guest.benchtools import bench_files
     from ..guest.initramfs import build_initramfs
+    from ..guest.spec import bench_guest_path
 
     check_spec(spec)
     kernel = resolve_kernel(spec.kernel)
@@ -101,6 +103,7 @@ def prepare(spec: RunSpec) -> Prepared:
     if sched is not None:
         guest_path = f"/usr/bin/{sched.path.name}"
         files[guest_path] = sched.path
+    files.update(bench_files(spec.workload, bench_guest_path))
     text = render_guest_spec(spec, guest_path, kallsyms_to_ask(kernel),
                              wire=WIRE if getattr(engine, "name", "") == "qemu" else "serial")
     initrd = build_initramfs(build_agent(), text, files)
@@ -382,6 +385,7 @@ class Run:
             outcome = replace(outcome, repro=section)
             verdict = evaluate(outcome)
         verdict = self.judge_latency(verdict, requested)
+        verdict = _apply_fail_on(verdict, spec, st)
         artifacts = []
         if verdict.kind == "fail" or (verdict.expected_failure):
             stage = outcome.init_stage or "not_started"
@@ -398,7 +402,7 @@ class Run:
             scheduler=self.prep.scheduler.name if self.prep.scheduler else None,
             sched_args=list(spec.sched_args),
             kernel={"version": self.prep.kernel.version, "build_id": self.prep.kernel.build_id},
-            stats=_stats_json(tr) if tr else None,
+            stats=_stats_json(tr, st) if tr else None,
             timings={"boot_to_ready_s": round(st.sysrdy_at - self.boot_started, 3)
                      if st.sysrdy_at and self.boot_started else None,
                      "total_s": round(time.monotonic() - self.t0, 3),
@@ -554,9 +558,33 @@ class Run:
         return (self.rd.read_json("status.json") or {}).get("started", time.time())
 
 
-def _stats_json(tr) -> dict[str, Any]:
+def _apply_fail_on(verdict, spec: RunSpec, st) -> Any:
+    """`--fail-on METRIC:>N` bounds on the run's own numbers: a pass that breaks one
+    becomes a fail whose message names the number (`cyclictest.max_us 612us > 500us`)."""
+    from ..evaluate.compare import bound_failures, parse_fail_on
+
+    rules = [parse_fail_on(t) for t in spec.fail_on]
+    if not rules or verdict.kind != "pass" or st.test_result is None:
+        return verdict
+    broken = bound_failures({"stats": _stats_json(st.test_result, st)}, rules)
+    if not broken:
+        return verdict
+    reason = f"--fail-on {broken[0]}"
+    body = "\n".join(f"  {b}" for b in broken)
+    sections = {"details": body, **verdict.sections}
+    message = (f"ktstr_test '{spec.name}' [topo={spec.topology.notation}] failed:\n{body}")
+    if sections.get("stats"):
+        message += f"\n\n--- stats ---\n{sections['stats']}"
+    return replace(verdict, kind="fail", reason=reason, message=message, sections=sections)
+
+
+def _stats_json(tr, st) -> dict[str, Any]:
+    from ..evaluate.measures import measures, to_json
+
     return {"summary": workstats.stats_line(tr), "duration_ms": tr.duration_ms, "notes": list(tr.notes),
             "groups": [g.__dict__ for g in workstats.groups(tr)],
+            "measures": to_json(measures(tr.measures, tuple(st.benches))),
+            "measure_lines": list(st.measure_lines()),
             "workers": [{**w.__dict__, "cpus": list(w.cpus)} for w in tr.workers]}
 
 

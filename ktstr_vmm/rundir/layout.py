@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..fsutil import append_json_line, atomic_write_json
+from ..fsutil import append_json_line, atomic_write_json, atomic_write_text
 from ..spec import validate_name
 
 SPEC = "spec.json"
@@ -33,6 +33,7 @@ CAPTURES = "captures"            # periodic captures: captures/periodic_NNN.json
 CAPTURES_INDEX = "captures.jsonl"  # one line per planned periodic capture
 REPRO = "repro"
 TRACE = "trace"  # the scheduling trace's directory; its files: ktstr_vmm/trace/files.py
+BENCH = "bench"  # bench/cg<group>-<name>.txt: a benchmark's raw output (and its output file)
 
 # Store level, beside runs/: <store>/gauntlets/<gauntlet-id>.json, the record of one
 # gauntlet (its matrix and cells; ktstr_vmm/gauntlet/record.py). Its runs are ordinary run
@@ -43,6 +44,20 @@ PHASES = ("pending", "building", "booting", "running", "evaluating", "done", "in
 LIVE_PHASES = tuple(p for p in PHASES if p not in ("done", "interrupted"))
 # result.json "verdict"; a RunSummary adds "corrupt", "interrupted" and the live phases.
 VERDICTS = ("pass", "fail", "inconclusive", "skip")
+
+
+def bench_output_name(index: int, name: str) -> str:
+    """`bench/cg8-hackbench.txt` (the workload group); the guest-given name is reduced to [a-z0-9-]."""
+    safe = "".join(c if c.isalnum() or c == "-" else "_" for c in name.lower())[:32] or "bench"
+    return f"{BENCH}/cg{int(index)}-{safe}.txt"
+
+
+def write_bench_output(run: RunDir, index: int, b: Any) -> None:
+    """A benchmark's stdout+stderr, then its output file after a `--- file ---` line."""
+    path = run.path / bench_output_name(index, b.name)
+    path.parent.mkdir(exist_ok=True)
+    text = b.output + (f"\n--- file ---\n{b.file}" if b.file else "")
+    atomic_write_text(path, text)
 
 
 def failure_dump_name(test: str) -> str:

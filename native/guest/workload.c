@@ -456,6 +456,14 @@ static int popcount_mask(const uint64_t *mask)
 	return n;
 }
 
+/* A benchmark's records carry its program's name (hackbench), the others their kind. */
+static const char *kind_name(const struct workload *wl, int group, enum wkind kind)
+{
+	const struct group *g = wl->spec && group < wl->spec->ngroups ? &wl->spec->groups[group] : NULL;
+
+	return kind == W_BENCH && g && g->name ? g->name : wkind_names[kind];
+}
+
 void workload_json(const struct workload *wl, struct jbuf *j)
 {
 	jb_key(j, "workers");
@@ -467,7 +475,7 @@ void workload_json(const struct workload *wl, struct jbuf *j)
 			continue;
 		jb_open(j, '{');
 		jb_ku64(j, "group", (uint64_t)r->group);
-		jb_kstr(j, "kind", wkind_names[r->kind]);
+		jb_kstr(j, "kind", kind_name(wl, r->group, r->kind));
 		jb_ku64(j, "index", (uint64_t)r->index);
 		jb_ku64(j, "pid", (uint64_t)r->pid);
 		jb_kstr(j, "cgroup", r->cgroup);
@@ -528,7 +536,7 @@ void workload_json(const struct workload *wl, struct jbuf *j)
 		}
 		jb_open(j, '{');
 		jb_ku64(j, "group", (uint64_t)g);
-		jb_kstr(j, "kind", wkind_names[kind]);
+		jb_kstr(j, "kind", kind_name(wl, g, kind));
 		jb_ku64(j, "workers", (uint64_t)workers);
 		jb_ku64(j, "cpus", (uint64_t)popcount_mask(mask));
 		jb_key(j, "spread");

@@ -112,7 +112,10 @@ def _fail_result(run_id: str, topo: str, notation: str, parent: str | None) -> d
             "topology": {"preset": topo, "requested": topo, "observed": notation},
             "scheduler": "scx_errsim", "kernel": "7.3.4+deb13-cloud-amd64",
             "stats": {"workers": 4, "cpu_time_s": 3.71, "migrations": 12,
-                      "max_gap_ms": 88},
+                      "max_gap_ms": 88,
+                      "measures": [{"group": 1, "name": "hackbench", "values": {"time_s": 5.717},
+                                    "parts": {}}],
+                      "measure_lines": ["  cg1 hackbench: time=5.717s"]},
             "timings": {"boot_to_ready_s": 3.9, "total_s": 10.2}, "parent": parent,
             "artifacts": ["errsim.failure-dump.json"]}
 

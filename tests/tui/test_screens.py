@@ -213,7 +213,10 @@ async def test_result_shows_verdict_sections_and_stats(store_root):
         assert titles == ["--- info ---", "--- stats ---", "--- scheduler log ---",
                           "--- sched_ext dump ---"]
         stats = screen.query_one("#stats", DataTable)
-        assert ["stats.workers", "4"] in [[str(c) for c in stats.get_row(k)] for k in stats.rows]
+        rows = [[str(c) for c in stats.get_row(k)] for k in stats.rows]
+        assert ["stats.workers", "4"] in rows
+        assert ["measure.hackbench.time_s", "5.717"] in rows  # a workload's own number
+        assert not [r for r in rows if r[0].startswith("stats.measure")]
         info = text(screen.query_one("#run-info", Static))
         assert "observed 1n2l2c1t" in info and "1 child run(s) (k)" in info
 
