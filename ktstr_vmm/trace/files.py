@@ -309,8 +309,8 @@ def build_index(run_path: Path, progress=None) -> dict[str, Any] | None:
                      + "; traced without it")
     if lost["ring_overrun"] or lost["missed_in_pages"] or lost["pages_with_uncounted_loss"]:
         notes.append(f"ring buffer overrun: {max(lost['ring_overrun'], lost['missed_in_pages'])} "
-                     "events lost in the guest (the wire could not keep up; raise "
-                     "--trace-buffer-kb or trace fewer events)")
+                     "events lost in the guest (the wire could not keep up; trace fewer "
+                     "events); waits measured across the loss may be too long")
     starved = int(guest.get("starved_ticks") or 0)
     rate = fdata.get("rate_bytes_s") if isinstance(fdata.get("rate_bytes_s"), int) else 0
     if starved and rate:

@@ -33,12 +33,18 @@ def run_store(tmp_path, kernel, schedulers):
 def test_scx_simple_pipe_and_spin_trace_decodes_and_a_latency_limit_fails_the_run(run_store):
     p = ktstr(run_store, "run", "--json", "--scheduler", "scx_simple", "--topology", "tiny-2llc",
               "--workload", "spin:2,pipe:2", "--duration", "3s", "--no-auto-repro",
-              "--max-wakeup-latency", "0.001ms")
+              "--max-wakeup-latency", "0.001ms", "--trace-events", "nosuch_group/nosuch_event")
     r = json.loads(p.stdout)
     assert p.returncode == 1, (p.stderr, r.get("message"))
     run_dir = Path(r["run_dir"])
     index = json.loads((run_dir / "trace" / "index.json").read_text())
-    assert index["clock"] == "mono" and index["missing"] == [] and index["errors"] == []
+    assert index["clock"] == "mono" and index["errors"] == []
+    # a tracepoint this kernel lacks is named, and the run goes on without it
+    assert index["missing"] == ["nosuch_group/nosuch_event"]
+    assert ("this kernel has no tracepoint nosuch_group/nosuch_event; traced without it"
+            in index["notes"])
+    assert "trace: this kernel has no tracepoint nosuch_group/nosuch_event; tracing without it" \
+        in (run_dir / "console.log").read_text()
     assert "sched/sched_switch" in index["enabled"] and "sched_ext/sched_ext_exit" in index["enabled"]
     assert len(index["cpus"]) == 4 and all(c["events"] > 0 for c in index["cpus"])
     assert index["lost"]["ring_overrun"] == 0
@@ -61,6 +67,7 @@ def test_scx_simple_pipe_and_spin_trace_decodes_and_a_latency_limit_fails_the_ru
 
     shown = ktstr(run_store, "show", r["run_id"], "--section", "latency")
     assert shown.returncode == 0 and shown.stdout.startswith("window ")
+    assert "note: this kernel has no tracepoint nosuch_group/nosuch_event" in shown.stdout
     assert "worst waits:" in shown.stdout
     summ = ktstr(run_store, "trace", r["run_id"], "--summary", "--json")
     assert summ.returncode == 0 and json.loads(summ.stdout)["wakeup"]["n"] > 10
