@@ -26,7 +26,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Footer, Header, Input, OptionList, Static
+from textual.widgets.option_list import Option
 
 from ktstr_vmm.trace.view import IDLE, UNKNOWN, Mark, MarkIndex, TimelineModel
 
@@ -450,6 +451,8 @@ class TimelinePane(Vertical):
     TimelinePane #tl-goto { display: none; }
     TimelinePane #tl-goto.shown { display: block; }
     TimelinePane #tl-info { color: $text-muted; }
+    TimelinePane #tl-worst { height: auto; max-height: 12; }
+    TimelinePane #tl-worst.empty { display: none; }
     """
 
     def __init__(self, path: Path, *, live: bool = False, at: str | None = None,
@@ -461,11 +464,13 @@ class TimelinePane(Vertical):
         self.notation = notation
         self.model: TimelineModel | None = None
         self.loaded = False
+        self.worst: list[dict] = []
 
     def compose(self) -> ComposeResult:
         yield Static(Text("loading the scheduling trace...", style="dim"), id="tl-info")
         yield SchedTimeline(follow=self.live, notation=self.notation, id="tl")
         yield Input(placeholder="go to time (guest clock), e.g. 12.5s", id="tl-goto")
+        yield OptionList(id="tl-worst", classes="empty")
 
     def on_mount(self) -> None:
         self.load()
@@ -497,9 +502,10 @@ class TimelinePane(Vertical):
                     model = TimelineModel.from_trace(trace)
                 elif info is None:
                     info = "the trace's index is damaged; delete trace/index.json to rebuild it"
-        self.app.call_from_thread(self._show, model, events, notation, grew, info)
+        worst = [] if self.live else _worst_waits(self.path)
+        self.app.call_from_thread(self._show, model, events, notation, grew, info, worst)
 
-    def _show(self, model, events, notation, grew, info) -> None:
+    def _show(self, model, events, notation, grew, info, worst=()) -> None:
         tl = self.query_one(SchedTimeline)
         first = self.model is None
         tl.notation = notation
@@ -516,7 +522,26 @@ class TimelinePane(Vertical):
         self.query_one("#tl-info", Static).update(self._info_text(info))
         if first and model is not None and self.at == "failure":
             tl.action_failure()
+        if first and worst:
+            box = self.query_one("#tl-worst", OptionList)
+            box.clear_options()
+            box.add_option(Option(Text("worst waits (enter: show in the timeline)", style="bold"),
+                                  disabled=True))
+            for i, w in enumerate(worst):
+                box.add_option(Option(_wait_text(w), id=f"w{i}"))
+            box.remove_class("empty")
+            self.worst = list(worst)
         self.loaded = True
+
+    @on(OptionList.OptionSelected, "#tl-worst")
+    def _worst_selected(self, event: OptionList.OptionSelected) -> None:
+        """Show a worst wait: its task selected, the wait in the middle of the view."""
+        w = self.worst[int(event.option.id[1:])]
+        tl = self.query_one(SchedTimeline)
+        span = max(w["ran_ns"] - w["since_ns"], 1_000_000) * 3
+        tl.select(int(w["pid"]))
+        tl.jump((w["since_ns"] + w["ran_ns"]) // 2, span)
+        tl.focus()
 
     def _info_text(self, info: str | None) -> Text:
         if info:
@@ -548,6 +573,32 @@ class TimelinePane(Vertical):
                         markup=False)
             return
         tl.jump(t)
+
+
+def _worst_waits(path: Path) -> list[dict]:
+    """trace/latency.json's worst waits (written after the run), well-formed ones only."""
+    import json
+
+    try:
+        d = json.loads((path / "trace" / "latency.json").read_text())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for w in (d.get("worst") or []) if isinstance(d, dict) else []:
+        if isinstance(w, dict) and all(isinstance(w.get(k), int) for k in
+                                       ("ns", "pid", "since_ns", "ran_ns", "ran_cpu", "from_cpu")):
+            out.append(w)
+    return out[:20]
+
+
+def _wait_text(w: dict) -> Text:
+    t = Text(f"{w['ns'] / 1e6:9.1f}ms  ")
+    t.append(str(w.get("name", "?")), style="bold")  # guest text: Text, never markup
+    why = (f" woken for cpu {w['from_cpu']}" if w.get("why") == "wakeup"
+           else f" preempted on cpu {w['from_cpu']}")
+    t.append(f" [{w['pid']}]{why} at {fmt_t(w['since_ns'])}, ran on cpu {w['ran_cpu']} "
+             f"at {fmt_t(w['ran_ns'])}")
+    return t
 
 
 def _observed_notation(path: Path) -> str | None:

@@ -233,3 +233,22 @@ async def test_result_screen_t_opens_the_timeline_of_its_run(runs, store_root):
         assert tl.view.t0 < tl.model.scx_exits[0][0] < tl.view.t1  # at the failure
         await pilot.press("escape")
         assert isinstance(app.screen, ResultScreen)
+
+
+@async_test
+async def test_worst_waits_link_into_the_timeline(stall):
+    async with Host(stall).run_test(size=(150, 30)) as pilot:
+        tl = await _loaded(pilot)
+        pane = pilot.app.query_one(TimelinePane)
+        from textual.widgets import OptionList
+
+        box = pilot.app.query_one("#tl-worst", OptionList)
+        assert pane.worst and box.option_count == len(pane.worst) + 1
+        worst = pane.worst[0]
+        assert worst["ns"] > 3e9  # the stall
+        box.focus()
+        box.highlighted = 1
+        await pilot.press("enter")
+        assert tl.view.selected == worst["pid"]
+        assert tl.view.t0 < worst["since_ns"] and worst["ran_ns"] < tl.view.t1
+        assert tl.has_focus
