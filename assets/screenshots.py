@@ -7,6 +7,7 @@ browser.svg   the run browser on assets/demo-store
 failure.svg   the result screen of the demo's injected scx_bpf_error
 dump.svg      that run's failure dump (tree, per-CPU table, BPF maps)
 live.svg      a real run (scx_simple on tiny-2llc) watched live: per-CPU grid, timeline, logs
+gauntlet.svg  a real verifier gauntlet (3 schedulers x 2 topologies on 2 Dask workers), its matrix
 """
 
 from __future__ import annotations
@@ -79,6 +80,38 @@ async def live_shot(store: Path) -> None:
         await pilot.pause(3.0)
 
 
+def gauntlet_shot(store: Path) -> None:
+    """Run a real gauntlet into `store`, then screenshot its matrix."""
+    import json
+    import subprocess
+
+    p = subprocess.run([sys.executable, "-m", "ktstr_cli", "gauntlet", "--json", "--verifier",
+                        "-s", "scx_simple,scx_qmap,scx_flatcg", "-t", "tiny-1llc,tiny-2llc",
+                        "-d", "2s", "--workers", "2"], capture_output=True, text=True,
+                       env={**os.environ, "KTSTR_HOME": str(store)})
+    try:
+        gid = json.loads(p.stdout)["gauntlet"]
+    except (ValueError, KeyError):
+        raise SystemExit(f"screenshots: the gauntlet failed: {p.stderr.strip()[-300:]}") from None
+    asyncio.run(_gauntlet_screen(store, gid))
+
+
+async def _gauntlet_screen(store: Path, gid: str) -> None:
+    from textual.widgets import DataTable
+
+    from ktstr_tui.app import KtstrApp
+    from ktstr_tui.screens.gauntlet_screen import GauntletScreen
+
+    app = KtstrApp(store, open_gauntlet=gid, watch=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(pilot.app.screen, GauntletScreen)
+                    and pilot.app.screen.loaded, 20, "gauntlet screen")
+        screen = pilot.app.screen
+        screen.query_one("#matrix", DataTable).move_cursor(row=0, column=2)
+        await pilot.pause(1.0)
+        app.save_screenshot("gauntlet.svg", str(OUT))
+
+
 def main() -> int:
     sys.path.insert(0, str(HERE.parent))
     OUT.mkdir(exist_ok=True)
@@ -91,6 +124,9 @@ def main() -> int:
         live_store.mkdir()
         os.environ["KTSTR_HOME"] = str(live_store)
         asyncio.run(live_shot(live_store))
+        gauntlet_store = work / "gauntlet"
+        gauntlet_store.mkdir()
+        gauntlet_shot(gauntlet_store)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"screenshots written to {OUT}")
