@@ -52,8 +52,9 @@ def replace_bytes(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll `predicate` with a deadline (for things that happen in other threads)."""
+def wait_until(predicate, timeout: float = 120.0, what: str = "condition") -> None:
+    """Poll `predicate` with a deadline (for things that happen in other threads). The
+    deadline is a hang guard far above any wait on a loaded machine, never a speed check."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

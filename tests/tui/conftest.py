@@ -3,6 +3,7 @@ and a helper that waits for a condition by pausing the app (never by sleeping)."
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import sys
@@ -44,7 +45,18 @@ def store_root(runs) -> Path:
 
 
 @pytest.fixture
-def snapshot_runs(monkeypatch, tmp_path):
+def fixed_paths():
+    """Hold /tmp/ktstr-tui-snapshots for this test. Snapshots need fixed paths there, so two
+    test processes on one machine (two worktrees, a developer and CI) would delete each
+    other's store mid-test; an exclusive lock makes the second wait its turn."""
+    SNAPSHOT_STORE.parent.mkdir(parents=True, exist_ok=True)
+    with open(SNAPSHOT_STORE.parent.with_suffix(".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield SNAPSHOT_STORE.parent
+
+
+@pytest.fixture
+def snapshot_runs(monkeypatch, tmp_path, fixed_paths):
     if SNAPSHOT_STORE.exists():
         shutil.rmtree(SNAPSHOT_STORE)
     monkeypatch.setenv("KTSTR_CACHE", str(tmp_path / "cache"))
@@ -58,8 +70,10 @@ def make_app(store_root: Path, **kw):
     return KtstrApp(store_root, **kw)
 
 
-async def wait_for(pilot, predicate, timeout: float = 10.0, what="condition"):
-    """Pause the app until predicate() is true; fail naming `what` after timeout."""
+async def wait_for(pilot, predicate, timeout: float = 120.0, what="condition"):
+    """Pause the app until predicate() is true; fail naming `what` after timeout. The
+    timeout only turns a hang into a failure that says what never happened: it is far above
+    any wait on a machine loaded by other work, so timing never decides a test."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         await pilot.pause(0.02)
@@ -73,5 +87,15 @@ async def wait_for(pilot, predicate, timeout: float = 10.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
 
 
-__all__ = ["RUN_IDS", "make_app", "wait_for", "os"]
+async def steady_cursors(pilot) -> None:
+    """Stop every Input's cursor from blinking (shown steadily), so a screenshot does not
+    depend on when, in the 0.5 s blink, a loaded machine got round to taking it."""
+    from textual.widgets import Input
+
+    for box in pilot.app.screen.query(Input):
+        box.cursor_blink = False
+    await pilot.pause()
+
+
+__all__ = ["RUN_IDS", "make_app", "steady_cursors", "wait_for", "os"]
 

@@ -162,7 +162,7 @@ async def test_a_run_landing_in_the_store_fills_its_cell_live(gstore):
         gauntlet_run(root, "20261125-174100-scx_qmap-tiny-2llc-0005", "scx_qmap",
                      "tiny-2llc", "pass", T0 + 80)
         await wait_for(pilot, lambda: cells(table)[0] == ["tiny-2llc", "fail", "pass"],
-                       what="the new run's cell", timeout=30)
+                       what="the new run's cell", timeout=120)
 
 
 async def test_the_app_can_open_straight_on_a_gauntlet(gstore):

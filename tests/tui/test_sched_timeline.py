@@ -195,7 +195,7 @@ def test_parse_time():
     assert parse_time("7us") == 7000 and parse_time("x") is None and parse_time("-1") is None
 
 
-def test_snapshot_timeline_at_the_stall(snap_compare):
+def test_snapshot_timeline_at_the_stall(snap_compare, fixed_paths):
     if SNAPSHOT_RUN.exists():
         shutil.rmtree(SNAPSHOT_RUN)
     shutil.copytree(DATA / "trace_stall", SNAPSHOT_RUN)

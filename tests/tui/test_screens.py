@@ -425,7 +425,7 @@ async def test_launch_of_a_command_that_makes_no_run_is_reported(store_root):
         app.notify = lambda msg, **kw: (notes.append(msg), orig(msg, **kw))
         app.launch(["--version"])
         await wait_for(pilot, lambda: any("before a run appeared" in n for n in notes),
-                       timeout=30, what="launch failure")
+                       timeout=120, what="launch failure")
     assert any(n.startswith("ktstr --version exited (0) before a run appeared: ktstr ")
                for n in notes), notes
 

@@ -8,7 +8,7 @@ Update after a deliberate UI change with `pytest tests/tui/test_snapshots.py
 from __future__ import annotations
 
 import pytest
-from conftest import RUN_IDS, SNAPSHOT_STORE, make_app, wait_for
+from conftest import RUN_IDS, SNAPSHOT_STORE, make_app, steady_cursors, wait_for
 from textual.widgets import DataTable, Input
 
 from ktstr_tui.screens.live_run import LiveRunScreen
@@ -108,7 +108,7 @@ def test_launcher_with_topology_error(snap_compare, snapshot_runs):
         await _browser_ready(pilot)
         await pilot.press("n")
         pilot.app.screen.query_one("#f-topology", Input).value = "2n3l2c1t"
-        await pilot.pause()
+        await steady_cursors(pilot)
 
     assert snap_compare(app_on(), terminal_size=SIZE, run_before=run_before)
 
@@ -120,7 +120,7 @@ def test_rerun_dialog(snap_compare, snapshot_runs):
         box = pilot.app.screen.query_one("#rerun-topology", Input)
         await wait_for(pilot, lambda: box.value == "tiny-2llc", what="prefilled")
         box.value = "numa2-4llc"
-        await pilot.pause()
+        await steady_cursors(pilot)
 
     assert snap_compare(app_on("fail"), terminal_size=SIZE, run_before=run_before)
 
@@ -141,7 +141,7 @@ DEMO_STORE = SNAPSHOT_STORE.parent / "demo-store"
 
 
 @pytest.fixture
-def demo_store():
+def demo_store(fixed_paths):
     import shutil
     from pathlib import Path
 

@@ -37,7 +37,8 @@ class Tmux:
     def screen(self, escapes: bool = False) -> str:
         return self.run("capture-pane", "-p", *(["-e"] if escapes else []), "-t", self.name)
 
-    def wait_for(self, text: str, timeout: float = 30.0) -> str:
+    def wait_for(self, text: str, timeout: float = 120.0) -> str:
+        # a hang guard, not a speed check: a loaded machine may take long to start the app
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             screen = self.screen()

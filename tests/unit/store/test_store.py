@@ -422,7 +422,7 @@ class Collector:
             self.events.append(ev)
             self.cond.notify_all()
 
-    def wait_for(self, ev, timeout: float = 10.0) -> None:
+    def wait_for(self, ev, timeout: float = 120.0) -> None:  # a hang guard
         with self.cond:
             if not self.cond.wait_for(lambda: ev in self.events, timeout=timeout):
                 raise AssertionError(f"no {ev} within {timeout}s; saw {self.events}")
