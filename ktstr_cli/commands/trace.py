@@ -10,6 +10,8 @@ from pathlib import Path
 from ktstr_vmm.errors import UsageError
 from ktstr_vmm.spec import parse_duration
 
+from . import add_store_option, open_store
+
 
 def register(sub) -> None:
     p = sub.add_parser("trace", help="a run's scheduling trace: latency summary, Perfetto export",
@@ -25,16 +27,15 @@ def register(sub) -> None:
     p.add_argument("--to", dest="t_to", metavar="T", help="end of the window, guest clock")
     p.add_argument("--tasks", type=int, default=12, metavar="N", help="tasks listed (default 12)")
     p.add_argument("--json", action="store_true", help="the summary as JSON")
+    add_store_option(p)
     p.set_defaults(func=cmd_trace)
 
 
-def run_path(ref: str) -> Path:
+def run_path(ref: str, args: argparse.Namespace) -> Path:
     p = Path(ref)
     if p.is_dir():
         return p.resolve()
-    from ktstr_vmm.store.store import Store
-
-    store = Store()
+    store = open_store(args)
     store.get(ref)  # the one-line error for an unknown or ambiguous run
     return store.run_dir(ref).path
 
@@ -50,7 +51,7 @@ def _ns(text: str | None, flag: str) -> int | None:
 def cmd_trace(args: argparse.Namespace) -> int:
     from ktstr_vmm.trace.files import has_trace, open_or_build
 
-    path = run_path(args.run)
+    path = run_path(args.run, args)
     if not has_trace(path):
         raise UsageError(f"run {path.name} has no scheduling trace",
                          "it was run with --no-trace, by an older ktstr, or failed before "
