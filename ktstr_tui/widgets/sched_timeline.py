@@ -3,8 +3,8 @@ that held each CPU as coloured spans with their names, idle as a dim dotted line
 events (attach, workload, exit, snapshots, dumps) and the kernel's sched_ext exits on the
 same axis above.
 
-Keys: left/right pan, shift+left/right pan a whole window, + / - zoom (mouse wheel zooms at
-the pointer), 0 the whole run, end follow the present (live), f the failure, s the next
+Keys: left/right pan, shift+left/right pan a whole window, + / - zoom (the mouse wheel zooms at
+the pointer, shift+wheel pans), 0 the whole run, end follow the present (live), f the failure, s the next
 snapshot, g a typed time, n / N the next / previous task, c clear the selection; a click on
 a span selects its task: its spans stand out on every CPU, its wakeups (↑) and migrations
 (⇄) are marked. Drawing asks the model (ktstr_vmm.trace.view) a few bisections per
@@ -412,13 +412,20 @@ class SchedTimeline(Widget, can_focus=True):
         self.select(None if pid in (IDLE, UNKNOWN) else pid)
 
     def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        """The wheel zooms in at the pointer; with shift it pans back in time."""
         _cpu, frac = self._hit(event.x, event.y)
-        self.action_zoom(0.5, frac)
+        if event.shift:
+            self.action_pan(-0.125)
+        else:
+            self.action_zoom(0.5, frac)
         event.stop()
 
     def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
         _cpu, frac = self._hit(event.x, event.y)
-        self.action_zoom(2, frac)
+        if event.shift:
+            self.action_pan(0.125)
+        else:
+            self.action_zoom(2, frac)
         event.stop()
 
 

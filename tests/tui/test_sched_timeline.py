@@ -135,6 +135,10 @@ async def test_a_click_on_a_span_selects_its_task_and_the_wheel_zooms(simple):
         tl.post_message(events.MouseScrollUp(tl, LABEL + 10, row, 0, -1, 0, False, False, False))
         await pilot.pause()
         assert tl.view.t1 - tl.view.t0 == pytest.approx(span / 2, rel=1e-6)
+        t0 = tl.view.t0  # shift+wheel pans
+        tl.post_message(events.MouseScrollDown(tl, LABEL + 10, row, 0, 1, 0, True, False, False))
+        await pilot.pause()
+        assert tl.view.t0 == t0 + (tl.view.t1 - tl.view.t0) // 8
 
 
 @async_test
@@ -252,3 +256,23 @@ async def test_worst_waits_link_into_the_timeline(stall):
         assert tl.view.selected == worst["pid"]
         assert tl.view.t0 < worst["since_ns"] and worst["ran_ns"] < tl.view.t1
         assert tl.has_focus
+
+
+@async_test
+async def test_live_screen_t_opens_the_timeline_following_the_run(runs, store_root):
+    from conftest import make_app
+
+    from ktstr_tui.screens.live_run import LiveRunScreen
+
+    live = runs["live"]
+    (live / "trace").mkdir()
+    for name in ("formats.json", "cpu000.pages", "cpu001.pages"):
+        shutil.copy(DATA / "trace_stall" / "trace" / name, live / "trace" / name)
+    app = make_app(store_root, open_path=live)
+    async with app.run_test(size=(140, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, LiveRunScreen), what="live screen")
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, TimelineScreen), what="timeline")
+        tl = await _loaded(pilot)
+        assert tl.view.follow and tl.view.t1 == tl.model.t_last
+        assert sorted(tl.model.lanes) == [0, 1]
