@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..introspect.bpf_maps import active_obj_name, read_maps
+from ..introspect.btf_types import BtfError
 from ..introspect.memory import is_bad
 from ..rundir.dumps import (
     REASON_NO_NUMA_WALKER,
@@ -29,6 +30,60 @@ from ..rundir.dumps import (
 from .sampler import MAX_PID, Sampler, real_exit_kind
 
 LIST_CAP = 256
+
+# Every kernel member the capture reads beyond the sampler's: name -> (struct, member path),
+# byte offsets from the kernel's own BTF, resolved once per sampler; a member this kernel
+# lacks is None and its dump field is left out. A new dump field is a line here, its read
+# below and its field in rundir/dumps.py.
+CAPTURE_MEMBERS: dict[str, tuple[str, str]] = {
+    "rq_cpu_released": ("rq", "scx.cpu_released"),
+    "rq_runnable_list": ("rq", "scx.runnable_list"),
+    "rq_ops_qseq": ("rq", "scx.ops_qseq"),
+    "rq_kick_sync": ("rq", "scx.kick_sync"),
+    "rq_nr_immed": ("rq", "scx.nr_immed"),
+    "rq_local_dsq": ("rq", "scx.local_dsq"),
+    "task_runnable_node": ("task_struct", "scx.runnable_node"),
+    "task_dsq_node": ("task_struct", "scx.dsq_list.node"),
+    "task_runnable_at": ("task_struct", "scx.runnable_at"),
+    "task_weight": ("task_struct", "scx.weight"),
+    "task_prio": ("task_struct", "prio"),
+    "task_nvcsw": ("task_struct", "nvcsw"),
+    "task_nivcsw": ("task_struct", "nivcsw"),
+    "task_real_parent": ("task_struct", "real_parent"),
+    "task_group_leader": ("task_struct", "group_leader"),
+    "task_cpu": ("task_struct", "thread_info.cpu"),
+    "dsq_nr": ("scx_dispatch_q", "nr"),
+    "dsq_seq": ("scx_dispatch_q", "seq"),
+    "dsq_id": ("scx_dispatch_q", "id"),
+    "dsq_list": ("scx_dispatch_q", "list"),
+    "dsq_hash_node": ("scx_dispatch_q", "hash_node"),
+    "sch_pnode": ("scx_sched", "pnode"),
+    "sch_dsq_hash": ("scx_sched", "dsq_hash.tbl"),
+    "pnode_global_dsq": ("scx_sched_pnode", "global_dsq"),
+    "pcpu_bypass_dsq": ("scx_sched_pcpu", "bypass_dsq"),
+    "tbl_size": ("bucket_table", "size"),
+    "tbl_nest": ("bucket_table", "nest"),
+    "tbl_buckets": ("bucket_table", "buckets"),
+    "ei_reason": ("scx_exit_info", "reason"),
+    "ei_msg": ("scx_exit_info", "msg"),
+}
+
+
+def offsets(s: Sampler) -> dict[str, int | None]:
+    """CAPTURE_MEMBERS' byte offsets in this kernel (resolved on the first capture)."""
+    got = s.capture_offsets
+    if got is None:
+        btf = s.mem.btf
+        got = s.capture_offsets = {k: _member_offset(btf, st, path)
+                                   for k, (st, path) in CAPTURE_MEMBERS.items()}
+    return got
+
+
+def _member_offset(btf, struct_name: str, path: str) -> int | None:
+    try:
+        return btf.member(struct_name, path).offset
+    except (BtfError, AttributeError):  # no such member / no BTF
+        return None
 REASON_NO_SDT = "sdt_alloc views are not captured by ktstr-vmm"
 _EV_FIELDS = {f.name for f in dataclasses.fields(EventCounterSample)} - {"elapsed_ms"}
 _CLASS_NAMES = {"ext": "ext_sched_class", "fair": "fair_sched_class",
@@ -61,7 +116,7 @@ def _task(s: Sampler, va: int, cpu: int | None = None,
           waiting_ms: Callable[[int], int | None] | None = None) -> TaskEnrichment | None:
     """One task's enrichment; `waiting_ms(va)` gives runnable_for_ms for a task on a
     runnable list (None elsewhere: a running task's runnable_at is stale)."""
-    mem, L, x = s.mem, s.L, s.L.extra
+    mem, L, x = s.mem, s.L, offsets(s)
     t = s._task(va)
     if is_bad(t) or not 0 <= t[0] <= MAX_PID:
         return None
@@ -101,7 +156,7 @@ def _waiting(s: Sampler, hz: int | None) -> Callable[[int], int | None] | None:
     """jiffies - p->scx.runnable_at in ms, as the kernel's watchdog and dump count it
     (runnable_at is set when a task is put on its run queue's runnable list and reset
     when it runs). None without the kernel's HZ, jiffies or the member."""
-    off, sym = s.L.extra.get("task_runnable_at"), s.L.sym.get("jiffies")
+    off, sym = offsets(s).get("task_runnable_at"), s.L.sym.get("jiffies")
     now = _int(s.mem, sym, 8) if sym is not None else None
     if not hz or hz <= 0 or off is None or now is None:
         return None
@@ -117,7 +172,7 @@ def _waiting(s: Sampler, hz: int | None) -> Callable[[int], int | None] | None:
 
 def _rq(s: Sampler, cpu: int, tasks: dict[int, TaskEnrichment],
         waiting_ms: Callable[[int], int | None] | None = None) -> tuple[RqScxState, DsqState]:
-    mem, L, x = s.mem, s.L, s.L.extra
+    mem, L, x = s.mem, s.L, offsets(s)
     rq = s.rq_addrs[cpu]
     c = s.read_cpu(cpu)
     runnable, trunc = _walk(mem, rq + x["rq_runnable_list"], x["task_runnable_node"]) \
@@ -150,7 +205,7 @@ def _rq(s: Sampler, cpu: int, tasks: dict[int, TaskEnrichment],
 
 def _dsq(s: Sampler, dsq: int, origin: str) -> DsqState | None:
     """A `struct scx_dispatch_q` at `dsq`: id, nr, seq and the queued tasks (its list)."""
-    x = s.L.extra
+    x = offsets(s)
     if None in (x.get("dsq_nr"), x.get("dsq_seq"), x.get("dsq_id"), x.get("dsq_list")):
         return None
     head = [_int(s.mem, dsq + x[k], n) for k, n in (("dsq_nr", 4), ("dsq_seq", 4),
@@ -171,7 +226,7 @@ def _shared_dsqs(s: Sampler, sch: int) -> list[DsqState]:
 def _bypass_dsqs(s: Sampler, sch: int) -> list[DsqState]:
     """`sch->pcpu->bypass_dsq` of each CPU that holds tasks (the disable path re-queues
     every runnable task there)."""
-    x = s.L.extra
+    x = offsets(s)
     if None in (s.L.sch_pcpu, x.get("pcpu_bypass_dsq")):
         return []
     pcpu = _int(s.mem, sch + s.L.sch_pcpu, 8)
@@ -186,7 +241,7 @@ def _bypass_dsqs(s: Sampler, sch: int) -> list[DsqState]:
 
 def _global_dsqs(s: Sampler, sch: int) -> list[DsqState]:
     """`sch->pnode[n]->global_dsq` for each of the kernel's `nr_node_ids` nodes."""
-    x = s.L.extra
+    x = offsets(s)
     if None in (x.get("sch_pnode"), x.get("pnode_global_dsq")):
         return []
     pnode = _int(s.mem, sch + x["sch_pnode"], 8)
@@ -204,7 +259,7 @@ def _user_dsqs(s: Sampler, sch: int) -> list[DsqState]:
     """The DSQs the scheduler created, from the `sch->dsq_hash` rhashtable: a bucket array
     of rhash_head chains (bit 0 of a bucket pointer is its lock; a chain ends in an odd
     "nulls" marker). A nested (huge) table is not walked."""
-    mem, x = s.mem, s.L.extra
+    mem, x = s.mem, offsets(s)
     if None in (x.get("sch_dsq_hash"), x.get("dsq_hash_node"), x.get("tbl_size"),
                 x.get("tbl_nest"), x.get("tbl_buckets")):
         return []
@@ -237,7 +292,7 @@ def _current_sch(s: Sampler) -> int:
 
 
 def _sched(s: Sampler, sch: int) -> ScxSchedState | None:
-    mem, L, x = s.mem, s.L, s.L.extra
+    mem, L, x = s.mem, s.L, offsets(s)
     if not sch:
         return None
     kind = real_exit_kind(mem, L, sch) if L.sch_exit_kind is not None else None

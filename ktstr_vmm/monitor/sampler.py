@@ -76,7 +76,7 @@ class Layout:
     enable_states: dict[int, str] = field(default_factory=dict)
     exit_kinds: dict[int, str] = field(default_factory=lambda: dict(EXIT_KINDS))  # the BTF's
     exit_done: int = SCX_EXIT_DONE  # the BTF's SCX_EXIT_DONE
-    extra: dict[str, int | None] = field(default_factory=dict)  # capture-only offsets
+    extra: dict[str, int | None] = field(default_factory=dict)  # the sampler's optional offsets
 
     @classmethod
     def build(cls, btf: Btf, symbols: Symbols) -> Layout:
@@ -112,39 +112,7 @@ class Layout:
             kw["exit_done"] = next(v for v, name in kinds.items() if name == "SCX_EXIT_DONE")
         except (BtfError, StopIteration):
             pass
-        extra = {
-            "rq_cpu_released": _opt(btf, "rq", "scx.cpu_released"),
-            "rq_runnable_list": _opt(btf, "rq", "scx.runnable_list"),
-            "rq_ops_qseq": _opt(btf, "rq", "scx.ops_qseq"),
-            "rq_kick_sync": _opt(btf, "rq", "scx.kick_sync"),
-            "rq_nr_immed": _opt(btf, "rq", "scx.nr_immed"),
-            "rq_local_dsq": _opt(btf, "rq", "scx.local_dsq"),
-            "task_runnable_node": _opt(btf, "task_struct", "scx.runnable_node"),
-            "task_dsq_node": _opt(btf, "task_struct", "scx.dsq_list.node"),
-            "task_runnable_at": _opt(btf, "task_struct", "scx.runnable_at"),
-            "task_weight": _opt(btf, "task_struct", "scx.weight"),
-            "task_prio": _opt(btf, "task_struct", "prio"),
-            "task_nvcsw": _opt(btf, "task_struct", "nvcsw"),
-            "task_nivcsw": _opt(btf, "task_struct", "nivcsw"),
-            "task_real_parent": _opt(btf, "task_struct", "real_parent"),
-            "task_group_leader": _opt(btf, "task_struct", "group_leader"),
-            "task_cpu": _opt(btf, "task_struct", "thread_info.cpu"),
-            "dsq_nr": _opt(btf, "scx_dispatch_q", "nr"),
-            "dsq_seq": _opt(btf, "scx_dispatch_q", "seq"),
-            "dsq_id": _opt(btf, "scx_dispatch_q", "id"),
-            "dsq_list": _opt(btf, "scx_dispatch_q", "list"),
-            "dsq_hash_node": _opt(btf, "scx_dispatch_q", "hash_node"),
-            "sch_pnode": _opt(btf, "scx_sched", "pnode"),
-            "sch_dsq_hash": _opt(btf, "scx_sched", "dsq_hash.tbl"),
-            "pnode_global_dsq": _opt(btf, "scx_sched_pnode", "global_dsq"),
-            "pcpu_bypass_dsq": _opt(btf, "scx_sched_pcpu", "bypass_dsq"),
-            "tbl_size": _opt(btf, "bucket_table", "size"),
-            "tbl_nest": _opt(btf, "bucket_table", "nest"),
-            "tbl_buckets": _opt(btf, "bucket_table", "buckets"),
-            "ei_kind": _opt(btf, "scx_exit_info", "kind"),
-            "ei_reason": _opt(btf, "scx_exit_info", "reason"),
-            "ei_msg": _opt(btf, "scx_exit_info", "msg"),
-        }
+        extra = {"ei_kind": _opt(btf, "scx_exit_info", "kind")}
         comm = m("task_struct", "comm")
         return cls(
             rq_nr_running=m("rq", "nr_running").offset, rq_curr=m("rq", "curr").offset,
@@ -181,6 +149,7 @@ class Sampler:
 
     def __init__(self, mem: GuestMemory, layout: Layout, ncpus: int) -> None:
         L = layout
+        self.capture_offsets: dict[str, int | None] | None = None  # capture.offsets()
         self.mem, self.L, self.ncpus = mem, layout, ncpus
         self._ev = struct.Struct(f"<{len(L.events)}q") if L.events else None
         self.per_cpu_offsets: list[int] = []
