@@ -74,6 +74,7 @@ class TraceWriter:
         self.kept_pages = self.kept_bytes = self.over_cap_pages = self.bad_pages = 0
         self.guest_stats: dict[str, Any] | None = None
         self.started = False
+        self.write_error = ""
 
     def formats(self, d: dict[str, Any]) -> None:
         if self.started:
@@ -82,14 +83,29 @@ class TraceWriter:
         self.page_size = ps if isinstance(ps, int) and 512 <= ps <= 1 << 16 else 4096
         n = d.get("cpus")
         self.cpus = n if isinstance(n, int) and 0 < n <= MAX_CPUS else MAX_CPUS
-        (self.root / TRACE_DIR).mkdir(exist_ok=True)
-        atomic_write_json(self.root / FORMATS, d)
+        try:
+            (self.root / TRACE_DIR).mkdir(exist_ok=True)
+            atomic_write_json(self.root / FORMATS, d)
+        except OSError as e:
+            self.write_error = f"{type(e).__name__}: {e}"[:300]
+            return
         self.started = True
 
     def pages(self, payload: bytes) -> None:
-        if not self.started:
-            self.bad_pages += 1
+        """One TracePages frame: its pages appended to their CPUs' files and flushed (the
+        live timeline reads them). A write error (a full disk) stops the trace, counted."""
+        if not self.started or self.write_error:
+            self.bad_pages += 0 if self.write_error else 1
             return
+        touched = set()
+        try:
+            self._pages(payload, touched)
+            for cpu in touched:
+                self.files[cpu].flush()
+        except OSError as e:
+            self.write_error = f"{type(e).__name__}: {e}"[:300]
+
+    def _pages(self, payload: bytes, touched: set) -> None:
         pos, n = 0, len(payload)
         ps = self.page_size
         while pos + 8 <= n:
@@ -105,6 +121,7 @@ class TraceWriter:
                 if f is None:
                     f = self.files[cpu] = open(self.root / pages_name(cpu), "ab")
                 f.write(struct.pack("<I", length) + payload[pos:pos + length])
+                touched.add(cpu)
                 self.kept_pages += 1
                 self.kept_bytes += 4 + length
             pos += length
@@ -114,15 +131,21 @@ class TraceWriter:
 
     def close(self) -> None:
         for f in self.files.values():
-            f.close()
+            try:
+                f.close()
+            except OSError as e:
+                self.write_error = self.write_error or f"{type(e).__name__}: {e}"[:300]
         self.files.clear()
         if not self.started:
             return
-        atomic_write_json(self.root / STATS, {
-            "guest": self.guest_stats,
-            "host": {"pages": self.kept_pages, "bytes": self.kept_bytes,
-                     "over_cap_pages": self.over_cap_pages, "bad_pages": self.bad_pages,
-                     "max_bytes": self.max_bytes}})
+        try:
+            atomic_write_json(self.root / STATS, {
+                "guest": self.guest_stats,
+                "host": {"pages": self.kept_pages, "bytes": self.kept_bytes,
+                         "over_cap_pages": self.over_cap_pages, "bad_pages": self.bad_pages,
+                         "max_bytes": self.max_bytes, "write_error": self.write_error}})
+        except OSError:
+            pass  # the index then says the trace's stats are missing; the run goes on
 
 
 # ----------------------------------------------------------------------------- index
@@ -243,7 +266,13 @@ def build_index(run_path: Path, progress=None) -> dict[str, Any] | None:
             cpu = int(p.name[3:-6])
         except ValueError:
             continue
-        data = p.read_bytes()
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            from .ftrace import DecodeError
+
+            dec.errors.append(DecodeError(cpu, 0, 0, f"cannot read {p.name}: {e.strerror}"))
+            continue
         parts: list[bytes] = []
         npages, end, ordered = 0, 0, True
         for run in page_runs(data, ps):
@@ -327,6 +356,8 @@ def build_index(run_path: Path, progress=None) -> dict[str, Any] | None:
     if lost["over_cap_pages"]:
         notes.append(f"{lost['over_cap_pages']} pages over the host's cap of "
                      f"{int(host.get('max_bytes') or 0) >> 20} MiB were not stored")
+    if host.get("write_error"):
+        notes.append(f"the host stopped storing the trace: {host['write_error']}")
     if dec.errors:
         e = dec.errors[0]
         notes.append(f"{len(dec.errors)} damaged pages: the first at cpu {e.cpu} page {e.page} "

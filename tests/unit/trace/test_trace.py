@@ -305,3 +305,19 @@ def test_pages_out_of_time_order_still_give_time_ordered_records(run, monkeypatc
     ts = [r[0] for r in t.cpus[0].all()]
     assert ts == sorted(ts) and len(ts) == index["cpus"][0]["events"]
     t.close()
+
+
+def test_a_write_error_stops_the_trace_and_says_why(tmp_path):
+    formats = json.loads((SAMPLE / FORMATS).read_text())
+    page = read_pages(SAMPLE / pages_name(0))[0]
+    w = TraceWriter(tmp_path)
+    w.formats(formats)
+    (tmp_path / pages_name(1)).mkdir()  # cpu 1's file cannot be opened for appending
+    w.pages(struct.pack("<II", 0, len(page)) + page + struct.pack("<II", 1, len(page)) + page)
+    w.pages(struct.pack("<II", 0, len(page)) + page)  # nothing more is stored
+    w.close()
+    assert read_pages(tmp_path / pages_name(0)) == [page]
+    assert w.write_error.startswith("IsADirectoryError")
+    index = build_index(tmp_path)
+    assert any(n.startswith("the host stopped storing the trace: IsADirectoryError")
+               for n in index["notes"])
