@@ -4,7 +4,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := run
 
 APT_PACKAGES := qemu-system-x86 clang-19 llvm-19 lld-19 libelf-dev zlib1g-dev pkg-config \
-                libcap-dev dwarves tmux gcc make rt-tests stress-ng
+                libcap-dev dwarves tmux gcc make rt-tests stress-ng \
+                busybox-static bpftool
 VENV := .venv
 PY := $(VENV)/bin/python
 KTSTR := $(VENV)/bin/ktstr

@@ -20,6 +20,7 @@ from ktstr_vmm.errors import KtstrError
 COMMAND_MODULES: tuple[str, ...] = (
     "run",
     "live",
+    "shell",
     "kernel",
     "schedulers",
     "doctor",
@@ -38,7 +39,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 # command module pulls in its part of the library; `ktstr tui` starts ~0.1 s sooner).
 COMMAND_NAMES: dict[str, str] = {
     "run": "run", "topologies": "run",
-    "pause": "live", "resume": "live", "snapshot": "live", "stop": "live",
+    "pause": "live", "resume": "live", "snapshot": "live", "stop": "live", "shell": "shell",
     "kernel": "kernel", "schedulers": "schedulers", "doctor": "doctor",
     "runs": "runs", "show": "runs", "tui": "tui",
     "repro": "repro", "rerun": "rerun", "compare": "compare",

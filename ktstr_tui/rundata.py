@@ -174,6 +174,11 @@ class Event:
     @property
     def label(self) -> str:
         """A short human label: 'lifecycle: booted', 'scenario start: spin'."""
+        if self.kind == "shell":  # a guest shell opened or ended (docs/shell.md)
+            f = dict(self.fields)
+            if f.get("action") == "opened":
+                return f"shell {f.get('sid')} opened by {f.get('by')}"
+            return f"shell {f.get('sid')} {f.get('action')}: {f.get('why')}"
         detail = next((str(v) for k, v in self.fields
                        if k in ("phase", "state", "name", "what", "reason", "detail", "msg",
                                 "text", "message")), "")

@@ -1,15 +1,22 @@
 """A run while it runs: monitor grid, timeline, scheduler log, console, the scheduler's BPF
-globals, status bar; keys to pause/resume the guest, take a snapshot, stop.
+globals, status bar; keys to pause/resume the guest, take a snapshot, stop, open a shell.
 
 A tail worker follows the run directory (status.json, events.jsonl, monitor.jsonl,
 bpf.jsonl, result.json, control.sock), woken by file notifications and polling as a fallback, and
 posts RunUpdate; the screen only renders. Control commands go through
 ktstr_vmm.run.control.send_command on a worker thread. When the run finishes the result screen
 replaces this one.
+
+The shell key (!) asks the run for a guest shell on a worker thread, then suspends the app
+and hands the terminal to the shell (App.suspend): the user's own terminal drives the
+guest's pty, so job control, Ctrl-C and full-screen programs (top, vi) work as in any
+terminal, with no terminal emulator inside the app. The runner keeps monitoring meanwhile;
+on `exit` (or Ctrl-]) the live screen comes back and catches up from the run directory.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -61,6 +68,7 @@ class LiveRunScreen(Screen):
         Binding("space", "pause", "Pause/resume"),
         Binding("s", "snapshot", "Snapshot"),
         Binding("x", "stop", "Stop"),
+        Binding("exclamation_mark", "shell", "Shell"),
         Binding("enter", "open_result", "Result"),
         Binding("1", "show_tab('tab-sched')", "Sched log", show=False),
         Binding("2", "show_tab('tab-console')", "Console", show=False),
@@ -267,7 +275,7 @@ class LiveRunScreen(Screen):
 
     # ------------------------------------------------------------------ actions
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("pause", "snapshot", "stop"):
+        if action in ("pause", "snapshot", "stop", "shell"):
             return self.control and not self.gone or None
         if action == "open_result":
             return self.result_ready or None
@@ -316,6 +324,48 @@ class LiveRunScreen(Screen):
             self.paused = cmd == "pause"
         detail = reply.get("path") or reply.get("detail") or ""
         self.app.call_from_thread(self.notify, f"{cmd}: ok {detail}".strip())
+        self._wake.set()
+
+    def action_shell(self) -> None:
+        self._open_shell()
+
+    @work(thread=True, exclusive=True, group="shell")
+    def _open_shell(self) -> None:
+        """Ask for the shell off the UI thread (the guest may take a moment)."""
+        from ktstr_vmm.run.shellclient import connect, window_size
+
+        if not (self.path / rundir.CONTROL).exists():
+            self.app.call_from_thread(self.notify, NO_CONTROL, severity="warning")
+            return
+        rows, cols = window_size(0)
+        try:
+            sock, reply = connect(self.path, tty=True, rows=rows, cols=cols,
+                                  term=os.environ.get("TERM", ""), by="ktstr tui",
+                                  timeout=30.0)
+        except KtstrError as e:
+            self.app.call_from_thread(self.notify, f"shell: {e.one_line()}", severity="error",
+                                      markup=False)
+            return
+        self.app.call_from_thread(self._hand_over, sock, reply)
+
+    def _hand_over(self, sock, reply: dict) -> None:
+        """The terminal belongs to the guest shell until it ends (UI thread, suspended)."""
+        from textual.app import SuspendNotSupported
+
+        from ktstr_vmm.run.shellclient import HELPERS_LINE, bridge
+
+        try:
+            with self.app.suspend():
+                os.write(1, (f"ktstr: shell {reply.get('sid')} on {self.path.name} (guest pid "
+                             f"{reply.get('pid')})\r\n{HELPERS_LINE}; exit or Ctrl-] returns "
+                             "to the live screen\r\n").encode())
+                end = bridge(sock, tty=True)
+        except SuspendNotSupported:
+            sock.close()
+            self.notify("shell: this terminal cannot hand itself over (no suspend here)",
+                        severity="error")
+            return
+        self.notify(f"shell {reply.get('sid')} ended: {end.why}", markup=False)
         self._wake.set()
 
     def action_open_result(self) -> None:

@@ -8,6 +8,8 @@ Wiring (all verified with QEMU 7.2):
   connection exists before QEMU starts, so not one early byte is lost, and nothing on
   disk has to be cleaned up. A drain thread empties it so a slow reader never stalls
   the guest's UART (up to WIRE_BUFFER_CAP bytes, then back-pressure).
+- shells -> a third socketpair on port 2 of the virtio-serial device (`ktstr.shell=
+  /dev/vport0p2`), drained the same way: read_shell()/write_shell() (docs/shell.md).
 - QMP -> another socketpair (`-mon chardev=qmp,mode=control`) for stop/cont/quit and
   the SHUTDOWN event that tells a guest power-off from a reset.
 - RAM -> one `memory-backend-file` per NUMA node in /dev/shm, created by us with mode
@@ -133,6 +135,27 @@ class _WireDrain:
             self.sock.close()
 
 
+def _send_all(sock: socket.socket, lock: threading.Lock, data: bytes, what: str) -> None:
+    """Non-blocking sends (the socket's own timeout must stay None: a drain thread is
+    blocked in recv on it); EngineError when the guest takes nothing for
+    WIRE_WRITE_TIMEOUT seconds or QEMU is gone."""
+    view = memoryview(data)
+    with lock:
+        while view:
+            try:
+                sent = sock.send(view, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            except BlockingIOError:
+                _, writable, _ = select.select([], [sock], [], WIRE_WRITE_TIMEOUT)
+                if not writable:
+                    raise EngineError(f"the guest took no {what} bytes for "
+                                      f"{WIRE_WRITE_TIMEOUT:.0f}s") from None
+                continue
+            except OSError as e:
+                raise EngineError(f"cannot write to the guest's {what}: "
+                                  f"{e.strerror or e}") from e
+            view = view[sent:]
+
+
 # ----------------------------------------------------------------------------- machine
 
 def _reap(proc: subprocess.Popen, ram_paths: list[Path], pidfd: int | None) -> None:
@@ -154,7 +177,7 @@ class QemuMachine:
     engine = "qemu"
 
     def __init__(self, boot: BootSpec, accel: str, qemu: str, cpu: str | None = None,
-                 wire: str = "serial") -> None:
+                 wire: str = "serial", shell: bool = True) -> None:
         self.accel = accel
         self.wire = wire
         self.boot = boot
@@ -174,6 +197,10 @@ class QemuMachine:
         fds: list[int] = []
         wire_host, wire_qemu = socket.socketpair()
         qmp_host, qmp_qemu = socket.socketpair()
+        shell_host, shell_qemu = socket.socketpair() if shell else (None, None)
+        qemu_fds = [wire_qemu.fileno(), qmp_qemu.fileno()]
+        if shell_qemu is not None:
+            qemu_fds.append(shell_qemu.fileno())
         try:
             for path, mib in zip(self._ram_paths, self._node_mib, strict=True):
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -182,11 +209,12 @@ class QemuMachine:
             self.command = build_command(
                 qemu, boot, accel=accel, cpu=cpu or cpu_model(accel, is_pvm()),
                 ram_paths=self._ram_paths, node_mib=self._node_mib,
-                wire_fd=wire_qemu.fileno(), qmp_fd=qmp_qemu.fileno(), wire=wire)
+                wire_fd=wire_qemu.fileno(), qmp_fd=qmp_qemu.fileno(), wire=wire,
+                shell_fd=shell_qemu.fileno() if shell_qemu is not None else None)
             with open(self._stderr_path, "wb") as err:
                 self._proc = subprocess.Popen(
                     self.command, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                    pass_fds=(wire_qemu.fileno(), qmp_qemu.fileno()),
+                    pass_fds=tuple(qemu_fds),
                     start_new_session=True, preexec_fn=_die_with_parent)
         except OSError as e:
             for fd in fds:
@@ -196,10 +224,14 @@ class QemuMachine:
                     p.unlink()
             wire_host.close()
             qmp_host.close()
+            if shell_host is not None:
+                shell_host.close()
             raise EngineError(f"cannot start QEMU: {e.strerror or e}") from e
         finally:
             wire_qemu.close()
             qmp_qemu.close()
+            if shell_qemu is not None:
+                shell_qemu.close()
         self.pid: int | None = self._proc.pid
         try:
             self._pidfd: int | None = os.pidfd_open(self._proc.pid)
@@ -209,6 +241,8 @@ class QemuMachine:
                                            self._pidfd)
         self._wire = _WireDrain(wire_host)
         self._wire_lock = threading.Lock()
+        self._shell = _WireDrain(shell_host) if shell_host is not None else None
+        self._shell_lock = threading.Lock()
         self._qmp = QmpClient(qmp_host)
         try:
             self._qmp.handshake(START_TIMEOUT)
@@ -240,24 +274,22 @@ class QemuMachine:
 
     def write_wire(self, data: bytes) -> None:
         """Send all of `data`; EngineError if the guest takes none of it for
-        WIRE_WRITE_TIMEOUT seconds or QEMU is gone. (Non-blocking sends: the socket's own
-        timeout must stay None, the drain thread is blocked in recv on it.)"""
-        view = memoryview(data)
-        sock = self._wire.sock
-        with self._wire_lock:
-            while view:
-                try:
-                    sent = sock.send(view, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
-                except BlockingIOError:
-                    _, writable, _ = select.select([], [sock], [], WIRE_WRITE_TIMEOUT)
-                    if not writable:
-                        raise EngineError(f"the guest took no wire bytes for "
-                                          f"{WIRE_WRITE_TIMEOUT:.0f}s") from None
-                    continue
-                except OSError as e:
-                    raise EngineError(f"cannot write to the guest's wire: "
-                                      f"{e.strerror or e}") from e
-                view = view[sent:]
+        WIRE_WRITE_TIMEOUT seconds or QEMU is gone."""
+        _send_all(self._wire.sock, self._wire_lock, data, "wire")
+
+    @property
+    def has_shell(self) -> bool:
+        return self._shell is not None
+
+    def read_shell(self, timeout: float) -> bytes | None:
+        """Bytes from the shells' port: b"" on timeout, None once it is closed or absent."""
+        return self._shell.read(timeout) if self._shell is not None else None
+
+    def write_shell(self, data: bytes) -> None:
+        """Send all of `data` to the shells' port (EngineError as write_wire)."""
+        if self._shell is None:
+            raise EngineError("this VM has no shell port")
+        _send_all(self._shell.sock, self._shell_lock, data, "shell port")
 
     def ram(self) -> list[RamRegion]:
         return list(self._regions)
@@ -327,6 +359,8 @@ class QemuMachine:
             self._closed = True
         self.kill()
         self._wire.close()
+        if self._shell is not None:
+            self._shell.close()
         self._qmp.close()
         self._regions.clear()
         for m in self._maps:
@@ -378,4 +412,5 @@ class QemuEngine:
 
     def start(self, boot: BootSpec) -> QemuMachine:
         return QemuMachine(boot, self.accel, self.qemu, boot.extra.get("cpu", self.cpu),
-                           boot.extra.get("wire", self.wire))
+                           boot.extra.get("wire", self.wire),
+                           shell=boot.extra.get("shell", "1") != "0")

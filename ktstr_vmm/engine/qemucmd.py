@@ -71,16 +71,21 @@ WIRE_KINDS = ("serial", "virtio")
 # Where the guest finds a virtio-serial wire: the first port of the only virtio-serial
 # device (the agent reads `ktstr.wire=` from the kernel command line; devtmpfs names it).
 VIRTIO_WIRE_DEV = "/dev/vport0p1"
+# The shells' port (docs/shell.md): port 2 of the same virtio-serial device, named to the
+# agent with `ktstr.shell=`.
+VIRTIO_SHELL_DEV = "/dev/vport0p2"
 
 
 def build_command(qemu: str, boot: BootSpec, *, accel: str, cpu: str, ram_paths: list[Path],
                   node_mib: list[int], wire_fd: int, qmp_fd: int,
-                  wire: str = "serial") -> list[str]:
+                  wire: str = "serial", shell_fd: int | None = None) -> list[str]:
     """The qemu-system-x86_64 argument list for `boot` (no side effects).
 
     wire "serial": COM2 (the guest's /dev/ttyS1, ~0.1-0.2 MB/s under TCG). wire "virtio":
     a virtio-serial port (~25 MB/s), announced to the agent by appending
-    `ktstr.wire=/dev/vport0p1` to the kernel command line; COM2 is then absent."""
+    `ktstr.wire=/dev/vport0p1` to the kernel command line; COM2 is then absent.
+    shell_fd: the host end of the shells' channel, a virtio-serial port announced with
+    `ktstr.shell=/dev/vport0p2` (None: no shell port)."""
     topo: Topology = boot.topology
     cmd = [
         qemu, "-name", "ktstr", "-machine", "pc", "-no-user-config", "-nodefaults",
@@ -107,14 +112,19 @@ def build_command(qemu: str, boot: BootSpec, *, accel: str, cpu: str, ram_paths:
         "-chardev", f"socket,id=qmp,fd={qmp_fd}",
         "-serial", "chardev:con",
     ]
-    if wire == "virtio":
-        cmd += ["-device", "virtio-serial-pci,id=vser0",
-                "-device", "virtserialport,bus=vser0.0,nr=1,chardev=wire,name=ktstr.wire"]
-        cmdline = f"{cmdline} ktstr.wire={VIRTIO_WIRE_DEV}".strip()
-    elif wire == "serial":
-        cmd += ["-serial", "chardev:wire"]
-    else:
+    if wire not in WIRE_KINDS:
         raise EngineError(f"unknown wire transport {wire!r}", "use serial or virtio")
+    if wire == "virtio" or shell_fd is not None:
+        cmd += ["-device", "virtio-serial-pci,id=vser0"]
+    if wire == "virtio":
+        cmd += ["-device", "virtserialport,bus=vser0.0,nr=1,chardev=wire,name=ktstr.wire"]
+        cmdline = f"{cmdline} ktstr.wire={VIRTIO_WIRE_DEV}".strip()
+    else:
+        cmd += ["-serial", "chardev:wire"]
+    if shell_fd is not None:
+        cmd += ["-chardev", f"socket,id=shell,fd={shell_fd}",
+                "-device", "virtserialport,bus=vser0.0,nr=2,chardev=shell,name=ktstr.shell"]
+        cmdline = f"{cmdline} ktstr.shell={VIRTIO_SHELL_DEV}".strip()
     cmd += [
         "-mon", "chardev=qmp,mode=control",
         "-kernel", str(boot.kernel), "-initrd", str(boot.initramfs),

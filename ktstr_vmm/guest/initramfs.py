@@ -115,8 +115,12 @@ def _host_mode(path: Path) -> int:
         raise BuildError(f"cannot read {path}: {e.strerror}") from e
 
 
-def build_archive(agent: Path, spec_text: str, files: dict[str, Path]) -> bytes:
-    """The uncompressed cpio archive (see the module docstring for what it holds)."""
+def build_archive(agent: Path, spec_text: str, files: dict[str, Path], *,
+                  links: dict[str, str] | None = None,
+                  data: dict[str, tuple[bytes, int]] | None = None) -> bytes:
+    """The uncompressed cpio archive (see the module docstring for what it holds).
+    `links` maps guest paths to symlink targets, `data` guest paths to (bytes, mode);
+    a link or data path that `files` also names is left out (files win)."""
     w = CpioWriter()
     for d in EMPTY_DIRS:
         w.dir(d)
@@ -146,11 +150,18 @@ def build_archive(agent: Path, spec_text: str, files: dict[str, Path]) -> bytes:
             w.file(guest, _read(host, "shared library"), _host_mode(host))
     if needs_ld_cache and LD_SO_CACHE.is_file():
         w.file(str(LD_SO_CACHE), _read(LD_SO_CACHE, "loader cache"), 0o644)
+    for guest, (blob, mode) in sorted((data or {}).items()):
+        if guest not in w:
+            w.file(guest, blob, mode)
+    for guest, target in sorted((links or {}).items()):
+        if guest not in w:
+            w.symlink(guest, target)
     return w.getvalue()
 
 
 def build_initramfs(agent: Path, spec_text: str, files: dict[str, Path],
-                    out: Path | None = None) -> Path:
+                    out: Path | None = None, *, links: dict[str, str] | None = None,
+                    data: dict[str, tuple[bytes, int]] | None = None) -> Path:
     """Write the gzip-compressed initramfs and return its path.
 
     `files` maps guest paths to host files (e.g. {"/bin/sched": scx_simple}); each comes
@@ -158,7 +169,7 @@ def build_initramfs(agent: Path, spec_text: str, files: dict[str, Path],
     there; otherwise it is cached by content under cache_dir()/initramfs/ and an
     existing identical archive is returned as is. A missing library raises BuildError
     naming the binary and the library."""
-    archive = build_archive(Path(agent), spec_text, dict(files))
+    archive = build_archive(Path(agent), spec_text, dict(files), links=links, data=data)
     if out is None:
         digest = hashlib.sha256(b"ktstr-initramfs-%d\0" % LAYOUT_VERSION + archive).hexdigest()
         cache = paths.cache_dir() / "initramfs"

@@ -49,6 +49,7 @@ class GuestSpec:
     wire_selftest_kib: int = 0
     trace: tuple[tuple[str, str], ...] = ()  # the trace* keys in order
     groups: tuple[str, ...] = ()  # the `group=` lines, verbatim
+    shell_hold_ms: int = 0
 
 
 BENCH_GUEST_DIR = "/usr/bin"  # benchmark binaries sit at the same path as on the host
@@ -115,11 +116,13 @@ def _value(key: str, value: str) -> str:
 
 def render_guest_spec(spec: RunSpec, scheduler_guest_path: str | None,
                       kallsyms_wanted: list[str], *, wire_selftest_kib: int = 0,
-                      wire: str = "virtio") -> str:
+                      wire: str = "virtio", shell_hold_ms: int = 0) -> str:
     """The text of `/ktstr/spec` for `spec`. `scheduler_guest_path` None (or "") runs a
     baseline under the default class. `wire_selftest_kib` makes the agent send that much
-    filler right after SysRdy (a throughput measurement). Raises UsageError for values the
-    format cannot hold."""
+    filler right after SysRdy (a throughput measurement). `shell_hold_ms` (`ktstr shell`)
+    keeps the run going, scheduler enabled, until the primary shell ends or that time has
+    passed; with an empty workload no workers run. Raises UsageError for values the format
+    cannot hold."""
     vcpus = spec.topology.vcpus
     groups = []
     extended = not all(_plain(g) for g in spec.workload)
@@ -153,6 +156,8 @@ def render_guest_spec(spec: RunSpec, scheduler_guest_path: str | None,
     if wire_selftest_kib:
         lines.append(f"wire_selftest_kib={int(wire_selftest_kib)}")
     lines += trace_lines(spec, wire)
+    if shell_hold_ms:
+        lines.append(f"shell_hold_ms={int(shell_hold_ms)}")
     return "\n".join(lines) + "\n"
 
 
@@ -210,4 +215,5 @@ def parse_guest_spec(text: str) -> GuestSpec:
         workload=tuple(workload), cgroups=single.get("cgroups") == "1",
         kallsyms=tuple(multi["kallsym"]), probes=tuple(multi["probe"]), vcpus=num("vcpus"),
         wire_selftest_kib=num("wire_selftest_kib"), trace=tuple(trace),
-        groups=tuple(multi["group"]))
+        groups=tuple(multi["group"]),
+        shell_hold_ms=num("shell_hold_ms"))

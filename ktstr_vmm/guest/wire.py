@@ -65,6 +65,14 @@ class MsgType(enum.IntEnum):
     TracePages = 33
     TraceStats = 34
     BenchOutput = 40  # workloads block 40-47: a benchmark program's output
+    # 48-55: shells, on their own port (docs/shell.md; payloads start with a u32 session id)
+    ShellOpen = 48
+    ShellOpened = 49
+    ShellData = 50
+    ShellResize = 51
+    ShellEof = 52
+    ShellClose = 53
+    ShellExit = 54
     BpfProgs = 56  # 56-63: gauntlet / verifier sweep
 
 

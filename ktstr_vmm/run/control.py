@@ -3,6 +3,9 @@
 Request  {"cmd": "pause" | "resume" | "snapshot" | "stop" | "status"}
 Reply    {"ok": true, ...} or {"ok": false, "error": "..."}
 
+A stream command ({"cmd": "shell", ...}, docs/shell.md) keeps its connection: the handler
+takes it over on a thread of its own, answers the reply line there and then carries frames.
+
 The runner serves it (ControlServer, one thread, one request per connection line);
 `ktstr pause|resume|snapshot|stop RUN` and the TUI are clients (send_command). A request
 never blocks the runner for long: handlers get a deadline and report their own errors.
@@ -26,17 +29,21 @@ from ..rundir.layout import CONTROL
 log = logging.getLogger(__name__)
 
 COMMANDS = ("pause", "resume", "snapshot", "stop", "status")
+STREAMS = ("shell",)
 MAX_REQUEST = 4096
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
+StreamHandler = Callable[[dict[str, Any], socket.socket], None]  # owns (and closes) the socket
 
 
 class ControlServer:
     """Serves control.sock for one run until close(). Handlers run on the server thread."""
 
-    def __init__(self, run_dir: Path, handlers: dict[str, Handler]) -> None:
+    def __init__(self, run_dir: Path, handlers: dict[str, Handler],
+                 streams: dict[str, StreamHandler] | None = None) -> None:
         self.path = Path(run_dir) / CONTROL
         self.handlers = handlers
+        self.streams = streams or {}
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -56,19 +63,45 @@ class ControlServer:
                 continue
             except OSError:
                 return
-            with conn:
-                conn.settimeout(5.0)
-                try:
-                    reply = self._handle(_read_line(conn))
-                except (OSError, ValueError) as e:
-                    reply = {"ok": False, "error": f"bad request: {e}"}
-                with contextlib.suppress(OSError):
-                    conn.sendall((json.dumps(reply) + "\n").encode())
+            conn.settimeout(5.0)
+            try:
+                line = _read_line(conn)
+                stream = self._stream_handler(line)
+                if stream is not None:
+                    self._start_stream(stream, conn)
+                    continue
+                reply = self._handle(line)
+            except (OSError, ValueError) as e:
+                reply = {"ok": False, "error": f"bad request: {e}"}
+            with conn, contextlib.suppress(OSError):
+                conn.sendall((json.dumps(reply) + "\n").encode())
+
+    def _stream_handler(self, line: bytes):
+        try:
+            req = json.loads(line.decode("utf-8"))
+        except ValueError:
+            return None
+        if not isinstance(req, dict) or req.get("cmd") not in STREAMS:
+            return None
+        return req
+
+    def _start_stream(self, req: dict[str, Any], conn: socket.socket) -> None:
+        handler = self.streams.get(req["cmd"])
+        if handler is None:
+            with conn, contextlib.suppress(OSError):
+                conn.sendall((json.dumps({"ok": False, "error": f"'{req['cmd']}' is not available "
+                                          "for this run"}) + "\n").encode())
+            return
+        try:
+            handler(req, conn)
+        except KtstrError as e:
+            with conn, contextlib.suppress(OSError):
+                conn.sendall((json.dumps({"ok": False, "error": e.one_line()}) + "\n").encode())
 
     def _handle(self, line: bytes) -> dict[str, Any]:
         req = json.loads(line.decode("utf-8"))
         if not isinstance(req, dict) or req.get("cmd") not in COMMANDS:
-            return {"ok": False, "error": f"unknown command; use one of {', '.join(COMMANDS)}"}
+            return {"ok": False, "error": f"unknown command; use one of {', '.join(COMMANDS + STREAMS)}"}
         handler = self.handlers.get(req["cmd"])
         if handler is None:
             return {"ok": False, "error": f"'{req['cmd']}' is not available for this run"}
@@ -108,6 +141,58 @@ def _read_line(conn: socket.socket) -> bytes:
         if len(buf) > MAX_REQUEST:
             raise ValueError("request too long")
     return buf.split(b"\n", 1)[0]
+
+
+def open_stream(run_dir: Path, cmd: str, timeout: float, **fields: Any) -> tuple[socket.socket, dict[str, Any]]:
+    """Start a stream command on a live run: the connected socket (blocking, no timeout)
+    and the reply (ok true). UsageError as send_command, with the run's own refusal."""
+    path = Path(run_dir) / CONTROL
+    name = Path(run_dir).name
+    if not path.exists():
+        raise UsageError(f"run {name} is not live (no control socket)",
+                         "the run has finished or was interrupted")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        with _short_path(path) as short:
+            s.connect(short)
+        s.sendall((json.dumps({"cmd": cmd, **fields}) + "\n").encode())
+        line = _read_reply_line(s)
+    except (ConnectionRefusedError, FileNotFoundError) as e:
+        s.close()
+        raise UsageError(f"run {name} is not live (control socket refused)",
+                         "the run has finished or was interrupted") from e
+    except TimeoutError as e:
+        s.close()
+        raise UsageError(f"run {name} did not answer '{cmd}' within {timeout:.0f}s") from e
+    except OSError as e:
+        s.close()
+        raise UsageError(f"run {name}: {cmd} failed: {e.strerror or e}") from e
+    try:
+        reply = json.loads(line.decode("utf-8"))
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        s.close()
+        raise UsageError(f"run {name} sent a bad control reply")
+    if not reply.get("ok"):
+        s.close()
+        raise UsageError(f"{cmd} refused: {reply.get('error', 'no reason given')}")
+    s.settimeout(None)
+    return s, reply
+
+
+def _read_reply_line(conn: socket.socket) -> bytes:
+    """One line, read a byte at a time: the frames that follow it stay in the socket."""
+    buf = bytearray()
+    while not buf.endswith(b"\n"):
+        b = conn.recv(1)
+        if not b:
+            break
+        buf += b
+        if len(buf) > MAX_REQUEST:
+            raise OSError("reply too long")
+    return bytes(buf).rstrip(b"\n")
 
 
 def send_command(run_dir: Path, cmd: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from ..rundir.layout import (
     MONITOR,
     RESULT,
     SCHED_LOG,
+    SHELL_LOG,
     SNAPSHOTS,
     RunDir,
 )
@@ -54,6 +55,7 @@ from .captures import VM_GONE, CaptureSession, check_spec
 from .control import ControlServer
 from .outcome import build_outcome
 from .recorder import Recorder
+from .shellhub import ShellHub, ShellLog
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class Prepared:
     engine_warning: str | None
     initramfs: Path
     guest_spec: str
+    userland_missing: tuple[str, ...] = ()  # the guest shell's parts the host lacks
 
 
 def prepare(spec: RunSpec) -> Prepared:
@@ -92,6 +95,8 @@ def prepare(spec: RunSpec) -> Prepared:
     from ..guest.benchtools import bench_files
     from ..guest.initramfs import build_initramfs
     from ..guest.spec import bench_guest_path
+    from ..guest.userland import guest_userland
+    from .shellhub import SHELL_KIND, hold_ms
 
     check_spec(spec)
     kernel = resolve_kernel(spec.kernel)
@@ -104,10 +109,15 @@ def prepare(spec: RunSpec) -> Prepared:
         guest_path = f"/usr/bin/{sched.path.name}"
         files[guest_path] = sched.path
     files.update(bench_files(spec.workload, bench_guest_path))
+    hold = hold_ms(spec.timeout, spec.topology.vcpus) if spec.kind == SHELL_KIND else 0
     text = render_guest_spec(spec, guest_path, kallsyms_to_ask(kernel),
-                             wire=WIRE if getattr(engine, "name", "") == "qemu" else "serial")
-    initrd = build_initramfs(build_agent(), text, files)
-    return Prepared(spec, kernel, sched, engine, warning, initrd, text)
+                             wire=WIRE if getattr(engine, "name", "") == "qemu" else "serial",
+                             shell_hold_ms=hold)
+    userland = guest_userland()
+    for guest, host in userland.files.items():
+        files.setdefault(guest, host)
+    initrd = build_initramfs(build_agent(), text, files, links=userland.links, data=userland.data)
+    return Prepared(spec, kernel, sched, engine, warning, initrd, text, userland.missing)
 
 
 def kallsyms_to_ask(kernel: Kernel) -> list[str]:
@@ -142,6 +152,8 @@ class Run:
         self.captures = CaptureSession(rd, self.spec, lambda: self.machine, self.freeze_lock)
         self.monitor_samples: list[dict] = []
         self.monitor_t0: float | None = None
+        self.shells: ShellHub | None = None
+        self.shell_log = ShellLog(rd / SHELL_LOG, self.t0)
 
     # ------------------------------------------------------------------ phases
     def phase(self, phase: str, detail: str = "", **fields: Any) -> None:
@@ -156,10 +168,13 @@ class Run:
             clear_stale_dumps(self.rd.path, self.spec.name)
             if self.prep.engine_warning:
                 self.rd.append_event("warning", text=self.prep.engine_warning)
+            for text in self.prep.userland_missing:
+                self.rd.append_event("warning", text=text)
             atomic_write_text(self.rd / "guest-spec.txt", self.prep.guest_spec)
             control = ControlServer(self.rd.path, {
                 "pause": self.ctl_pause, "resume": self.ctl_resume,
-                "snapshot": self.ctl_snapshot, "stop": self.ctl_stop, "status": self.ctl_status})
+                "snapshot": self.ctl_snapshot, "stop": self.ctl_stop, "status": self.ctl_status},
+                streams={"shell": self.ctl_shell})
             timed_out, elapsed = self.boot_and_drive(self.prep.initramfs)
             self.phase("evaluating")
             result = self.judge(timed_out, elapsed)
@@ -257,6 +272,13 @@ class Run:
         self.captures.finish(VM_GONE)
         self.monitor_report = self.stop_monitor()
         self.exit_reason = m.exit_reason()
+        if timed_out:
+            why = f"the watchdog ended the run after {spec.timeout:.0f}s"
+        elif self.exit_reason == "stopped":
+            why = "the run was stopped"
+        else:
+            why = f"the run is over (VM {self.exit_reason})"
+        self.close_shells(f"{why}; the shell is closed")
         self.rd.append_event("vm_exit", reason=self.exit_reason, wire=self.wire_stats)
         elapsed = time.monotonic() - self.boot_started
         self.close_machine()
@@ -265,7 +287,10 @@ class Run:
     def start_machine(self, boot: BootSpec) -> tuple[Machine, Decoder, float]:
         spec = self.spec
         self.boot_started = time.monotonic()
+        self.close_shells("the guest is booted again; the shell is closed")
         self.machine = m = self.prep.engine.start(boot)
+        if getattr(m, "has_shell", False):
+            self.shells = ShellHub(m, self.shell_log, self.rd.append_event)
         self.phase("booting", f"{m.engine}/{m.accel}", engine=f"{m.engine}/{m.accel}",
                    watchdog_deadline=time.time() + spec.timeout,
                    **({"vm_pid": m.pid} if m.pid else {}))
@@ -457,7 +482,13 @@ class Run:
         return getattr(self, "_engine_label", None) or (
             f"{self.machine.engine}/{self.machine.accel}" if self.machine else "?")
 
+    def close_shells(self, why: str) -> None:
+        hub, self.shells = self.shells, None
+        if hub is not None:
+            hub.close(why)
+
     def close_machine(self) -> None:
+        self.close_shells("the run is over; the shell is closed")
         with contextlib.suppress(KtstrError, OSError):
             self.stop_monitor()
         m = self.machine
@@ -500,6 +531,24 @@ class Run:
     def ctl_stop(self, req: dict) -> dict:
         self.stop_requested.set()
         return {"stopping": True}
+
+    def ctl_shell(self, req: dict, conn) -> None:
+        """A shell on the guest for a control client (docs/shell.md); takes over `conn`."""
+        from .errors import UsageError
+        from .guestspec import enable_timeout_ms
+
+        hub, m = self.shells, self.machine
+        phase = (self.rd.read_json("status.json") or {}).get("phase")
+        if phase in ("evaluating", "done", "interrupted"):
+            raise UsageError(f"run {self.rd.run_id} has ended ({phase}); there is no guest for a shell")
+        if m is not None and not getattr(m, "has_shell", False):
+            raise UsageError(f"the {m.engine} engine gives the guest no shell channel "
+                             "(a COM3 port is not wired up yet); run with --engine qemu")
+        if hub is None or self.recorder.state.sysrdy is None:
+            raise UsageError("the guest is not ready yet; try again in a moment")
+        # a primary shell waits for the scheduler to be enabled
+        primary_s = enable_timeout_ms(self.spec.topology.vcpus) / 1000 + 30
+        hub.attach(conn, req, primary_s)
 
     def ctl_status(self, req: dict) -> dict:
         return {"run_id": self.rd.run_id, **(self.rd.read_json("status.json") or {})}

@@ -31,6 +31,7 @@ CONTROL = "control.sock"
 SNAPSHOTS = "snapshots"
 CAPTURES = "captures"            # periodic captures: captures/periodic_NNN.json
 CAPTURES_INDEX = "captures.jsonl"  # one line per planned periodic capture
+SHELL_LOG = "shell.log"  # what the run's guest shells printed (docs/shell.md)
 REPRO = "repro"
 TRACE = "trace"  # the scheduling trace's directory; its files: ktstr_vmm/trace/files.py
 BENCH = "bench"  # bench/cg<group>-<name>.txt: a benchmark's raw output (and its output file)

@@ -45,6 +45,8 @@ def _label(ev: dict[str, Any]) -> str | None:
             "workload_started": "workload started",
             "workload_done": "workload done",
             "sched_stopped": "scheduler stopped",
+            "shell_hold": "the run waits for its shell",
+            "shell_released": "the run's shell released it",
         }.get(phase, str(phase))
         return f"{text}{f' - {detail}' if detail and phase != 'sched_started' else ''}"
     if kind == "sched_exit":
@@ -57,6 +59,14 @@ def _label(ev: dict[str, Any]) -> str | None:
             f"frozen {ev['capture_ms']} ms" if isinstance(ev.get("capture_ms"), int | float)
             else "") if label)
         return f"VM frozen, failure dump captured (exit kind {ev.get('exit_kind')}{extra})"
+    if kind == "shell":
+        action, sid = ev.get("action"), ev.get("sid")
+        if action == "opened":
+            how = "pty" if ev.get("tty") else "pipes"
+            return f"shell {sid} opened by {ev.get('by')} (guest pid {ev.get('pid')}, {how})"
+        if action == "ended":
+            return f"shell {sid} ended: {ev.get('why')}"
+        return f"shell {action}: {ev.get('why')}"
     if kind == "snapshot":
         return f"snapshot {ev.get('file')}"
     if kind == "capture":

@@ -34,6 +34,7 @@
 
 #include "bpfprogs.h"
 #include "json.h"
+#include "shell.h"
 #include "spec.h"
 #include "sysinfo.h"
 #include "trace.h"
@@ -312,6 +313,8 @@ static void reap_children(void)
 		if (pid == run.sched_pid) {
 			run.sched_exited = 1;
 			run.sched_status = status;
+		} else if (shell_reaped(pid, status)) {
+			continue;
 		} else if (run.wl_started) {
 			workload_reaped(&run.wl, pid);
 		}
@@ -368,6 +371,13 @@ static void watch_scheduler(void)
 	jb_close(&j, '}');
 	warn("scheduler failed: %s (state %s) %s", reason, state, run.last_scx_kmsg);
 	send_json(MSG_SCHED_EXIT, &j);
+	{
+		char news[200];
+
+		snprintf(news, sizeof(news), "the scheduler failed (%s, sched_ext %s): %.120s", reason,
+			 state, run.last_scx_kmsg);
+		shell_tell_all(news);
+	}
 	fail(EXIT_SCHED_FAILED, "the scheduler failed during the run");
 	if (run.wl_started)
 		workload_stop(&run.wl);
@@ -394,8 +404,8 @@ static int pump(uint64_t deadline_ms, int (*done)(void))
 	uint64_t last = 0;
 
 	for (;;) {
-		struct pollfd fds[4];
-		int n = 0;
+		struct pollfd fds[4 + SHELL_POLLFDS];
+		int n = 0, shell_at, shell_n;
 		uint64_t now;
 
 		now = now_ms();
@@ -417,6 +427,9 @@ static int pump(uint64_t deadline_ms, int (*done)(void))
 			fds[n++] = (struct pollfd){ .fd = run.out.fd, .events = POLLIN };
 		if (run.err.fd >= 0)
 			fds[n++] = (struct pollfd){ .fd = run.err.fd, .events = POLLIN };
+		shell_at = n;
+		shell_n = shell_pollfds(fds + n);
+		n += shell_n;
 		uint64_t wait = deadline_ms - now < TICK_MS ? deadline_ms - now : TICK_MS;
 		poll(fds, (nfds_t)n, (int)wait);
 		if (run.kmsg_fd >= 0)
@@ -427,6 +440,7 @@ static int pump(uint64_t deadline_ms, int (*done)(void))
 			lines_drain(&run.err);
 		serve_wire();
 		trace_pump();
+		shell_service(fds + shell_at, shell_n);
 	}
 }
 
@@ -594,6 +608,26 @@ static int workers_done(void)
 	return !workload_running(&run.wl);
 }
 
+/* `ktstr shell`: the run goes on until its primary shell ends, or for shell_hold_ms. */
+static void hold_for_shell(void)
+{
+	char why[160];
+
+	if (!shell_available()) {
+		add_note("%s", "no shell channel: the run did not wait for a shell");
+		return;
+	}
+	lifecycle("shell_hold", 0, NULL, NULL);
+	if (!pump(now_ms() + run.spec.shell_hold_ms, shell_primary_done)) {
+		snprintf(why, sizeof(why), "the run's time is up after %llu s; the shell ends with it",
+			 (unsigned long long)(run.spec.shell_hold_ms / 1000));
+		add_note("%s", why);
+		shell_shutdown(why);
+	}
+	lifecycle("shell_released", 0, NULL, shell_primary_done() ? "the shell exited" : "time is up");
+	workload_stop(&run.wl);
+}
+
 static void phase_workload(void)
 {
 	char err[256];
@@ -601,13 +635,20 @@ static void phase_workload(void)
 	uint64_t deadline;
 
 	scenario(MSG_SCENARIO_START);
-	if (workload_start(&run.wl, &run.spec, vcpus, err, sizeof(err))) {
-		warn("workload: %s", err);
-		fail(EXIT_AGENT_ERROR, err);
-		add_note("workload failed to start: %s", err);
+	if (run.spec.shell_hold_ms && !run.spec.ngroups) {
+		add_note("%s", "a shell without a workload: no workers ran");
+	} else {
+		if (workload_start(&run.wl, &run.spec, vcpus, err, sizeof(err))) {
+			warn("workload: %s", err);
+			fail(EXIT_AGENT_ERROR, err);
+			add_note("workload failed to start: %s", err);
+		}
+		run.wl_started = 1;
 	}
-	run.wl_started = 1;
-	lifecycle("workload_started", 0, NULL, NULL);
+	lifecycle("workload_started", 0, NULL, run.wl_started ? NULL : "no workers (a shell)");
+	shell_ready();
+	if (run.spec.shell_hold_ms)
+		hold_for_shell();
 	deadline = now_ms() + workload_span_ms(&run.spec) + WORKLOAD_GRACE_MS;
 	if (!pump(deadline, workers_done)) {
 		warn("workers overran their deadline by %d ms: killing them", WORKLOAD_GRACE_MS);
@@ -711,6 +752,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ktstr-init: cannot open %s: %s; the host will see nothing\n",
 			wire_path(), strerror(-rc));
 	if (phase_spec() == 0) {
+		shell_init(run.spec.shell_hold_ms != 0);
 		phase_sysrdy();
 		phase_wire_selftest();
 		tracefs_arm_probes(&run.spec);
@@ -724,6 +766,13 @@ int main(int argc, char **argv)
 		/* the last kernel messages (the scheduler's exit) */
 		if (run.kmsg_fd >= 0)
 			kmsg_drain();
+	}
+	{
+		char why[300];
+
+		snprintf(why, sizeof(why), "the run is over (%s); the shell is closed",
+			 run.exit_code ? run.exit_reason : "ok");
+		shell_shutdown(why);
 	}
 	send_exit();
 	power_off();

@@ -216,7 +216,8 @@ int spec_parse(char *text, struct spec *s, char *err, int errlen)
 			s->args[1 + s->nargs++] = val;
 		} else if (!strcmp(key, "duration_ms") || !strcmp(key, "enable_timeout_ms") ||
 			   !strcmp(key, "stop_timeout_ms") || !strcmp(key, "vcpus") ||
-			   !strcmp(key, "cgroups") || !strcmp(key, "wire_selftest_kib")) {
+			   !strcmp(key, "cgroups") || !strcmp(key, "wire_selftest_kib") ||
+			   !strcmp(key, "shell_hold_ms")) {
 			if (parse_u64(val, &n) || n > 86400000ull) {
 				snprintf(err, (size_t)errlen, "%s=%.40s is not a number", key, val);
 				return -1;
@@ -231,6 +232,8 @@ int spec_parse(char *text, struct spec *s, char *err, int errlen)
 				s->vcpus = (int)n;
 			else if (!strcmp(key, "wire_selftest_kib"))
 				s->wire_selftest_kib = n;
+			else if (!strcmp(key, "shell_hold_ms"))
+				s->shell_hold_ms = n;
 			else
 				s->cgroups = n != 0;
 		} else if (!strcmp(key, "workload")) {

@@ -59,6 +59,7 @@ struct spec {
 	uint64_t wire_selftest_kib; /* send this much filler after SysRdy (throughput test) */
 	struct { const char *key, *val; } trace_kv[MAX_TRACE_KV]; /* `trace*` keys: trace.c */
 	int ntrace_kv;
+	uint64_t shell_hold_ms;     /* `ktstr shell`: the run waits for its primary shell */
 };
 
 extern const char *const wkind_names[W_NKINDS];

@@ -44,6 +44,14 @@ enum msg_type {
 	MSG_TRACE_PAGES = 33,
 	MSG_TRACE_STATS = 34,
 	MSG_BENCH_OUTPUT = 40, /* workloads block 40-47 */
+	/* 48-55: shells, on their own port (shell.h) */
+	MSG_SHELL_OPEN = 48,
+	MSG_SHELL_OPENED = 49,
+	MSG_SHELL_DATA = 50,
+	MSG_SHELL_RESIZE = 51,
+	MSG_SHELL_EOF = 52,
+	MSG_SHELL_CLOSE = 53,
+	MSG_SHELL_EXIT = 54,
 	MSG_BPF_PROGS = 56, /* 56-63: gauntlet / verifier */
 	MSG_TYPE_MAX = 56,
 };

@@ -121,6 +121,25 @@ def test_single_node_uses_the_backend_as_machine_ram(tmp_path):
     assert "-numa" not in cmd
 
 
+def test_the_shell_port_is_port_2_of_the_virtio_serial_device_with_either_wire(tmp_path):
+    spec = BootSpec(kernel=Path("/k"), initramfs=Path("/i"), cmdline="console=ttyS0",
+                    topology=PRESETS["tiny-1llc"], memory_mib=256, console_path=tmp_path / "c",
+                    workdir=tmp_path)
+    for wire in ("serial", "virtio"):
+        cmd = build_command("q", spec, accel="tcg", cpu="max", ram_paths=[Path("/dev/shm/x")],
+                            node_mib=[256], wire_fd=3, qmp_fd=4, wire=wire, shell_fd=9)
+        text = " ".join(cmd)
+        assert text.count("virtio-serial-pci,id=vser0") == 1
+        assert ("-chardev socket,id=shell,fd=9 -device "
+                "virtserialport,bus=vser0.0,nr=2,chardev=shell,name=ktstr.shell") in text
+        assert cmd[cmd.index("-append") + 1].endswith(" ktstr.shell=/dev/vport0p2")
+        assert ("-serial chardev:wire" in text) == (wire == "serial")
+    cmd = build_command("q", spec, accel="tcg", cpu="max", ram_paths=[Path("/dev/shm/x")],
+                        node_mib=[256], wire_fd=3, qmp_fd=4)
+    assert "virtio-serial-pci,id=vser0" not in " ".join(cmd)
+    assert "ktstr.shell" not in " ".join(cmd)
+
+
 def test_ram_layout_matches_what_qemu_7_2_maps():
     # Seen in `info mtree -f`: under 3.5 GiB everything is low RAM, in node order.
     assert ram_layout([512 * MiB, 512 * MiB]) == [
@@ -351,7 +370,8 @@ def test_wire_carries_every_byte_in_order_both_ways(boot):
 def test_virtio_wire_is_announced_to_the_guest_and_carries_every_byte(boot, tmp_path):
     m = boot("wire", extra="ktwire=4194304 ktecho=4096 ktwiredev=/dev/vport0p1", wire="virtio")
     cmdline = m.command[m.command.index("-append") + 1]
-    assert cmdline.endswith(" ktstr.wire=/dev/vport0p1")
+    assert "ktstr.wire=/dev/vport0p1" in cmdline.split()
+    assert "ktstr.shell=/dev/vport0p2" in cmdline.split()
     assert "chardev:wire" not in m.command
     exchange_wire(m, 4 << 20)
     assert "KT wire open failed" not in Path(m.boot.console_path).read_text()

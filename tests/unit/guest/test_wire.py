@@ -39,7 +39,8 @@ def test_msgtype_covers_the_seeds_set():
         "ProbeOutput", "SnapshotRequest", "SnapshotReply", "Crash", "KernelOpRequest",
         "KernelOpReply", "SysRdy", "PayloadMetrics", "RawPayloadOutput", "Stimulus",
         "Profraw", "WprofTrace", "TraceFormats", "TracePages", "TraceStats", "BenchOutput",
-        "BpfProgs"]
+        "ShellOpen", "ShellOpened", "ShellData", "ShellResize", "ShellEof", "ShellClose",
+        "ShellExit", "BpfProgs"]
     # the seed's types are 1-25; 32-39 is the scheduling trace's block, 56-63 the
     # gauntlet's (docs/wire.md)
     assert [int(MsgType[n]) for n in ("TraceFormats", "TracePages", "TraceStats")] == [32, 33, 34]
