@@ -172,8 +172,9 @@ def boot_and_shell(args: argparse.Namespace) -> int:
             talking.set()
             try:
                 end = _session(rd, primary=True)
-            except UsageError as e:
-                sys.stderr.write(f"ktstr: no shell: {e.one_line()}\n")
+            except UsageError as e:  # the run would wait for a shell that never comes
+                sys.stderr.write(f"ktstr: no shell: {e.one_line()}; stopping the run\n")
+                run.stop_requested.set()
             talking.clear()
         worker.join()
     except KeyboardInterrupt:

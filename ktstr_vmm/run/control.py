@@ -94,9 +94,12 @@ class ControlServer:
             return
         try:
             handler(req, conn)
-        except KtstrError as e:
+        except Exception as e:  # noqa: BLE001 - the server thread must outlive any request
+            if not isinstance(e, KtstrError):
+                log.exception("control stream %r failed", req["cmd"])
+            msg = e.one_line() if isinstance(e, KtstrError) else f"internal error: {e}"
             with conn, contextlib.suppress(OSError):
-                conn.sendall((json.dumps({"ok": False, "error": e.one_line()}) + "\n").encode())
+                conn.sendall((json.dumps({"ok": False, "error": msg}) + "\n").encode())
 
     def _handle(self, line: bytes) -> dict[str, Any]:
         req = json.loads(line.decode("utf-8"))

@@ -534,8 +534,8 @@ class Run:
 
     def ctl_shell(self, req: dict, conn) -> None:
         """A shell on the guest for a control client (docs/shell.md); takes over `conn`."""
-        from .errors import UsageError
-        from .guestspec import enable_timeout_ms
+        from ..errors import UsageError
+        from ..guest.spec import enable_timeout_ms
 
         hub, m = self.shells, self.machine
         phase = (self.rd.read_json("status.json") or {}).get("phase")

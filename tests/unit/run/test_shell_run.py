@@ -154,3 +154,20 @@ def test_control_refuses_a_stream_it_does_not_serve(tmp_path):
             connect(tmp_path, tty=False, timeout=5)
     finally:
         srv.close()
+
+
+def test_a_stream_handler_that_breaks_answers_and_the_server_lives_on(tmp_path):
+    def broken(req, conn):
+        raise RuntimeError("boom")
+
+    srv = ControlServer(tmp_path, {"status": lambda req: {"phase": "running"}},
+                        streams={"shell": broken})
+    try:
+        with pytest.raises(UsageError) as e:
+            connect(tmp_path, tty=False, timeout=5)
+        assert e.value.one_line() == "shell refused: internal error: boom"
+        from ktstr_vmm.run.control import send_command
+
+        assert send_command(tmp_path, "status") == {"ok": True, "phase": "running"}
+    finally:
+        srv.close()
