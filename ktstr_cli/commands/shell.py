@@ -11,6 +11,8 @@ import threading
 from ktstr_vmm.errors import UsageError
 from ktstr_vmm.guest.userland import HELPERS
 
+from . import add_store_option, open_store
+
 EXIT_FAIL, EXIT_INCONCLUSIVE = 1, 3
 
 DESCRIPTION = """\
@@ -41,29 +43,33 @@ def register(sub) -> None:
     p.add_argument("run", nargs="?", metavar="RUN",
                    help="a live run's id (unique prefix or substring) to attach to")
     add_run_options(p, defaults=False)
+    add_store_option(p)
     p.set_defaults(func=cmd_shell)
 
 
-RUN_OPTIONS = ("scheduler", "sched_args", "topology", "memory", "duration", "workload", "engine",
-               "kernel", "timeout", "name", "expect_err", "no_auto_repro", "monitor_interval")
+def _run_option_dests() -> list[str]:
+    """The dest of every run option (what `ktstr run` takes), for refusing them on attach."""
+    from .run import add_run_options
+
+    probe = argparse.ArgumentParser(add_help=False)
+    add_run_options(probe, defaults=False)
+    return [a.dest for a in probe._actions if a.dest != "json" and a.option_strings]
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
     if args.run:
-        given = [o for o in RUN_OPTIONS if getattr(args, o, None) not in (None, False)]
+        given = [o for o in _run_option_dests() if getattr(args, o, None) not in (None, False)]
         if given:
             raise UsageError(f"--{given[0].replace('_', '-')} is for a new run, not for attaching "
                              f"to run {args.run}", "drop RUN to boot a new guest with these options")
-        return attach(args.run)
+        return attach(open_store(args), args.run)
     return boot_and_shell(args)
 
 
 # ------------------------------------------------------------------------------ attach
 
-def attach(ref: str) -> int:
-    from ktstr_vmm.store.store import Store
-
-    rd = Store().run_dir(ref)
+def attach(store, ref: str) -> int:
+    rd = store.run_dir(ref)
     status = rd.read_json("status.json") or {}
     phase = status.get("phase")
     if phase in ("evaluating", "done", "interrupted") or not (rd.path / "control.sock").exists():
@@ -134,13 +140,12 @@ def shell_spec(args: argparse.Namespace):
 
 def boot_and_shell(args: argparse.Namespace) -> int:
     from ktstr_vmm.run.runner import Run, prepare
-    from ktstr_vmm.store.store import Store
 
     from .run import VERDICT_EXIT, LivePhase
 
     spec = shell_spec(args)
     prep = prepare(spec)
-    rd = Store().create_run(spec)
+    rd = open_store(args).create_run(spec)
     live = LivePhase()
     talking = threading.Event()  # the terminal belongs to the shell: no phase lines
     ready = threading.Event()
