@@ -36,7 +36,8 @@ def add_run_options(p: argparse.ArgumentParser, *, defaults: bool = True) -> Non
     p.add_argument("--topology", "-t", default=d(DEFAULT_TOPOLOGY), metavar="PRESET|NOTATION",
                    help="a preset (ktstr topologies) or {n}n{l}l{c}c{t}t")
     p.add_argument("--memory", default=None, metavar="SIZE", help="guest RAM (default: 64M per vCPU, >= 256M)")
-    p.add_argument("--duration", "-d", default=d("5s"), metavar="DUR", help="workload duration (5s, 500ms, 2m)")
+    p.add_argument("--duration", "-d", default=None, metavar="DUR",
+                   help="workload duration (5s, 500ms, 2m; default 5s, or a --scenario's phases)")
     p.add_argument("--workload", "-w", action="append", default=None, metavar="SPEC",
                    help="KIND[:N][,key=value...][,KIND...], repeatable: spin:4,pipe:2, "
                         "hackbench:groups=4,loops=200, cyclictest:threads=4,interval=1ms "
@@ -104,8 +105,11 @@ def spec_from_args(args: argparse.Namespace, base: RunSpec | None = None) -> Run
         kw["workload"] = sc.workload
         if args.workload:
             raise UsageError("--scenario and -w both name the workload", "give one of them")
-        if args.duration is None or args.duration == "5s":
+        if args.duration is None:
             kw["duration_s"] = sc.duration_s
+        elif kw["duration_s"] + 1e-9 < sc.duration_s:
+            raise UsageError(f"--duration {args.duration} is shorter than the scenario "
+                             f"({sc.duration_s:g}s of phases)", "leave -d out to run them all")
         if sc.name and args.name is None:
             kw["name"] = validate_name(sc.name, "scenario name")
     if args.workload:

@@ -96,8 +96,10 @@ def field_error(field: str, value: str) -> str | None:
 def run_args(values: dict[str, str], engine: str, expect_err: bool, no_auto_repro: bool) -> list[str]:
     """The `ktstr run` argument list for the form's values (empty optional fields left out)."""
     args = ["run"]
-    for key, (_, _, _, option) in FIELDS.items():
+    for key, (_, default, _, option) in FIELDS.items():
         v = values.get(key, "").strip()
+        if key == "duration" and v == default and values.get("scenario", "").strip():
+            continue  # a scenario's phases set the duration unless the user changed it
         if v:
             args += [option, v]
     if engine != "auto":

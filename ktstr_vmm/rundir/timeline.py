@@ -75,6 +75,11 @@ def _label(ev: dict[str, Any]) -> str | None:
         frozen = ev.get("frozen_ms")
         return f"capture {ev.get('tag')}" + (
             f" (frozen {frozen} ms)" if isinstance(frozen, int | float) else "")
+    if kind == "bench":
+        code, wall = ev.get("exit"), ev.get("wall_ms")
+        how = "ok" if code == 0 else "never ran" if code == -1 else f"exit {code}"
+        ran = f", ran {wall / 1000:.1f}s" if isinstance(wall, int | float) else ""
+        return f"benchmark {str(ev.get('name'))[:40]} (cg{ev.get('group')}): {how}{ran}"
     if kind in ("pause", "resume"):
         return f"guest {kind}d"
     if kind == "boot_retry":

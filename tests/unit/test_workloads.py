@@ -364,3 +364,41 @@ def test_ktstr_workloads_lists_kinds_as_json():
     assert set(names) == set(KINDS)
     assert names["hackbench"]["package"] == "rt-tests"
     assert [p["name"] for p in names["cyclictest"]["params"]] == ["threads", "interval", "priority"]
+
+
+def test_a_scenario_sets_the_duration_unless_d_is_given(tmp_path):
+    import argparse
+
+    from ktstr_cli.commands.run import add_run_options, spec_from_args
+
+    f = tmp_path / "s.toml"
+    f.write_text(GOOD)
+    p = argparse.ArgumentParser()
+    add_run_options(p)
+    assert spec_from_args(p.parse_args(["--scenario", str(f)])).duration_s == 5.0
+    assert spec_from_args(p.parse_args(["--scenario", str(f), "-d", "8s"])).duration_s == 8.0
+    with pytest.raises(UsageError) as e:
+        spec_from_args(p.parse_args(["--scenario", str(f), "-d", "2s"]))
+    assert str(e.value) == "--duration 2s is shorter than the scenario (5s of phases)"
+    assert spec_from_args(p.parse_args(["--scenario", str(f)])).name == "pressure"
+
+
+def test_the_launcher_leaves_the_default_duration_to_a_scenario():
+    from ktstr_tui.screens.launcher import run_args
+
+    args = run_args({"scheduler": "scx_simple", "duration": "5s", "scenario": "s.toml"},
+                    "auto", False, False)
+    assert args == ["run", "--scheduler", "scx_simple", "--scenario", "s.toml"]
+    assert "--duration" in run_args({"duration": "5s"}, "auto", False, False)
+
+
+def test_the_timeline_names_a_benchmark():
+    from ktstr_vmm.rundir.timeline import render_timeline
+
+    text = render_timeline([{"t": 0.0, "kind": "phase", "phase": "booting"},
+                            {"t": 9.5, "kind": "bench", "name": "hackbench", "group": 8,
+                             "exit": 0, "wall_ms": 5717},
+                            {"t": 9.6, "kind": "bench", "name": "cyclictest", "group": 9,
+                             "exit": 127, "wall_ms": 3}])
+    assert text.splitlines()[1:] == ["  +   9.5s  benchmark hackbench (cg8): ok, ran 5.7s",
+                                     "  +   9.6s  benchmark cyclictest (cg9): exit 127, ran 0.0s"]
