@@ -254,3 +254,46 @@ def test_a_running_dask_cluster_at_scheduler_address_runs_the_cells(gstore, tmp_
     assert (cell["status"], cell["verdict"], cell["via"]) == ("done", "pass", "store")
     assert cell["worker"].startswith("tcp://127.0.0.1:")
     assert not qemus_of(gstore)
+
+
+def test_a_cell_whose_worker_dies_twice_is_reported_lost_with_the_reason(gstore):
+    """Each attempt's worker is killed -9 as soon as its VM is booting: the retry goes to
+    the other (restarted) worker, the second death makes the cell lost, naming both."""
+    env = {**os.environ, "KTSTR_HOME": str(gstore)}
+    proc = subprocess.Popen([*KTSTR, "gauntlet", "--json", "-s", "scx_simple", "-t",
+                             "tiny-1llc", "-d", "5s", "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    killed: list[Path] = []
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while len(killed) < 2 and proc.poll() is None:
+            assert time.monotonic() < deadline, f"only {len(killed)} attempt(s) seen"
+            for status in sorted((gstore / "runs").glob("*/status.json")):
+                if status.parent in killed:
+                    continue
+                try:
+                    st = json.loads(status.read_text())
+                except (OSError, ValueError):
+                    continue
+                if st.get("phase") in ("booting", "running"):
+                    stat = Path(f"/proc/{st['pid']}/stat").read_text()
+                    os.kill(int(stat.rsplit(")", 1)[1].split()[1]), signal.SIGKILL)
+                    killed.append(status.parent)
+            time.sleep(0.2)
+        out_text, err = proc.communicate(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    (cell,) = json.loads(out_text)["cells"]
+    assert cell["status"] == "lost" and cell["verdict"] is None
+    assert len(cell["workers_tried"]) == 2 and len(set(cell["workers_tried"])) == 2
+    assert cell["reason"] == (f"lost: the worker running it died 2 time(s) "
+                              f"({', '.join(cell['workers_tried'])}); see the Dask workers' logs")
+    from ktstr_vmm.store.store import Store
+
+    store = Store(gstore)
+    eventually(lambda: {s.verdict for s in store.list_runs(gauntlet=json.loads(out_text)[
+        "gauntlet"])} == {"interrupted"}, "the killed attempts' runs are not interrupted")
+    eventually(lambda: not qemus_of(gstore), "a QEMU of a killed attempt is still running")
