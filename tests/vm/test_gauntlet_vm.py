@@ -168,7 +168,7 @@ def test_ctrl_c_cancels_keeps_finished_cells_and_leaves_no_qemu(gstore):
     """Two cells on one worker: once the first is judged and the second runs, SIGINT."""
     env = {**os.environ, "KTSTR_HOME": str(gstore)}
     proc = subprocess.Popen([*KTSTR, "gauntlet", "--json", "-s", "scx_simple", "-t",
-                             "tiny-1llc,tiny-2llc", "-d", "30s", "--workers", "1"],
+                             "tiny-1llc,tiny-2llc", "-d", "10s", "--workers", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         def phases() -> list[str | None]:
