@@ -25,6 +25,7 @@ from ..errors import EngineError
 from ..spec import Topology
 from .base import BootSpec, RamRegion
 from .kvmevents import CRASH_NAMES, STOP_KINDS, KvmEvent, event_from_c
+from .kvmprobe import probe_kvm
 
 MiB = 1 << 20
 XEN_ELFNOTE_PHYS32_ENTRY = 18
@@ -37,7 +38,7 @@ CPUID_VENDOR_INTEL = 2
 def load_native():
     """(ffi, lib) of the compiled VMM, or an EngineError that says how to build it."""
     try:
-        from .. import _kvm
+        from .. import _kvm  # the cffi extension stays optional (built by pip install)
     except ImportError as e:
         raise EngineError(f"the KVM engine's C extension ktstr_vmm._kvm is not built ({e})",
                           BUILD_HINT) from e
@@ -391,7 +392,6 @@ class KvmEngine:
     def __init__(self, hide_pvm: bool | None = None) -> None:
         load_native()
         if hide_pvm is None:
-            from .kvmprobe import probe_kvm
 
             hide_pvm = probe_kvm().kind == "emulated"
         self.cpuid_flags = CPUID_VENDOR_INTEL | (CPUID_HIDE_PVM if hide_pvm else 0)

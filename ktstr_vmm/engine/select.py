@@ -20,13 +20,13 @@ EMULATED_WARNING = ("--engine kvm on an emulated KVM ({detail}): guest kernel co
 
 
 def _qemu(accel: str) -> Engine:
-    from .qemu import QemuEngine
+    from .qemu import QemuEngine  # only the engine asked for is loaded
 
     return QemuEngine(accel=accel)
 
 
 def _kvm() -> Engine:
-    from .kvm import KvmEngine
+    from .kvm import KvmEngine  # the cffi extension stays optional
 
     return KvmEngine()
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import KtstrError, UsageError
+from ..kernel.kernels import resolve_kernel
+from ..kernel.schedulers import resolve_scheduler
 from ..spec import (
     PRESETS,
     parse_duration,
@@ -240,8 +242,6 @@ def _checked(scheds: list[str], topos: tuple[str, ...], kerns: tuple[str | None,
 def resolve(m: Matrix) -> Matrix:
     """Check that every kernel exists and every scheduler is built for it, on this machine,
     before any VM starts; kernels become their cache versions (what workers look up)."""
-    from ..kernel.kernels import resolve_kernel
-    from ..kernel.schedulers import resolve_scheduler
 
     kernels: list[str | None] = []
     for k in m.kernels:

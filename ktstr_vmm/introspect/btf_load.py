@@ -8,6 +8,9 @@ import pickle
 from pathlib import Path
 
 from ..errors import StoreError
+from ..fsutil import atomic_write_bytes
+from ..kernel.vmlinux import ImageError, elf_build_id
+from ..paths import cache_dir
 from .btf import CACHE_VERSION, Btf, BtfError
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,6 @@ def elf_btf_bytes(path: Path) -> bytes:
 
 
 def _cache_path(build_id: str) -> Path:
-    from ..paths import cache_dir
     return cache_dir() / "btf" / f"{build_id}.v{CACHE_VERSION}.pickle"
 
 
@@ -42,8 +44,6 @@ _LOADED: dict[str, Btf] = {}
 
 def load_btf(vmlinux: Path, build_id: str | None = None) -> Btf:
     """The kernel's BTF, index cached per build id (in memory and on disk)."""
-    from ..fsutil import atomic_write_bytes
-    from ..kernel.vmlinux import ImageError, elf_build_id
 
     vmlinux = Path(vmlinux)
     if build_id is None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import StoreError
+from ..fsutil import atomic_write_json
+from ..paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,6 @@ def read_elf_symbols(path: Path) -> dict[str, int]:
 
 
 def _cache_path(build_id: str) -> Path:
-    from ..paths import cache_dir
     return cache_dir() / "symbols" / f"{build_id}.json"
 
 
@@ -97,7 +98,6 @@ def _load_cache(build_id: str) -> dict[str, int]:
 
 
 def _save_cache(build_id: str, syms: Mapping[str, int]) -> None:
-    from ..fsutil import atomic_write_json
     path = _cache_path(build_id)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -183,7 +183,7 @@ def build_schedulers(kernel: Kernel, progress: Progress | None = None) -> list[S
         m = _read_manifest(d)
         if (have := _up_to_date(d, m, digest)) is not None:
             return have
-        from .source import fetch_source
+        from .source import fetch_source  # apt and the source tree only when building
 
         src = fetch_source(kernel, progress)
         tools = kernel_tool_targets(src.sched_ext_dir)

@@ -31,6 +31,7 @@ from ..introspect.scx import is_error_kind
 from ..introspect.symbols import kernel_symbols
 from ..rundir.dumps import FailureDump
 from .bpf_globals import GlobalsRecorder
+from .capture import capture
 from .sampler import OPTIONAL_SYMBOLS, REQUIRED_SYMBOLS, Layout, Sampler, real_exit_kind
 
 log = logging.getLogger(__name__)
@@ -244,7 +245,6 @@ class Monitor:
 
     def capture(self) -> FailureDump:
         """The full state read now (pause the VM first) as a real FailureDump."""
-        from .capture import capture
         with self._lock:
             samples = list(self.samples)
         return capture(self.sampler, samples, self.hz)

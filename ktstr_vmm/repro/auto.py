@@ -33,7 +33,7 @@ from typing import Any
 from ..errors import KtstrError
 from ..evaluate import types as ev
 from ..fsutil import atomic_write_json
-from ..introspect.scx import SCX_EXIT_ERROR, SCX_EXIT_ERROR_STALL
+from ..introspect.scx import SCX_EXIT_ERROR, SCX_EXIT_ERROR_STALL, exit_kind_name
 from ..rundir.layout import (
     CONSOLE,
     EVENTS,
@@ -207,7 +207,6 @@ def _shape(message: str) -> str:
 
 
 def _exit_words(se: ev.SchedExit) -> str:
-    from ..introspect.scx import exit_kind_name
 
     if se.kind is None:
         return se.message or "an exit of unknown kind"

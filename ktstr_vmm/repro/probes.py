@@ -24,6 +24,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..introspect.btf import FUNC, PTR, STRUCT, UNION, BtfError
+from ..introspect.scx import exit_kind_name
+
 GROUP = "ktstr"
 MAX_BACKTRACE_FUNCS = 6
 MAX_ARGS = 6
@@ -121,7 +124,6 @@ def backtrace_functions(console: str) -> list[str]:
 
 def _fetchargs(btf: Any, func: str) -> list[str]:
     """`name=fetcharg` items for `func`'s parameters, from its BTF prototype."""
-    from ..introspect.btf import FUNC, PTR, STRUCT, UNION
 
     proto = btf.type(btf.type(btf.find(func, FUNC)).type_id)
     args: list[str] = []
@@ -167,7 +169,6 @@ def build_probe_set(btf: Any, backtrace: Iterable[str], vcpus: int,
     """The probes for a repro VM: the sched_ext path plus the primary's backtrace functions
     that the kernel's BTF knows as functions (inlined ones have no FUNC record and cannot be
     probed); then the tracefs set-up that keeps the lead-up to the exit."""
-    from ..introspect.btf import FUNC, BtfError
 
     probes: list[Probe] = [Probe("", f">buffer_size_kb {max(32, 1024 // max(1, vcpus))}", "tracefs")]
     skipped: list[tuple[str, str]] = []
@@ -207,7 +208,6 @@ class DecodeTables:
 
     @classmethod
     def from_btf(cls, btf: Any) -> DecodeTables:
-        from ..introspect.btf import BtfError
 
         try:
             dsq = dict(btf.enum("scx_dsq_id_flags"))
@@ -336,7 +336,6 @@ def decode_value(key: str, value: str, tables: DecodeTables) -> str:
             return "SCX_SLICE_INF"
         return f"{n / 1e6:g}ms" if n else "0"
     if key == "kind":
-        from ..introspect.scx import exit_kind_name
 
         return exit_kind_name(n)
     if key == "exit_code":

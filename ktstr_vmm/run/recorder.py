@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ..evaluate.measures import lines, measures
 from ..evaluate.workstats import stats_line
 from ..fsutil import append_line
 from ..guest import messages as gm
@@ -46,7 +47,6 @@ class GuestState:
 
     def measure_lines(self) -> tuple[str, ...]:
         """The workloads' measures after the seed's stats lines (evaluate/measures)."""
-        from ..evaluate.measures import lines, measures
 
         tr = self.test_result
         return tuple(lines(measures(tr.measures if tr else (), tuple(self.benches))))

@@ -22,18 +22,28 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.base import BootSpec, Machine
-from ..errors import Interrupted, KtstrError
+from ..engine.select import select_engine
+from ..errors import Interrupted, KtstrError, UsageError
 from ..evaluate import thresholds, workstats
 from ..evaluate import types as ev
+from ..evaluate.compare import bound_failures, parse_fail_on
 from ..evaluate.judge import evaluate, result_json
+from ..evaluate.measures import measures, to_json
+from ..evaluate.sections import scheduler_label
 from ..fsutil import atomic_write_json, atomic_write_text
-from ..guest.spec import render_guest_spec
+from ..guest.agent import build_agent
+from ..guest.benchtools import bench_files
+from ..guest.initramfs import build_initramfs
+from ..guest.spec import bench_guest_path, render_guest_spec
+from ..guest.userland import guest_userland
 from ..guest.wire import Decoder, MsgType, encode
+from ..introspect.symbols import kernel_symbols
 from ..kernel.kernels import Kernel, check_kernel, kernel_hz, resolve_kernel
 from ..kernel.schedulers import Scheduler, resolve_scheduler
 from ..monitor.monitor import KALLSYMS, Monitor, MonitorUnavailable
 from ..rundir.dumps import (
     clear_stale_dumps,
+    dump_to_json,
     placeholder_reason,
     write_failure_dump,
     write_placeholder_failure_dump_if_missing,
@@ -51,11 +61,13 @@ from ..rundir.layout import (
 )
 from ..rundir.timeline import read_events, render_timeline
 from ..spec import RunSpec
+from ..trace.files import LATENCY, Trace, build_index
+from ..trace.latency import analyse, apply_to_verdict, check, summary_json
 from .captures import VM_GONE, CaptureSession, check_spec
 from .control import ControlServer
 from .outcome import build_outcome
 from .recorder import Recorder
-from .shellhub import ShellHub, ShellLog
+from .shellhub import SHELL_KIND, ShellHub, ShellLog, hold_ms
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +102,6 @@ class Prepared:
 def prepare(spec: RunSpec) -> Prepared:
     """Resolve and build everything a run needs (kernel, scheduler, engine, agent,
     initramfs); raises the one-line errors before any run directory exists."""
-    from ..engine.select import select_engine
-    from ..guest.agent import build_agent
-    from ..guest.benchtools import bench_files
-    from ..guest.initramfs import build_initramfs
-    from ..guest.spec import bench_guest_path
-    from ..guest.userland import guest_userland
-    from .shellhub import SHELL_KIND, hold_ms
 
     check_spec(spec)
     kernel = resolve_kernel(spec.kernel)
@@ -124,7 +129,6 @@ def kallsyms_to_ask(kernel: Kernel) -> list[str]:
     """The monitor's symbols this kernel build has not told us yet. With nokaslr they
     are the same on every boot, so once cached (symbols.py, by build id) the guest is
     spared its ~1.5-3 s scan of /proc/kallsyms."""
-    from ..introspect.symbols import kernel_symbols
 
     return kernel_symbols(kernel.build_id).missing(KALLSYMS)
 
@@ -363,7 +367,6 @@ class Run:
 
     def index_trace(self) -> dict[str, Any] | None:
         """Decode the streamed trace pages into the indexed records (tracefiles.py)."""
-        from ..trace.files import build_index
 
         t0 = time.monotonic()
         try:
@@ -445,9 +448,6 @@ class Run:
 
     def judge_latency(self, verdict, topo: str):
         """The trace's latency section and thresholds (latency.py), over the workload."""
-        from ..evaluate.sections import scheduler_label
-        from ..trace.files import LATENCY, Trace
-        from ..trace.latency import analyse, apply_to_verdict, check, summary_json
 
         if getattr(self, "trace_index", None) is None:
             return verdict
@@ -504,7 +504,6 @@ class Run:
     def _live(self) -> Machine:
         m = self.machine
         if m is None or m.wait(0) is not None:
-            from ..errors import UsageError
 
             raise UsageError("the guest is not running")
         return m
@@ -557,7 +556,6 @@ class Run:
         """Ask the agent for the kernel's own sched_ext dump (SysRq-D via the trace event)."""
         m = self._live()
         if self.recorder.state.sysrdy is None:
-            from ..errors import UsageError
 
             raise UsageError("the guest is not ready yet; try again in a moment")
         with self.wire_lock:
@@ -566,11 +564,9 @@ class Run:
             m.write_wire(encode(MsgType.SnapshotRequest, f'{{"id": {req_id}, "kind": "dump"}}'))
         reply = self.recorder.wait_reply(req_id, 20.0)
         if reply is None:
-            from ..errors import UsageError
 
             raise UsageError("the guest did not answer the snapshot request within 20s")
         if not reply.ok:
-            from ..errors import UsageError
 
             raise UsageError(f"the guest could not take a dump: {reply.error}")
         stamp = f"{time.time() - self._start_wall():.3f}"
@@ -587,7 +583,6 @@ class Run:
         mon, m = self.monitor, self.machine
         if not isinstance(mon, Monitor) or m is None:
             return None
-        from ..rundir.dumps import dump_to_json
 
         with self.freeze_lock:
             t0 = time.monotonic()
@@ -610,7 +605,6 @@ class Run:
 def _apply_fail_on(verdict, spec: RunSpec, st) -> Any:
     """`--fail-on METRIC:>N` bounds on the run's own numbers: a pass that breaks one
     becomes a fail whose message names the number (`cyclictest.max_us 612us > 500us`)."""
-    from ..evaluate.compare import bound_failures, parse_fail_on
 
     rules = [parse_fail_on(t) for t in spec.fail_on]
     if not rules or verdict.kind != "pass" or st.test_result is None:
@@ -628,7 +622,6 @@ def _apply_fail_on(verdict, spec: RunSpec, st) -> Any:
 
 
 def _stats_json(tr, st) -> dict[str, Any]:
-    from ..evaluate.measures import measures, to_json
 
     return {"summary": workstats.stats_line(tr), "duration_ms": tr.duration_ms, "notes": list(tr.notes),
             "groups": [g.__dict__ for g in workstats.groups(tr)],

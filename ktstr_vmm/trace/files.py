@@ -37,7 +37,7 @@ from typing import Any
 
 from ..fsutil import atomic_write_bytes, atomic_write_json
 from ..rundir.layout import TRACE
-from .ftrace import Formats, PageDecoder, comm_text
+from .ftrace import DecodeError, Formats, PageDecoder, comm_text
 
 TRACE_DIR = TRACE
 FORMATS = f"{TRACE_DIR}/formats.json"
@@ -186,7 +186,6 @@ def page_runs(data: bytes | memoryview, page_size: int, chunk: int = 256, start:
 
 def _file_end_error(cpu: int, data: bytes, page_size: int, end: int, pages: int):
     """A DecodeError saying where a .pages file stops being readable, or None."""
-    from .ftrace import DecodeError
 
     if end >= len(data):
         return None
@@ -225,7 +224,7 @@ def _pack(recs: list[tuple]) -> bytes:
 
 def _native():
     """(library, module) of the C decoder, or None (then the Python one decodes)."""
-    from . import ftrace_native
+    from . import ftrace_native  # builds its C decoder with gcc on first use
 
     lib = ftrace_native._load()
     return (lib, ftrace_native) if lib is not None else None
