@@ -81,6 +81,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("fanout", "wakeup", "one messenger wakes fan_out receivers (FutexFanOut)",
          (Param("fan_out", "int", "receivers per messenger", "4", 1, MAX_WORKERS - 1), _SPIN),
          "wakeups_s", True),
+    Kind("fanin", "wakeup", "fan_out wakers each wake one waiter every interval (N:1)",
+         (Param("fan_out", "int", "wakers per waiter", "4", 1, MAX_WORKERS - 1), _SPIN,
+          _INTERVAL), "wakeups_s", True),
     Kind("fork", "churn", "fork + _exit + wait (ForkExit)", measure="forks_s"),
     Kind("forkexec", "churn", "fork + exec + exit + wait", measure="execs_s"),
     Kind("thread", "churn", "pthread create + join", measure="threads_s"),
@@ -118,7 +121,7 @@ FAMILIES = ("cpu", "wakeup", "churn", "rt", "memory", "irq", "bench")
 # ready-made -w texts, one per family and benchmark (the launcher offers them)
 EXAMPLES: dict[str, str] = {
     "cpu: spin, duty cycle": "spin:2,bursty:2,burst=20ms,sleep=20ms",
-    "wakeup: futex ping-pong, fan-out": "futex:2,fanout:3,fan_out=2",
+    "wakeup: futex ping-pong, fan-out, fan-in": "futex:2,fanout:3,fan_out=2,fanin:3,fan_out=2",
     "churn: fork+exec, threads": "forkexec:2,thread:2",
     "rt: SCHED_FIFO beside sched_ext": "rt:2,interval=1ms,spin:2",
     "memory: page faults, bandwidth": "pagefault:2,size=4M,membw:2,size=8M",

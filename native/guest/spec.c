@@ -10,7 +10,7 @@
 
 const char *const wkind_names[W_NKINDS] = {
 	"spin", "yield", "sleep", "fork", "pipe",
-	"mixed", "bursty", "futex", "fanout", "forkexec", "thread", "rt", "pagefault",
+	"mixed", "bursty", "futex", "fanout", "fanin", "forkexec", "thread", "rt", "pagefault",
 	"membw", "timer", "io", "bench",
 };
 

@@ -16,7 +16,7 @@
  * W_BENCH, a real benchmark program the worker runs and whose output it keeps. */
 enum wkind {
 	W_SPIN, W_YIELD, W_SLEEP, W_FORK, W_PIPE,
-	W_MIXED, W_BURSTY, W_FUTEX, W_FANOUT, W_FORKEXEC, W_THREAD, W_RT, W_PAGEFAULT,
+	W_MIXED, W_BURSTY, W_FUTEX, W_FANOUT, W_FANIN, W_FORKEXEC, W_THREAD, W_RT, W_PAGEFAULT,
 	W_MEMBW, W_TIMER, W_IO, W_BENCH, W_NKINDS
 };
 

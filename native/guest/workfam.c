@@ -220,7 +220,9 @@ static void run_fanout(struct wctx *c)
 		futex_wake_all(&msgr->fx);
 		return;
 	}
-	uint32_t seen = __atomic_load_n(&msgr->fx, __ATOMIC_ACQUIRE);
+	/* 0, not the word's value now: the messenger may have started a round already,
+	 * and it waits for this receiver's ack before the next one */
+	uint32_t seen = 0;
 
 	while (wc_going(c, now)) {
 		uint32_t gen = __atomic_load_n(&msgr->fx, __ATOMIC_ACQUIRE);
@@ -238,6 +240,50 @@ static void run_fanout(struct wctx *c)
 		if (__atomic_add_fetch(&msgr->fx2, 1, __ATOMIC_ACQ_REL) >= (uint32_t)receivers)
 			futex_wake_all(&msgr->fx2);
 		wc_tick(c, now, 0);
+	}
+}
+
+/* N:1 (many wakers, one waiter, like clients of one server): the first worker of every
+ * fan_out+1 waits on its generation word; each of the others spins, stamps the clock,
+ * advances the word, wakes it and sleeps interval_us. The waiter counts the wake-ups it
+ * saw (ops) and their stamp-to-run latency. */
+static void run_fanin(struct wctx *c)
+{
+	int n_in = (int)or_default(c->g->fan_out, FANOUT_N), pos = c->r->index % (n_in + 1);
+	struct wrec *waiter = c->r - pos;
+	uint64_t n = or_default(c->g->spin, FUTEX_SPIN), x = 1, now = now_ns();
+	uint64_t iv = or_default(c->g->interval_us, RT_INTERVAL_US) * 1000ull;
+
+	if (pos == 0) {
+		uint32_t seen = 0; /* the word starts at 0; wakers may be ahead already */
+
+		while (wc_going(c, now)) {
+			uint32_t gen = __atomic_load_n(&waiter->fx, __ATOMIC_ACQUIRE);
+
+			if (gen == seen) {
+				futex_wait_ms(&waiter->fx, gen, WAIT_MS);
+				now = now_ns();
+				continue;
+			}
+			now = now_ns();
+			c->r->ops += gen - seen; /* wake-ups that arrived, maybe several at once */
+			seen = gen;
+			if (now > waiter->stamp_ns)
+				wc_lat(c->r, now - waiter->stamp_ns);
+			wc_tick(c, now, 0);
+		}
+		return;
+	}
+	while (wc_going(c, now)) {
+		struct timespec ts = { (time_t)(iv / 1000000000ull), (long)(iv % 1000000000ull) };
+
+		x = spin_steps(n, x);
+		__atomic_store_n(&waiter->stamp_ns, now_ns(), __ATOMIC_RELEASE);
+		__atomic_add_fetch(&waiter->fx, 1, __ATOMIC_RELEASE);
+		futex(&waiter->fx, FUTEX_WAKE, 1, NULL);
+		nanosleep(&ts, NULL);
+		now = now_ns();
+		wc_tick(c, now, iv);
 	}
 }
 
@@ -555,6 +601,7 @@ void workfam_run(struct wctx *c)
 	case W_BURSTY: run_bursty(c); break;
 	case W_FUTEX: run_futex(c); break;
 	case W_FANOUT: run_fanout(c); break;
+	case W_FANIN: run_fanin(c); break;
 	case W_FORKEXEC: run_forkexec(c); break;
 	case W_THREAD: run_thread(c); break;
 	case W_RT: run_rt(c); break;

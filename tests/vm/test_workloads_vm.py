@@ -26,11 +26,19 @@ weight = 400
 cpuset = "0-1"
 
 [[phase]]
-name = "families"
-duration = "3s"
+name = "cpu-wakeup"
+duration = "2s"
 workloads = [
   "spin:1",
   "futex:2,cgroup=fg",
+  "fanout:3,fan_out=2",
+  "fanin:3,fan_out=2,interval=2ms",
+]
+
+[[phase]]
+name = "churn-rt-memory-irq"
+duration = "2s"
+workloads = [
   "forkexec:1",
   "rt:1,interval=2ms",
   "pagefault:1,size=1M",
@@ -40,20 +48,25 @@ workloads = [
 ]
 
 [[phase]]
-name = "benchmarks"
-duration = "4s"
+name = "rt-tests"
+duration = "3s"
 workloads = [
   "hackbench:groups=2,loops=20",
   "cyclictest:threads=2,interval=2ms",
-  "stress-ng:cpu=1,switch=1",
 ]
+
+[[phase]]
+name = "stress-ng"
+duration = "3s"
+workloads = ["stress-ng:cpu=1,switch=1"]
 """
 
 FAMILY_MEASURE = {  # kind -> the measure it must report (non-zero)
-    "spin": "iter_s", "futex": "wakeups_s", "forkexec": "execs_s", "rt": "wakeups_s",
+    "spin": "iter_s", "futex": "wakeups_s", "fanout": "wakeups_s",
+    "fanin": "wakeups_s", "forkexec": "execs_s", "rt": "wakeups_s",
     "pagefault": "faults_s", "membw": "mb_s", "timer": "expiries_s", "io": "mb_s",
 }
-LATENCY = ("futex", "rt", "timer")
+LATENCY = ("futex", "fanout", "fanin", "rt", "timer")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +121,7 @@ def test_each_debian_benchmark_is_parsed(families_run):
     assert set(sn["parts"]) == {"cpu", "switch"}
     assert all(p["ops_s"] > 0 and p["bogo_ops"] > 0 for p in sn["parts"].values())
     run_dir = Path(r["run_dir"])
-    assert (run_dir / "bench" / "cg8-hackbench.txt").read_text().rstrip().endswith(
+    assert (run_dir / "bench" / "cg10-hackbench.txt").read_text().rstrip().endswith(
         f"Time: {ms['hackbench']['values']['time_s']:.3f}")
 
 
@@ -120,7 +133,7 @@ def test_stats_section_keeps_the_seed_shape_and_adds_measure_lines(families_run)
     assert all(stats[i].startswith(f"  cg{i - 1}: workers=") for i in range(1, n + 1))
     assert stats[n + 1:] == r["stats"]["measure_lines"]
     assert stats[n + 1].startswith("  cg0 spin: iter=")
-    assert any(line.startswith("  cg8 hackbench: time=") for line in stats)
+    assert any(line.startswith("  cg10 hackbench: time=") for line in stats)
     assert "--- stats ---\n" + r["sections"]["stats"] in r["message"]
 
 
@@ -130,8 +143,9 @@ def test_cgroup_attributes_and_phases_reach_the_guest(families_run):
     assert len(futex) == 2 and all(w["cgroup"] == "/fg" for w in futex)
     assert all(set(w["cpus"]) <= {0, 1} for w in futex)  # cpuset.cpus 0-1
     spec = (Path(r["run_dir"]) / "guest-spec.txt").read_text()
-    assert "group=futex:2 cgroup=fg weight=400 cpuset=0-1 stop_ms=3000\n" in spec
-    assert "group=bench:1 start_ms=3000 stop_ms=7000 name=hackbench" in spec
+    assert "group=futex:2 cgroup=fg weight=400 cpuset=0-1 stop_ms=2000\n" in spec
+    assert "group=forkexec:1 start_ms=2000 stop_ms=4000\n" in spec
+    assert "group=bench:1 start_ms=4000 stop_ms=7000 name=hackbench" in spec
 
 
 def test_show_prints_the_measures(families_run):
