@@ -111,7 +111,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          (Param("threads", "int", "measuring threads (-t; default one per vCPU)", "", 1, 1024),
           Param("interval", "dur", "base interval (-i)", "1ms"),
           Param("priority", "int", "SCHED_FIFO priority (-p)", "80", 1, 99)),
-         "max_us", True, bench=True, package="rt-tests", binary="cyclictest"),
+         "max_us", bench=True, package="rt-tests", binary="cyclictest"),
     Kind("stress-ng", "bench", "stress-ng: STRESSOR=INSTANCES (cpu=2,switch=1); bogo ops/s",
          (), "ops_s", bench=True, package="stress-ng", binary="stress-ng"),
 )}
@@ -138,7 +138,8 @@ MEASURES = {
     "wakeups_s": ("wakeups/s", "/s"), "forks_s": ("forks/s", "/s"),
     "execs_s": ("execs/s", "/s"), "threads_s": ("threads/s", "/s"),
     "faults_s": ("faults/s", "/s"), "expiries_s": ("expiries/s", "/s"),
-    "mb_s": ("MB/s", "MB/s"), "time_s": ("time", "s"), "max_us": ("max latency", "us"),
+    "mb_s": ("MB/s", "MB/s"), "time_s": ("time", "s"),
+    "max_us": ("latency min/avg/max/p99, overall and per thread", "us"),
     "ops_s": ("bogo ops/s", "/s"),
 }
 
