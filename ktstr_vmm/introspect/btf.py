@@ -259,18 +259,21 @@ class Btf:
 
     def size_of(self, tid: int) -> int:
         """Size in bytes of a type (pointers are 8; arrays elem * n; void/func 0)."""
-        for _ in range(_MAX_DEPTH):
+        scale = 1  # arrays of arrays multiply; walked in a loop so a self-referencing
+        for _ in range(_MAX_DEPTH):  # array in corrupt BTF ends in BtfError, not recursion
             tid = self.resolve(tid)
             t = self.type(tid)
             if t.kind in _SIZED:
-                return t.size
+                return scale * t.size
             if t.kind == PTR:
-                return 8
+                return scale * 8
             if t.kind == ARRAY:
                 n = t.nelems
                 if n == 0:
                     return 0
-                return n * self.size_of(t.elem_type)
+                scale *= n
+                tid = t.elem_type
+                continue
             if t.kind == VAR:
                 tid = t.type_id
                 continue

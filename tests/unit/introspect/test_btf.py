@@ -223,6 +223,20 @@ def test_synthetic_every_kind():
     assert [m.name for m in b.flat_members(ids["outer"])] == ["x", "a", "b", "bits", "arr"]
 
 
+def test_a_self_referencing_array_is_a_btf_error_not_a_recursion():
+    """Corrupt program BTF (seen from Hypothesis): an array whose element type is itself.
+    Sizing it must end in a one-line BtfError, never RecursionError."""
+    e = Enc()
+    u32 = e.t("u32", B.INT, 0, 4, struct.pack("<I", 32))
+    loop = e.t("", B.ARRAY, 0, 0, struct.pack("<III", 2, u32, 3))  # elem = itself (id 2)
+    nested = e.t("", B.ARRAY, 0, 0, struct.pack("<III", u32, u32, 4))
+    outer = e.t("", B.ARRAY, 0, 0, struct.pack("<III", nested, u32, 2))
+    b = Btf.from_bytes(e.blob())
+    with pytest.raises(BtfError, match="nesting is too deep"):
+        b.size_of(loop)
+    assert b.size_of(outer) == 2 * 4 * 4  # arrays of arrays still multiply
+
+
 @pytest.mark.parametrize("data, message", [
     (b"", "BTF is truncated: 0 bytes"),
     (b"\x00" * 24, "not BTF: magic 0x0000"),
