@@ -390,8 +390,11 @@ void trace_stop(void)
 	size_t keep, slot = (size_t)tr.page + 8;
 	unsigned char *ring;
 
+	uint64_t t0;
+
 	if (!tr.on)
 		return;
+	t0 = thread_cpu_ns();
 	write_str(INST "/tracing_on", "0");
 	keep = tr.rate ? tr.rate * FINAL_SECONDS / (uint64_t)tr.ncpu / (uint64_t)tr.page : 0;
 	if (!keep || keep > (tr.buffer_kb << 10) / (size_t)tr.page + 2)
@@ -423,6 +426,7 @@ void trace_stop(void)
 	}
 	free(ring);
 	flush_frame();
+	tr.cpu_ns += thread_cpu_ns() - t0; /* the last drain counts too */
 	send_stats();
 	for (int i = 0; i < tr.nenabled; i++) {
 		char path[256];

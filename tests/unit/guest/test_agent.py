@@ -527,3 +527,26 @@ def test_c_spec_reader_agrees_with_the_python_renderer(wire_harness, tmp_path):
     out = subprocess.run([str(wire_harness), "spec", str(f)], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out == "error: spec version 2, this agent reads version 1\n"
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_trace_over_com2_keeps_to_its_small_budget_and_says_what_it_cost(kernel, tmp_path):
+    """COM2 (the KVM engine's wire, ~0.15 MB/s under TCG) gets a 48 KiB/s trace budget: the
+    trace streams within it, the run's other frames still arrive, and TraceStats says what
+    was kept, skipped and what streaming cost the agent."""
+    run = boot_agent(kernel, tmp_path, _spec_text(workload="spin:2,pipe:2", duration_s=3.0))
+    assert run.one(gm.Exit) == gm.Exit(0, "ok")
+    msgs = {m.type: m.data for m in run.of(gm.JsonMessage)}
+    fmt, stats = msgs[MsgType.TraceFormats], msgs[MsgType.TraceStats]
+    assert fmt["rate_bytes_s"] == 48 << 10 and fmt["missing"] == []
+    assert "sched/sched_switch" in fmt["enabled"] and "header_page" in fmt["formats"]
+    sent = sum(len(b.data) for b in run.of(gm.Blob) if b.type == MsgType.TracePages)
+    assert sent == stats["bytes"] > 0
+    seconds = (stats["t_ms"] - fmt["t_ms"]) / 1000
+    # streaming (a second's budget at most in hand) plus the final drain (5 s of budget)
+    assert sent <= fmt["rate_bytes_s"] * (seconds + 1 + 5) + 64 * 1024
+    assert set(stats["cpus"]) == {"0", "1", "2", "3"}
+    assert stats["agent_cpu_us"] > 0 and stats["read_us"] + stats["send_us"] <= stats["agent_cpu_us"]
+    assert any(t.text.startswith("trace: ") and "streaming took the agent" in t.text
+               for t in run.of(gm.Text))
