@@ -24,6 +24,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 MAX_LOG = 64 * 1024  # keep each log's head and tail within this many bytes
+# Runs whose raw scheduling trace (trace/, ~1 MB each) is kept; the others drop it so the
+# store stays small.
+KEEP_TRACE = ("demo_error", "demo_stall")
 
 RUNS = [
     ("pass", dict(scheduler="scx_simple", topology="tiny-2llc", duration="3s")),
@@ -42,6 +45,7 @@ def main() -> int:
     args = ap.parse_args()
     sys.path.insert(0, str(HERE.parent))
     from ktstr_cli.commands.run import spec_from_args
+    from ktstr_cli.main import build_parser
     from ktstr_vmm.run.orchestrate import run
     from ktstr_vmm.store.store import Store
 
@@ -50,13 +54,13 @@ def main() -> int:
     store = Store(work)
     results = {}
     for label, opts in RUNS:
-        ns = argparse.Namespace(scheduler=None, sched_args=None, topology=None, memory=None,
-                                duration=None, workload=None, engine="auto", kernel=None,
-                                timeout=None, name=f"demo_{label}", expect_err=None,
-                                no_auto_repro=label in ("pass", "timeout"), monitor_interval=None)
+        # the options as `ktstr run` parses them, so new run options get their defaults
+        argv = ["run", "--name", f"demo_{label}"]
         for k, v in opts.items():
-            setattr(ns, k, v)
-        spec = spec_from_args(ns)
+            argv += [f"--{k.replace('_', '-')}", v] if k != "sched_args" else [f"--sched-args={v}"]
+        if label in ("pass", "timeout"):
+            argv.append("--no-auto-repro")
+        spec = spec_from_args(build_parser("run").parse_args(argv))
         print(f"recording {label} ...", flush=True)
         results[label] = run(spec, store=store)
         print(f"  {label}: {results[label]['verdict']}", flush=True)
@@ -80,6 +84,9 @@ def main() -> int:
             for log in ("console.log", "sched.log", "trace.txt"):
                 for path in dest.rglob(log):
                     _trim(path)
+            if not any(f"-{name}-" in d.name for name in KEEP_TRACE):
+                shutil.rmtree(dest / "trace", ignore_errors=True)
+            shutil.rmtree(dest / "repro" / "trace", ignore_errors=True)
             _relocate(dest)
             if (dest / "repro").is_dir():
                 _relocate(dest / "repro", f"runs/{d.name}/repro")

@@ -8,7 +8,8 @@ import json
 
 from ktstr_vmm.errors import UsageError
 from ktstr_vmm.fsutil import atomic_write_json
-from ktstr_vmm.rundir.layout import RESULT, SPEC
+from ktstr_vmm.rundir.layout import EVENTS, RESULT, SPEC
+from ktstr_vmm.rundir.timeline import read_events
 from ktstr_vmm.spec import RunSpec
 
 from . import add_store_option, open_store
@@ -25,8 +26,11 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_repro)
 
 
-def refusal(run_id: str, spec: RunSpec, result: dict | None, phase: str | None) -> str | None:
-    """Why `ktstr repro` will not run on this run, or None."""
+def refusal(run_id: str, spec: RunSpec, result: dict | None, phase: str | None,
+            loaded: bool = True) -> str | None:
+    """Why `ktstr repro` will not run on this run, or None. `loaded`: the scheduler got as
+    far as sched_ext being enabled (a verifier reject or a load failure never does, and a
+    second VM with probes on the crash path cannot reproduce it)."""
     if result is None:
         return f"run {run_id} has not finished (phase {phase or 'unknown'})"
     if spec.kind == "repro":
@@ -40,7 +44,17 @@ def refusal(run_id: str, spec: RunSpec, result: dict | None, phase: str | None) 
         return f"run {run_id} has verdict '{verdict}'; only a failed or inconclusive run can be reproduced"
     if spec.scheduler in ("", "none", "eevdf"):
         return f"run {run_id} ran no sched_ext scheduler; auto-repro probes a scheduler's failure"
+    if not loaded:
+        why = result.get("headline") or "see its scheduler log"
+        return (f"run {run_id}: the scheduler never loaded ({why}); auto-repro probes a "
+                "running scheduler's failure")
     return None
+
+
+def scheduler_loaded(run_dir) -> bool:
+    """Did the run's scheduler get sched_ext enabled (a `scx_enabled` lifecycle event)?"""
+    return any(e.get("kind") == "lifecycle" and e.get("phase") in ("scx_enabled", "baseline")
+               for e in read_events(run_dir / EVENTS))
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
@@ -57,7 +71,8 @@ def cmd_repro(args: argparse.Namespace) -> int:
         raise UsageError(f"run {summary.run_id} has no readable {SPEC}")
     spec = RunSpec.from_json(spec_data)
     result = rd.read_json(RESULT)
-    why = refusal(summary.run_id, spec, result, (rd.read_json("status.json") or {}).get("phase"))
+    why = refusal(summary.run_id, spec, result, (rd.read_json("status.json") or {}).get("phase"),
+                  loaded=scheduler_loaded(rd.path))
     if why:
         raise UsageError(why, "ktstr repro takes a finished failing run (`ktstr runs --verdict fail`)")
     assert result is not None

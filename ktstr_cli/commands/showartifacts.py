@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ktstr_vmm.errors import UsageError
+from ktstr_vmm.introspect.scx import exit_kind_name
+from ktstr_vmm.rundir.dumpstory import story
 from ktstr_vmm.rundir.dumptext import map_rows
 from ktstr_vmm.rundir.summary import BadFile, json_type, load_json_object
 
@@ -71,6 +73,22 @@ _LIST_FIELDS = ("maps", "vcpu_regs", "sdt_allocations", "prog_runtime_stats", "p
 _TABLES = ("rq_scx_states", "dsq_states", "per_cpu_time")
 
 
+def story_lines(obj: dict[str, Any]) -> list[str]:
+    """The dump's story (dumpstory): the summary, then one row per CPU."""
+    st = story(obj)
+    out = st.summary_lines()
+    if st.cpus:
+        out.append("cpus:")
+        out.append("  cpu  current               class  scx  nr  dsq  longest waiting")
+        for c in st.cpus:
+            lw = f"{c.longest.label} {c.longest.waited}" if c.longest else ""
+            out.append(f"  {c.cpu:<4} {c.current[:21]:<21} {c.current_class[:5]:<6} "
+                       f"{'' if c.nr_running is None else c.nr_running:<4} "
+                       f"{'' if c.rq_nr_running is None else c.rq_nr_running:<3} "
+                       f"{'' if c.local_dsq is None else c.local_dsq:<4} {lw}".rstrip())
+    return [*out, ""] if out else []
+
+
 def _render_report(obj: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     # ktstr puts a placeholder's reason in every `*_unavailable` field; ours adds `reason`.
@@ -89,6 +107,8 @@ def _render_report(obj: dict[str, Any]) -> list[str]:
             unavailable = {}
     if reason:
         lines.append(f"reason        {reason}")
+    if placeholder is False:
+        lines += story_lines(obj)
     for key in _LIST_FIELDS:
         if key not in obj:
             continue
@@ -105,6 +125,9 @@ def _render_report(obj: dict[str, Any]) -> list[str]:
         lines.append(f"{key:<21} {value}")
     state = obj.get("scx_sched_state")
     if isinstance(state, dict):
+        kind = state.get("exit_kind")
+        if isinstance(kind, int) and not isinstance(kind, bool):
+            state = {**state, "exit_kind": f"{kind} ({exit_kind_name(kind)})"}
         lines.append("scx_sched_state       " + _scalars(state))
     elif state is not None:
         lines.append(f"warning: 'scx_sched_state' is {json_type(state)}, expected an object")

@@ -122,7 +122,7 @@ def _task(s: Sampler, va: int, cpu: int | None = None,
         return None
     pid, comm, cls = t
     kw: dict[str, Any] = {"pid": pid, "comm": comm,
-                          "sched_class": _CLASS_NAMES.get(cls, cls)}
+                          "sched_class": _CLASS_NAMES.get(cls, cls), "kva": va}
     tgid = _int(mem, va + L.task_tgid, 4, True)
     kw["tgid"] = tgid if tgid is not None else 0
     for key, off, size, signed in (("prio", x["task_prio"], 4, True),

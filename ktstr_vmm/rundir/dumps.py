@@ -115,6 +115,7 @@ class TaskEnrichment:
     nivcsw: int | None = _omit()
     cpu: int | None = _omit()               # task_cpu()                      [ktstr-vmm]
     runnable_for_ms: int | None = _omit()   # jiffies since runnable_at, ms   [ktstr-vmm]
+    kva: int | None = _omit()               # the task_struct's address (DSQ task_kvas) [ktstr-vmm]
 
 
 @dataclass(frozen=True)

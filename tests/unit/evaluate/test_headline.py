@@ -15,7 +15,7 @@ from ktstr_vmm.evaluate.sections import watchdog_body
 EXPECTED = {
     "error": "scx_bpf_error: scx_ktstr.bpf.c:114: scx_ktstr: injected error after 1500ms "
              "(--error-after)",
-    "stall": "runnable task stall: spin-3[119] waited 3.168 s on CPU 0 (kernel watchdog)",
+    "stall": "runnable task stall: spin-3[120] waited 3.544 s on CPU 0 (kernel watchdog)",
     "verifier": "verifier rejected qmap_dequeue: R7 invalid mem access 'scalar' at "
                 "scx_qmap.bpf.c:336",
     "timeout": "timed out after 30 s in phase workload (host watchdog, --timeout 30s)",
@@ -36,7 +36,7 @@ def test_seed_lines_stay_as_ktstr_prints_them():
     v = evaluate(stored_outcome(demo_run("verifier")))
     assert v.message.startswith("Failed to load skel\nBUG SUMMARY: 207 |")
     t = evaluate(stored_outcome(demo_run("timeout")))
-    assert t.message.startswith("local=19 global=1132\n")
+    assert t.message.startswith("local=18 global=172\n")
 
 
 def test_pass_has_no_headline():
@@ -105,11 +105,11 @@ def test_runs_and_browser_rows_read_the_headline(tmp_path):
 
     run = tmp_path / demo_run("verifier").name
     shutil.copytree(demo_run("verifier"), run)
-    assert summarize(run).first_line == "Failed to load skel"
-    result = json.loads((run / "result.json").read_text())
-    result["headline"] = EXPECTED["verifier"]
-    (run / "result.json").write_text(json.dumps(result))
     assert summarize(run).first_line == EXPECTED["verifier"]
+    result = json.loads((run / "result.json").read_text())
+    del result["headline"]  # as recorded before headlines existed
+    (run / "result.json").write_text(json.dumps(result))
+    assert summarize(run).first_line == "Failed to load skel"
 
 
 def test_show_prints_the_debug_dump_once_and_the_summary(capsys):
@@ -121,3 +121,17 @@ def test_show_prints_the_debug_dump_once_and_the_summary(capsys):
     assert out.count("\nDEBUG DUMP\n") == 1
     assert ("--- sched_ext dump ---\n(the scheduler's DEBUG DUMP, printed in the scheduler log "
             "above)") in out
+
+
+def test_ktstr_repro_refuses_a_scheduler_that_never_loaded(tmp_path, capsys):
+    import shutil
+
+    from ktstr_cli.main import main
+
+    store = tmp_path / "store"
+    shutil.copytree(demo_run("verifier").parent.parent, store)
+    assert main(["repro", "--store", str(store), "demo_verifier"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ktstr: error: run ") and "the scheduler never loaded (verifier " \
+        "rejected qmap_dequeue: R7 invalid mem access 'scalar' at scx_qmap.bpf.c:336)" in err
+    assert not (demo_run("verifier") / "repro").exists()

@@ -85,5 +85,5 @@ def test_stall_detail_says_the_kernels_watchdog_disabled_the_scheduler():
     st.test_result = gm.TestResult("/usr/bin/scx_ktstr", 4900, tuple(_worker(i) for i in range(4)))
     v = evaluate(_outcome(st, console))
     assert ("  the kernel's watchdog disabled the scheduler during the workload (4.9s into "
-            "test): runnable task stall: spin-3[119] failed to run for 3.168s") in v.message
+            "test): runnable task stall: spin-3[120] failed to run for 3.544s") in v.message
     assert "scheduler process died" not in v.message

@@ -185,10 +185,18 @@ def test_show_real_failure_dump_has_per_cpu_table(capsys):
     code, out, _ = run(capsys, "show", str(DATA / "dumps/real.failure-dump.json"))
     assert code == 0
     assert out.splitlines()[2:] == [
+        "exit      SCX_EXIT_ERROR (1024)  runtime error",
+        "note      run queues, DSQs, tasks and BPF maps were read from the frozen guest at the "
+        "exit",
+        "cpus:",
+        "  cpu  current               class  scx  nr  dsq  longest waiting",
+        "  0    spin-0[211]                  3",
+        "  1    ?                            0",
+        "",
         "maps                  2 (bss, task_ctx)",
         "rq_scx_states         2",
         "dsq_states            1",
-        "scx_sched_state       aborting=True, bypass_depth=0, exit_kind=1024",
+        "scx_sched_state       aborting=True, bypass_depth=0, exit_kind=1024 (SCX_EXIT_ERROR)",
         "",
         "maps:",
         "  bss       ARRAY  64 B x 1",
