@@ -14,6 +14,7 @@ one-line rule.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 from pygments.lexer import RegexLexer, bygroups, include
@@ -171,9 +172,21 @@ def get_lexer(name: str) -> RegexLexer | None:
     return cls(stripnl=False, ensurenl=False) if cls else None
 
 
+# Under NO_COLOR Textual draws every colour as a grey of its luminance, so red text on the
+# dark background nearly vanishes: errors and headings get reverse video and bold instead.
+NO_COLOR_STYLES: dict[object, Style] = {
+    Generic.Error: Style(bold=True, reverse=True),
+    Error: Style(bold=True, reverse=True),
+    Generic.Strong: Style(bold=True),
+    Generic.Heading: Style(bold=True, underline=True),
+}
+_NO_COLOR_TOKEN_STYLES = {**TOKEN_STYLES, **NO_COLOR_STYLES}
+
+
 def _style_for(token) -> Style | None:
+    styles = _NO_COLOR_TOKEN_STYLES if "NO_COLOR" in os.environ else TOKEN_STYLES
     while token is not Token:
-        style = TOKEN_STYLES.get(token)
+        style = styles.get(token)
         if style is not None:
             return style
         token = token.parent

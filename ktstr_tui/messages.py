@@ -50,3 +50,15 @@ class RunUpdate(Message):
         self.gone = gone
         self.control_live = control_live
         self.error = error
+
+
+class ShowInScxDump(Message):
+    """Show the sched_ext dump at the first line containing `text` ("CPU 3 ", "spin-0[116]")."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class ShowMonitorAtFailure(Message):
+    """Show the monitor history at the last sample before the scheduler's exit."""

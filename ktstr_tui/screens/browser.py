@@ -6,6 +6,7 @@ and the table reloads (debounced), keeping the cursor on the same run.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -21,9 +22,11 @@ from textual.widgets.data_table import CellDoesNotExist
 
 from ktstr_vmm.errors import KtstrError
 
+from ..keys import SCREEN_KEYS
 from ..messages import OpenRun, StoreChanged
 from ..plain import plain
 from ..store_access import LogAppended, RunSummary, Store, StoreEvent, StoreWatcher
+from ..widgets.vim import VimDataTable
 
 PAGE = 1000
 FIRST_PAGE = 60  # what a screen shows: listed first, the rest of the page follows
@@ -37,6 +40,25 @@ VERDICT_STYLES = {
     "interrupted": "magenta",
 }
 COLUMNS = ("time", "name", "scheduler", "topology", "verdict", "duration", "message")
+# Column widths below WIDE terminal columns (the message column takes the rest, at least
+# MIN_MESSAGE): an 80x24 terminal still shows what failed.
+WIDE = 120
+NARROW_WIDTHS = {"time": 5, "name": 11, "scheduler": 10, "topology": 9, "verdict": 7}
+WIDE_WIDTHS = {"time": 19, "name": 20, "scheduler": 14, "topology": 12, "verdict": 12,
+               "duration": 8}
+MIN_MESSAGE = 16
+# Under NO_COLOR (Textual draws in greys) a verdict still reads at a glance: a mark and,
+# for a failure, reverse video.
+NO_COLOR_VERDICTS = {"pass": ("✓ pass", "bold"), "fail": ("✗ FAIL", "bold reverse"),
+                     "inconclusive": ("? inconcl.", "bold underline"), "skip": ("- skip", ""),
+                     "corrupt": ("! corrupt", "bold reverse"),
+                     "interrupted": ("! interrupted", "bold")}
+
+
+def no_color() -> bool:
+    return "NO_COLOR" in os.environ
+
+
 GAUNTLET_KEY = "gauntlet:"  # row keys of gauntlet groups (':' is never in a run id)
 
 
@@ -67,7 +89,7 @@ def group_gauntlets(runs: list[RunSummary]) -> list[RunSummary | GauntletGroup]:
     return out
 
 
-def group_row(g: GauntletGroup) -> tuple:
+def group_row(g: GauntletGroup, widths: dict[str, int] | None = None) -> tuple:
     from ktstr_vmm.gauntlet.grid import severity
 
     newest = g.runs[0]
@@ -79,34 +101,76 @@ def group_row(g: GauntletGroup) -> tuple:
     scheds = sorted({r.scheduler.rsplit("/", 1)[-1] for r in g.runs})
     topos = {r.preset or r.topology for r in g.runs}
     style = VERDICT_STYLES.get(worst, "bold cyan")
-    return (when, f"gauntlet {g.gauntlet}", ",".join(scheds)[:40],
-            f"{len(topos)} topologies", Text(worst, style=style), "",
-            Text(f"{len(g.runs)} runs: " + ", ".join(f"{n} {v}" for v, n in
-                                                     sorted(counts.items()))))
+    cells = {"time": when, "name": f"gauntlet {g.gauntlet}",
+             "scheduler": ",".join(scheds)[:40], "topology": f"{len(topos)} topologies",
+             "verdict": Text(worst, style=style), "duration": "",
+             "message": Text(f"{len(g.runs)} runs: " + ", ".join(
+                 f"{n} {v}" for v, n in sorted(counts.items())))}
+    w = widths or column_widths(200)
+    if w["time"] < 19:
+        cells["time"] = _when(newest.started, w["time"])
+    return tuple(cells[c] for c in COLUMNS if c in w)
 
 
 def verdict_text(s: RunSummary) -> Text:
+    if no_color() and s.verdict in NO_COLOR_VERDICTS:
+        return Text(*NO_COLOR_VERDICTS[s.verdict])
     if s.verdict in VERDICT_STYLES:
         return Text(s.verdict, style=VERDICT_STYLES[s.verdict])
     return Text(s.phase or s.verdict, style="bold cyan")  # live: its phase
 
 
-def row_of(s: RunSummary) -> tuple:
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started)) if s.started else "?"
+def column_widths(width: int) -> dict[str, int]:
+    """The columns shown on a terminal `width` columns wide and their widths: below WIDE
+    the time is the day (MM-DD; the run id has the rest) and the duration is left out."""
+    fixed = dict(NARROW_WIDTHS if width < WIDE else WIDE_WIDTHS)
+    used = sum(fixed.values()) + 2 * (len(fixed) + 1) + 2  # cell padding, scrollbar
+    fixed["message"] = max(MIN_MESSAGE, width - used)
+    return fixed
+
+
+def _when(started: float, width: int) -> str:
+    if not started:
+        return "?"
+    t = time.localtime(started)
+    if width >= 19:
+        return time.strftime("%Y-%m-%d %H:%M:%S", t)
+    if width >= 11:
+        return time.strftime("%m-%d %H:%M", t)
+    return time.strftime("%m-%d", t)
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(1, width - 1)] + "…"
+
+
+def row_of(s: RunSummary, widths: dict[str, int] | None = None) -> tuple:
+    """The cells of a run's row, for the columns in `widths` (all of them by default)."""
+    w = widths or column_widths(200)
     duration = f"{s.duration_s:.1f}s" if s.duration_s is not None else ""
     first = s.error or s.first_line
-    return (when, s.name, s.scheduler, s.preset or s.topology, verdict_text(s), duration,
-            Text(first[:120], style="red" if s.error else ""))
+    verdict = verdict_text(s)
+    verdict.truncate(w["verdict"], overflow="ellipsis")
+    cells = {"time": _when(s.started, w["time"]), "name": _fit(s.name, w["name"]),
+             "scheduler": _fit(s.scheduler, w["scheduler"]),
+             "topology": _fit(s.preset or s.topology, w["topology"]), "verdict": verdict,
+             "duration": duration,
+             "message": Text(_fit(first, w["message"]), style="red" if s.error else "")}
+    return tuple(cells[c] for c in COLUMNS if c in w)
 
 
 class BrowserScreen(Screen):
     BINDINGS = [
+        *SCREEN_KEYS,
         Binding("enter", "open", "Open"),
         Binding("n", "new_run", "New run"),
         Binding("r", "rerun", "Rerun"),
         Binding("d", "delete", "Delete"),
         Binding("slash", "filter", "Filter"),
         Binding("v", "cycle_verdict", "Verdict filter"),
+        Binding("space", "mark", "Mark", tooltip="mark this run to compare another with it"),
+        Binding("equals_sign", "compare", "Compare",
+                tooltip="compare the marked run with this one (mark with space)"),
         Binding("ctrl+r", "reload", "Reload", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
@@ -128,24 +192,36 @@ class BrowserScreen(Screen):
         self.provisional = False  # the table shows the newest runs while the index builds
         self._watcher = None
         self._reload_pending = False
+        self.marked: RunSummary | None = None  # the run `=` compares the cursor's run with
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="browser-filters"):
             yield Input(placeholder="filter: name, scheduler, topology, message text", id="filter")
             yield Static("verdict: all (v)", id="verdict-filter")
-        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield VimDataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static("", id="browser-status")
         yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one("#runs", DataTable)
-        for col in COLUMNS:
-            table.add_column(col, key=col)
+        self.widths = column_widths(self.app.size.width)
+        for col in (c for c in COLUMNS if c in self.widths):
+            table.add_column(col, key=col, width=self.widths[col])
         table.focus()
         self.reload()
         if self.watch_enabled:
             self._start_watcher()
+
+    def on_resize(self) -> None:
+        widths = column_widths(self.app.size.width)
+        if widths != getattr(self, "widths", None):
+            self.widths = widths
+            table = self.query_one("#runs", DataTable)
+            table.clear(columns=True)
+            for col in (c for c in COLUMNS if c in widths):
+                table.add_column(col, key=col, width=widths[col])
+            self.reload()
 
     def on_unmount(self) -> None:
         if self._watcher is not None:
@@ -202,9 +278,11 @@ class BrowserScreen(Screen):
         table.clear()
         for r in rows:
             if isinstance(r, GauntletGroup):
-                table.add_row(*plain(*group_row(r)), key=r.key)
+                table.add_row(*plain(*group_row(r, self.widths)), key=r.key)
             else:
-                table.add_row(*plain(*row_of(r)), key=r.run_id)
+                table.add_row(*plain(*row_of(r, self.widths)), key=r.run_id,
+                              label=Text("=", style="bold reverse")
+                              if self.marked and r.run_id == self.marked.run_id else None)
         if keep is not None:
             for i, r in enumerate(rows):
                 if (r.key if isinstance(r, GauntletGroup) else r.run_id) == keep:
@@ -316,6 +394,29 @@ class BrowserScreen(Screen):
             return
         self.app.call_from_thread(self.notify, f"deleted {run_id}")
         self.post_message(StoreChanged(run_id, "run deleted"))
+
+    def action_mark(self) -> None:
+        s = self.selected()
+        if s is None:
+            return
+        table = self.query_one("#runs", DataTable)
+        self.marked = None if self.marked and self.marked.run_id == s.run_id else s
+        table.show_row_labels = self.marked is not None
+        self.reload()
+        self.notify(f"marked {s.run_id}: move to another run and press = to compare"
+                    if self.marked else f"unmarked {s.run_id}", markup=False)
+
+    def action_compare(self) -> None:
+        from .compare_screen import CompareScreen
+
+        s = self.selected()
+        if s is None:
+            return
+        if self.marked is None:
+            self.notify("mark a run with space first, then press = on another",
+                        severity="warning")
+            return
+        self.app.push_screen(CompareScreen(self.marked.path, s.path))
 
     def action_filter(self) -> None:
         self.query_one("#filter", Input).focus()

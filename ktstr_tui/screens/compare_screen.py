@@ -1,5 +1,6 @@
-"""`=` on a result: this run beside its parent (a rerun or repro against what it reran),
-field by field, differences marked - the TUI face of `ktstr compare`."""
+"""Two runs side by side, field by field, differences marked, numbers with their units and
+B's change against A - the TUI face of `ktstr compare`. Opened by `=` on a result (the run
+beside its parent) or in the browser (the marked run beside the cursor's)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ from ktstr_vmm.errors import StoreError
 from ktstr_vmm.evaluate.compare import Row, compare
 from ktstr_vmm.rundir.layout import RESULT
 
+from ..keys import SCREEN_KEYS
 from ..rundata import load_json_object
+from ..widgets.vim import VimDataTable
 
 
 class CompareScreen(Screen):
-    BINDINGS = [Binding("escape", "back", "Back"),
+    BINDINGS = [*SCREEN_KEYS, Binding("escape", "back", "Back"),
                 Binding("d", "toggle_diff", "Only differences")]
 
     class Loaded(Message):
@@ -38,12 +41,12 @@ class CompareScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(Text(f"A {self.a.name}\nB {self.b.name}"), id="compare-head")
-        yield DataTable(id="compare", zebra_stripes=True, cursor_type="row")
+        yield VimDataTable(id="compare", zebra_stripes=True, cursor_type="row")
         yield Footer()
 
     def on_mount(self) -> None:
         self.title = "compare"
-        self.query_one(DataTable).add_columns("", "field", "A", "B")
+        self.query_one(DataTable).add_columns("", "field", "A", "B", "change")
         self.load()
 
     @work(thread=True, exclusive=True)
@@ -72,7 +75,7 @@ class CompareScreen(Screen):
                 continue
             style = "bold yellow" if r.differs else ""
             table.add_row(Text("*" if r.differs else " ", style), Text(f"{r.group}.{r.field}", style),
-                          Text(r.a, style), Text(r.b, style))
+                          Text(r.a, style), Text(r.b, style), Text(r.delta, style))
         n = sum(r.differs for r in self.rows)
         self.query_one("#compare-head", Static).update(
             Text(f"A {self.a.name}\nB {self.b.name}\n{n} difference(s) marked *"))

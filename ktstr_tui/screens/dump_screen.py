@@ -10,11 +10,12 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 
+from ..keys import SCREEN_KEYS
 from ..widgets.failure_dump_view import FailureDumpView
 
 
 class DumpScreen(Screen):
-    BINDINGS = [Binding("escape", "back", "Back"),
+    BINDINGS = [*SCREEN_KEYS, Binding("escape", "back", "Back"),
                 Binding("t", "timeline", "Timeline at the failure", show=False)]
 
     def __init__(self, path: Path, others: list[Path] | tuple[Path, ...] = ()) -> None:

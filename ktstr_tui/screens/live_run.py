@@ -37,6 +37,7 @@ from ktstr_vmm.rundir.bpf_globals import parse_line as parse_globals
 from ktstr_vmm.rundir.summary import pid_alive
 from ktstr_vmm.spec import parse_topology
 
+from ..keys import SCREEN_KEYS
 from ..messages import RunUpdate
 from ..rundata import (
     JsonlTail,
@@ -49,6 +50,7 @@ from ..rundata import (
 from ..widgets.bpf_globals import BpfGlobals
 from ..widgets.log_view import LogPane
 from ..widgets.monitor_grid import MonitorGrid
+from ..widgets.tabs import show_tab
 from ..widgets.timeline import Timeline
 
 POLL_SECONDS = 0.25
@@ -64,6 +66,7 @@ class LiveRunScreen(Screen):
     clock = staticmethod(time.time)  # tests pin it for reproducible screens
 
     BINDINGS = [
+        *SCREEN_KEYS,
         Binding("escape", "back", "Back"),
         Binding("space", "pause", "Pause/resume"),
         Binding("s", "snapshot", "Snapshot"),
@@ -291,7 +294,7 @@ class LiveRunScreen(Screen):
         self.app.push_screen(TimelineScreen(self.path, at=None, live=True))
 
     def action_show_tab(self, tab: str) -> None:
-        self.query_one("#live-tabs", TabbedContent).active = tab
+        show_tab(self.query_one("#live-tabs", TabbedContent), tab)
 
     def action_pause(self) -> None:
         self._control("resume" if self.paused else "pause")

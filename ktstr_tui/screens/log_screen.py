@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
+from ..keys import SCREEN_KEYS
 from ..widgets.log_view import LogPane, LogView
 
 CHROME_DELAY_S = 0.15
@@ -27,7 +28,7 @@ def lexer_for(path: Path) -> str | None:
 
 
 class LogScreen(Screen):
-    BINDINGS = [Binding("escape", "back", "Back")]
+    BINDINGS = [*SCREEN_KEYS, Binding("escape", "back", "Back")]
 
     def __init__(self, path: Path) -> None:
         super().__init__()

@@ -7,6 +7,7 @@ while the logs and dumps stay available. A run directory deleted while open says
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import (
@@ -34,8 +35,9 @@ from ktstr_vmm.rundir import layout as rundir
 from ktstr_vmm.rundir.bpf_globals import read_lines
 from ktstr_vmm.spec import parse_topology
 
+from ..keys import SCREEN_KEYS
 from ..lexers import highlight_text
-from ..messages import OpenRun
+from ..messages import OpenRun, ShowInScxDump, ShowMonitorAtFailure
 from ..plain import plain
 from ..rundata import (
     MonitorSample,
@@ -51,7 +53,15 @@ from ..widgets.failure_dump_view import FailureDumpView
 from ..widgets.log_view import LogPane
 from ..widgets.monitor_grid import MonitorGrid
 from ..widgets.scx_dump_view import ScxDumpView
+from ..widgets.tabs import show_tab
 from ..widgets.verdict_banner import VerdictBanner
+from ..widgets.vim import VimDataTable, VimOptionList
+
+# (key, tab id, title): number keys switch tabs from any widget and focus the tab's content.
+TABS = (("1", "tab-message", "Message"), ("2", "tab-stats", "Stats"),
+        ("3", "tab-monitor", "Monitor"), ("4", "tab-sched", "Sched log"),
+        ("5", "tab-console", "Console"), ("6", "tab-dump", "sched_ext dump"),
+        ("7", "tab-failure", "Failure dump"), ("8", "tab-globals", "BPF globals"))
 
 HISTORY_SAMPLES = 72  # the result's monitor tab: the run's last 72 samples per CPU
 
@@ -72,6 +82,27 @@ class RunView:
     children: tuple[tuple[str, Path], ...] = field(default=())
     parent_path: Path | None = None
     globals: tuple[dict, ...] = ()  # bpf.jsonl lines (what changed each time), in order
+    globals_last_t: float | None = None  # when the live globals were last read (monitor clock)
+
+
+def last_read_t(path: Path, tail: int = 64 << 10) -> float | None:
+    """The `t` of the last whole line of a JSON-lines file (its newest read), or None."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - tail))
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for raw in reversed(lines):
+        try:
+            t = json.loads(raw).get("t")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(t, int | float) and not isinstance(t, bool):
+            return float(t)
+    return None
 
 
 def message_head(message: str) -> str:
@@ -93,18 +124,26 @@ def section_body(name: str, text: str) -> str:
 
 
 class ResultScreen(Screen):
+    DEFAULT_CSS = """
+    #stats-box DataTable { height: auto; max-height: 24; }
+    #stats-box .stats-title { padding: 0 1; background: $panel; }
+    """
     BINDINGS = [
+        *SCREEN_KEYS,
         Binding("escape", "back", "Back"),
-        Binding("a", "auto_repro", "Auto-repro"),
-        Binding("r", "rerun", "Rerun"),
-        Binding("p", "open_parent", "Parent"),
-        Binding("k", "open_child", "Child"),
+        Binding("a", "auto_repro", "Auto-repro", tooltip="run the failure again with probes"),
+        Binding("r", "rerun", "Rerun", tooltip="rerun on another topology"),
+        Binding("p", "open_parent", "Parent run"),
+        Binding("o", "open_child", "Child run"),
         Binding("equals_sign", "compare_parent", "Compare with parent"),
-        Binding("l", "show_tab('tab-sched')", "Sched log"),
+        Binding("e", "jump_failure", "Jump to failure",
+                tooltip="the monitor at the scheduler's exit (error, stall)"),
+        *[Binding(key, f"show_tab('{tab}')", title, show=False) for key, tab, title in TABS],
+        Binding("l", "show_tab('tab-sched')", "Sched log", show=False),
         Binding("m", "show_tab('tab-message')", "Message", show=False),
-        Binding("D", "show_tab('tab-dump')", "sched_ext dump", show=False),
-        Binding("F", "show_tab('tab-failure')", "Failure dump", show=False),
-        Binding("G", "show_tab('tab-globals')", "BPF globals", show=False),
+        Binding("D", "show_tab('tab-dump')", "Open sched_ext dump", show=False),
+        Binding("F", "show_tab('tab-failure')", "Open failure dump", show=False,
+                tooltip="exit, CPUs, dispatch queues, BPF maps at the error"),
         Binding("t", "timeline", "Timeline", show=False),
         Binding("T", "timeline('failure')", "Timeline at the failure", show=False),
         Binding("c", "captures", "Captures", show=False),
@@ -127,20 +166,27 @@ class ResultScreen(Screen):
         with TabbedContent(id="result-tabs"):
             with TabPane("Message", id="tab-message"):
                 yield VerticalScroll(id="sections")
-            with TabPane("Stats", id="tab-stats"):
-                yield DataTable(id="stats", cursor_type="row", zebra_stripes=True)
+            with TabPane("Stats", id="tab-stats"), VerticalScroll(id="stats-box"):
+                yield VimDataTable(id="stats", cursor_type="row", zebra_stripes=True)
+                yield Static(Text("workload groups", style="bold"), classes="stats-title",
+                             id="stats-groups-title")
+                yield VimDataTable(id="stats-groups", cursor_type="row", zebra_stripes=True)
+                yield Static(Text("workers", style="bold"), classes="stats-title",
+                             id="stats-workers-title")
+                yield VimDataTable(id="stats-workers", cursor_type="row", zebra_stripes=True)
             with TabPane("Monitor", id="tab-monitor"):
                 with VerticalScroll():
-                    yield MonitorGrid(history=HISTORY_SAMPLES, id="monitor-history")
+                    yield MonitorGrid(history=HISTORY_SAMPLES, steppable=True,
+                                      id="monitor-history")
             with TabPane("Sched log", id="tab-sched"):
                 yield LogPane(self.path / rundir.SCHED_LOG, "schedlog", tail=False)
             with TabPane("Console", id="tab-console"):
                 yield LogPane(self.path / rundir.CONSOLE, "kconsole", tail=False)
             with TabPane("sched_ext dump", id="tab-dump"):
-                yield OptionList(id="dump-sources")
+                yield VimOptionList(id="dump-sources")
                 yield ScxDumpView(id="scx-dump")
             with TabPane("Failure dump", id="tab-failure"):
-                yield VerticalScroll(id="failure-dumps")
+                yield Vertical(id="failure-dumps")
             with TabPane("BPF globals", id="tab-globals"):
                 yield Static("", id="globals-note")
                 yield BpfGlobals(id="globals")
@@ -184,7 +230,8 @@ class ResultScreen(Screen):
             snapshots=tuple(p for p in snapshot_files(self.path)
                             if p.name.endswith(".sched_ext_dump.txt")),
             children=tuple(children), parent_path=parent_path,
-            globals=tuple(read_lines(self.path / rundir.BPF_GLOBALS)))))
+            globals=tuple(read_lines(self.path / rundir.BPF_GLOBALS)),
+            globals_last_t=last_read_t(self.path / rundir.BPF_GLOBALS))))
 
     @on(Loaded)
     async def _loaded(self, message: Loaded) -> None:
@@ -235,7 +282,7 @@ class ResultScreen(Screen):
         if v.parent_path:
             parts.append(f"parent {v.parent_path.name} (p)")
         if v.children:
-            parts.append(f"{len(v.children)} child run(s) (k)")
+            parts.append(f"{len(v.children)} child run(s) (o)")
         return Text(" · ".join(parts), style="dim")
 
     async def _fill_sections(self, v: RunView) -> None:
@@ -261,6 +308,8 @@ class ResultScreen(Screen):
         await box.mount_all(widgets)
 
     def _fill_stats(self, v: RunView) -> None:
+        """The run's numbers as tables: scalars (stats, timings, topology, spec) as
+        what/value rows, workload groups and workers one row each - never a Python repr."""
         table = self.query_one("#stats", DataTable)
         table.clear(columns=True)
         table.add_columns("what", "value")
@@ -272,14 +321,23 @@ class ResultScreen(Screen):
             for k, val in _flatten(d):
                 if group == "stats" and k in ("measures", "measure_lines"):
                     continue
-                table.add_row(*plain(f"{group}.{k}", str(val)))
+                if isinstance(val, list):
+                    if k == "notes":
+                        for note in val:
+                            table.add_row(*plain(f"{group}.note", str(note)))
+                    continue  # groups and workers have their own tables
+                table.add_row(*plain(f"{group}.{k}", _cell(val, k)))
         measures = flatten_measures(r.stats.get("measures") if isinstance(r.stats, dict) else None)
         for k, val in measures.items():
             if not k.startswith("cg"):
                 table.add_row(*plain(f"measure.{k}", f"{val:.6g}"))
         for k in ("name", "scheduler", "topology", "duration_s", "workload", "engine", "kernel"):
             if k in v.spec:
-                table.add_row(*plain(f"spec.{k}", str(v.spec[k])))
+                table.add_row(*plain(f"spec.{k}", _cell(v.spec[k], k)))
+        for name, columns in (("groups", GROUP_COLUMNS), ("workers", WORKER_COLUMNS)):
+            shown = _fill_rows(self.query_one(f"#stats-{name}", DataTable),
+                               r.stats.get(name), columns)
+            self.query_one(f"#stats-{name}-title", Static).display = shown
 
     def _fill_monitor(self, v: RunView) -> None:
         grid = self.query_one("#monitor-history", MonitorGrid)
@@ -324,12 +382,38 @@ class ResultScreen(Screen):
         self.app.call_from_thread(self.query_one("#scx-dump", ScxDumpView).set_text, text)
 
     async def _fill_failure_dumps(self, v: RunView) -> None:
-        box = self.query_one("#failure-dumps", VerticalScroll)
+        box = self.query_one("#failure-dumps", Vertical)
         await box.remove_children()
         if not v.dumps:
             await box.mount(Static(Text("no failure dump in this run", style="dim")))
             return
-        await box.mount_all([FailureDumpView(p) for p in v.dumps])
+        scx = (v.result.section("sched_ext dump") if v.result else None) or ""
+        last_t = v.globals_last_t
+        views = [FailureDumpView(p, sched_ext_dump=scx if ".repro." not in p.name else "",
+                                 globals_last_t=last_t if ".repro." not in p.name else None)
+                 for p in v.dumps]
+        if len(views) == 1:
+            await box.mount(views[0])
+            return
+        tabs = TabbedContent(id="dump-tabs")
+        await box.mount(tabs)
+        for i, (p, view) in enumerate(zip(v.dumps, views, strict=True)):
+            title = "repro" if ".repro." in p.name else "primary" if i == 0 else p.name
+            await tabs.add_pane(TabPane(title, view, id=f"dump-{i}"))
+
+    @on(ShowInScxDump)
+    def _show_in_scx_dump(self, message: ShowInScxDump) -> None:
+        message.stop()
+        tabs = self.query_one("#result-tabs", TabbedContent)
+        show_tab(tabs, "tab-dump")
+        if not self.query_one("#scx-dump", ScxDumpView).jump_to_text(message.text):
+            self.notify(f"'{message.text.strip()}' is not in the sched_ext dump",
+                        severity="warning", markup=False)
+
+    @on(ShowMonitorAtFailure)
+    def _show_monitor(self, message: ShowMonitorAtFailure) -> None:
+        message.stop()
+        self.action_jump_failure()
 
     # ------------------------------------------------------------------ actions
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -353,7 +437,13 @@ class ResultScreen(Screen):
         self.app.push_screen(CapturesScreen(self.path))
 
     def action_show_tab(self, tab: str) -> None:
-        self.query_one("#result-tabs", TabbedContent).active = tab
+        show_tab(self.query_one("#result-tabs", TabbedContent), tab)
+
+    def action_jump_failure(self) -> None:
+        show_tab(self.query_one("#result-tabs", TabbedContent), "tab-monitor")
+        grid = self.query_one("#monitor-history", MonitorGrid)
+        if not grid.jump_to_failure():
+            self.notify("no monitor sample shows the scheduler's exit", severity="warning")
 
     def action_timeline(self, at: str | None = None) -> None:
         """The run's per-CPU scheduling timeline (widgets/sched_timeline.py)."""
@@ -389,6 +479,47 @@ class ResultScreen(Screen):
     def action_open_child(self) -> None:
         if self.view and self.view.children:
             self.post_message(OpenRun(self.view.children[-1][1]))
+
+
+# (key in result.json, column title, unit): how the stats tables show a group / a worker.
+GROUP_COLUMNS = (("index", "group", ""), ("kind", "kind", ""), ("workers", "workers", ""),
+                 ("cpus", "cpus", ""), ("spread", "spread", "%"), ("max_gap_ms", "max gap", "ms"),
+                 ("migrations", "migrations", ""), ("iterations", "iterations", ""))
+WORKER_COLUMNS = (("group", "group", ""), ("index", "worker", ""), ("kind", "kind", ""),
+                  ("pid", "pid", ""), ("cpu_ns", "cpu time", "ns"), ("wall_ns", "wall", "ns"),
+                  ("iterations", "iterations", ""), ("migrations", "migrations", ""),
+                  ("cpus", "cpus", ""), ("max_gap_ns", "max gap", "ns"),
+                  ("cgroup", "cgroup", ""))
+
+
+def _cell(value: object, key: str = "", unit: str = "") -> str:
+    """A value as a table shows it: ns as ms/s, floats rounded, lists space-separated."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if unit == "ns" and isinstance(value, int | float):
+        return f"{value / 1e9:.3f} s" if value >= 1e9 else f"{value / 1e6:.1f} ms"
+    if isinstance(value, float):
+        text = f"{value:.1f}" if abs(value) < 1e6 else f"{value:.0f}"
+    elif isinstance(value, list | tuple):
+        text = " ".join(str(x) for x in value)
+    elif isinstance(value, dict):
+        text = " ".join(f"{k}={_cell(x)}" for k, x in value.items())
+    else:
+        text = str(value)
+    return f"{text}{unit}" if unit == "%" else f"{text} {unit}" if unit else text
+
+
+def _fill_rows(table: DataTable, rows: object, columns: tuple) -> bool:
+    table.clear(columns=True)
+    items = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+    table.display = bool(items)
+    for title in (t for _, t, _ in columns):
+        table.add_column(title)
+    for item in items:
+        table.add_row(*plain(*(_cell(item.get(k), k, u) for k, _, u in columns)))
+    return bool(items)
 
 
 def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:

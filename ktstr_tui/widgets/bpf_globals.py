@@ -8,17 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual.widgets import DataTable
 
 from ktstr_vmm.rundir.bpf_globals import merge
 from ktstr_vmm.rundir.dumptext import short
 
 from ..plain import plain
+from .vim import VimDataTable
 
 MAX_VALUE = 120
 
 
-class BpfGlobals(DataTable):
+class BpfGlobals(VimDataTable):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.values: dict[tuple[str, str], Any] = {}

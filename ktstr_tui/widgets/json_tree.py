@@ -8,6 +8,10 @@ from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from ktstr_vmm.introspect.scx import exit_kind_name
+
+from .vim import VimTree
+
 MAX_CHILDREN = 500
 
 
@@ -27,7 +31,7 @@ def _summary(value: Any) -> str:
     return f"[{len(value)}]"
 
 
-class JsonTree(Tree[Any]):
+class JsonTree(VimTree):
     """Tree of `data`; containers are filled in on first expansion (dumps can be big)."""
 
     def __init__(self, label: str, data: Any, *, id: str | None = None) -> None:
@@ -45,6 +49,8 @@ class JsonTree(Tree[Any]):
             text.append(_summary(value), style="dim")
         else:
             text.append_text(_scalar(value))
+            if key == "exit_kind" and isinstance(value, int) and not isinstance(value, bool):
+                text.append(f" ({exit_kind_name(value)})", style="dim")  # named, not a number
         return text
 
     def _fill(self, node: TreeNode[Any]) -> None:

@@ -38,6 +38,8 @@ class LogView(ScrollView, can_focus=True):
 
     BINDINGS = [
         Binding("f", "toggle_follow", "Follow"),
+        Binding("j", "scroll_down", "Down", show=False),
+        Binding("k", "scroll_up", "Up", show=False),
         Binding("g,home", "scroll_home", "Top", show=False),
         Binding("G,end", "scroll_end", "Bottom", show=False),
         Binding("n", "search_next", "Next match", show=False),
@@ -249,7 +251,8 @@ class LogView(ScrollView, can_focus=True):
 class LogPane(Vertical):
     """A LogView with a search bar (`/`) and a status line (lines, follow, scan progress)."""
 
-    BINDINGS = [Binding("slash", "search", "Search")]
+    BINDINGS = [Binding("slash", "search", "Search"),
+                Binding("escape", "close_search", "Close search", show=False)]
 
     def __init__(self, path: Path, lexer: str | None = None, *, follow: bool = False,
                  tail: bool = True, id: str | None = None, classes: str | None = None) -> None:
@@ -302,8 +305,13 @@ class LogPane(Vertical):
         if event.value:
             self._view.search(event.value)
 
-    def key_escape(self) -> None:
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "close_search":  # otherwise Esc goes on to the screen (back)
+            return bool(self.is_mounted and self.query_one(".log-search", Input).display)
+        return True
+
+    def action_close_search(self) -> None:
+        """Esc closes the search bar first; the next Esc leaves the screen."""
         box = self.query_one(".log-search", Input)
-        if box.display:
-            box.display = False
-            self._view.focus()
+        box.display = False
+        self._view.focus()

@@ -65,6 +65,20 @@ class ScxDumpView(VerticalScroll, can_focus=True):
                 out.append("\n")
         self._body.update(out)
 
+    def jump_to_text(self, text: str) -> bool:
+        """Point at the first CPU block or task line containing `text` (else any line
+        containing it); False when no line has it."""
+        marks = sorted({*self.cpus, *self.tasks})  # a CPU block or a task line first
+        i = next((n for n in marks if text in self.lines[n]), None)
+        if i is None:
+            i = next((n for n, line in enumerate(self.lines) if text in line), None)
+        if i is None:
+            return False
+        self.pointer = i
+        self._draw()
+        self.call_after_refresh(self.scroll_to, y=max(0, i - 2), animate=False)
+        return True
+
     def action_jump(self, what: str, step: int) -> None:
         marks = self.cpus if what == "cpu" else self.tasks
         if not marks:

@@ -209,7 +209,7 @@ async def test_result_shows_verdict_sections_and_stats(store_root):
         assert banner.verdict == "fail"
         assert banner.has_class("-fail")
         assert text(banner).startswith(" FAIL   ktstr_test 'errsim' [sched=scx_errsim]")
-        titles = [c.title for c in screen.query(Collapsible)]
+        titles = [c.title for c in screen.query_one("#sections").query(Collapsible)]
         assert titles == ["--- info ---", "--- stats ---", "--- scheduler log ---",
                           "--- sched_ext dump ---"]
         stats = screen.query_one("#stats", DataTable)
@@ -218,7 +218,7 @@ async def test_result_shows_verdict_sections_and_stats(store_root):
         assert ["measure.hackbench.time_s", "5.717"] in rows  # a workload's own number
         assert not [r for r in rows if r[0].startswith("stats.measure")]
         info = text(screen.query_one("#run-info", Static))
-        assert "observed 1n2l2c1t" in info and "1 child run(s) (k)" in info
+        assert "observed 1n2l2c1t" in info and "1 child run(s) (o)" in info
 
 
 async def test_result_tabs_logs_and_sched_ext_dump_jumps(store_root):
@@ -248,8 +248,14 @@ async def test_result_failure_dump_tree_and_per_cpu_table(store_root):
         view = screen.query_one(FailureDumpView)
         await wait_for(pilot, lambda: view.has_class("loaded"), what="dump loaded")
         table = view.query_one(".dump-cpus", DataTable)
-        cpus = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
-        assert cpus == ["0", "0", "1", "1", "2", "2", "3"]
+        assert [tuple(map(str, table.get_row_at(i))) for i in range(table.row_count)] == [
+            ("0", "init[123]", "ext", "1", "", "", "", ""),
+            ("1", "init[124]", "ext", "1", "", "", "", ""),
+            ("2", "swapper/2[0]", "idle", "2", "", "1", "", "")]
+        summary = text(view.query_one(".dump-summary"))
+        assert summary.startswith("exit      SCX_EXIT_ERROR_BPF (1025)  scx_bpf_error: "
+                                  "scx_errsim.bpf.c:74: errsim: injected error after 60 "
+                                  "enqueues (pid 31)")
         maps = view.query_one(".dump-maps", DataTable)
         assert [tuple(map(str, maps.get_row_at(i))) for i in range(maps.row_count)] == [
             ("errsim.bss", "ARRAY", "16 B x 1", "nr_enqueued=60 inject_after=60"),
@@ -262,7 +268,7 @@ async def test_result_failure_dump_tree_and_per_cpu_table(store_root):
 async def test_result_shows_the_schedulers_last_globals(store_root):
     async with make_app(store_root).run_test(size=SIZE) as pilot:
         screen = await open_result(pilot, "fail")
-        await pilot.press("G")
+        await pilot.press("8")
         assert screen.query_one("#result-tabs").active == "tab-globals"
         table = screen.query_one("#globals", DataTable)
         assert [tuple(map(str, table.get_row_at(i))) for i in range(table.row_count)] == [
@@ -271,7 +277,7 @@ async def test_result_shows_the_schedulers_last_globals(store_root):
             "the scheduler's global variables as last read while it ran (2 reads")
         await pilot.press("escape")
         screen = await open_result(pilot, "pass")
-        await pilot.press("G")
+        await pilot.press("8")
         assert text(screen.query_one("#globals-note", Static)).startswith(
             "no BPF globals recorded for this run")
 
@@ -289,7 +295,7 @@ async def test_placeholder_dump_says_so_and_parent_child_navigation(store_root):
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, ResultScreen)
                        and pilot.app.screen.path.name == RUN_IDS["fail"]
                        and pilot.app.screen.view is not None, what="parent opened")
-        await pilot.press("k")
+        await pilot.press("o")
         await wait_for(pilot, lambda: pilot.app.screen.path.name == RUN_IDS["rerun"],
                        what="child opened")
 
@@ -340,9 +346,14 @@ async def test_help_lists_keys_of_the_screen(store_root):
         await pilot.press("question_mark")
         assert isinstance(pilot.app.screen, HelpScreen)
         keys = text(pilot.app.screen.query_one("#help-keys", Static))
-        for line in ("a               Auto-repro", "r               Rerun",
-                     "q               Quit", "f               Follow"):
+        assert keys.startswith("Result screen\n  q             Quit\n  ?             Help\n"
+                               "  esc           Back\n  a             Auto-repro\n")
+        for line in ("  r             Rerun", "  1 m           Message", "Logs\n",
+                     "  f             Follow", "Lists and tables\n  j             Down"):
             assert line in keys
+        assert "question_mark" not in keys and "slash" not in keys
+        textual = text(pilot.app.screen.query_one("#help-textual", Static))
+        assert "Input:" not in keys and "DataTable: " in textual
         await pilot.press("escape")
         assert isinstance(pilot.app.screen, ResultScreen)
 

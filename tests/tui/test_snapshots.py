@@ -173,9 +173,73 @@ def test_demo_injected_error_real_failure_dump(snap_compare, demo_store):
     async def run_before(pilot):
         await _result_ready(pilot)
         await pilot.press("F")
-        view = pilot.app.screen.query_one(FailureDumpView)
-        await wait_for(pilot, lambda: view.has_class("loaded"), what="real dump loaded")
-        await pilot.pause()
+        await _dumps_loaded(pilot)
 
     app = make_app(demo_store, open_path=_demo_run("demo_error"))
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+async def _dumps_loaded(pilot):
+    screen = pilot.app.screen
+    await wait_for(pilot, lambda: screen.query(FailureDumpView)
+                   and all(v.has_class("loaded") for v in screen.query(FailureDumpView)),
+                   what="real dumps loaded")
+    await pilot.pause()
+
+
+# The headline of each kind of failure (banner and browser row), from real recorded runs.
+@pytest.mark.parametrize("label", ["demo_error", "demo_stall", "demo_verifier", "demo_timeout"])
+def test_demo_headline_per_failure_kind(snap_compare, demo_store, label):
+    app = make_app(demo_store, open_path=_demo_run(label))
+    assert snap_compare(app, terminal_size=(120, 16), run_before=_result_ready)
+
+
+def test_demo_stall_dump_story(snap_compare, demo_store):
+    """The failure dump of a real stall read as a story: exit, trigger, the stalled and
+    longest-waiting tasks, the queues the kernel drained, one row per CPU."""
+    async def run_before(pilot):
+        await _result_ready(pilot)
+        await pilot.press("7")
+        await _dumps_loaded(pilot)
+
+    app = make_app(demo_store, open_path=_demo_run("demo_stall"))
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_demo_stall_monitor_at_the_failure(snap_compare, demo_store):
+    async def run_before(pilot):
+        await _result_ready(pilot)
+        await pilot.press("e")
+        await pilot.pause()
+
+    app = make_app(demo_store, open_path=_demo_run("demo_stall"))
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+async def _demo_browser_ready(pilot):
+    table = pilot.app.screen.query_one("#runs", DataTable)
+    await wait_for(pilot, lambda: table.row_count == 6, what="demo runs")
+
+
+def test_demo_browser_no_color(snap_compare, demo_store, monkeypatch):
+    """NO_COLOR: Textual draws in greys; failures still stand out (a mark, reverse)."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert snap_compare(make_app(demo_store), terminal_size=SIZE,
+                        run_before=_demo_browser_ready)
+
+
+def test_demo_message_no_color(snap_compare, demo_store, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app(demo_store, open_path=_demo_run("demo_stall"))
+    assert snap_compare(app, terminal_size=SIZE, run_before=_result_ready)
+
+
+def test_demo_browser_80x24(snap_compare, demo_store):
+    """80x24: the message column keeps its room, the footer keeps Quit and Help."""
+    assert snap_compare(make_app(demo_store), terminal_size=(80, 24),
+                        run_before=_demo_browser_ready)
+
+
+def test_demo_result_80x24(snap_compare, demo_store):
+    app = make_app(demo_store, open_path=_demo_run("demo_stall"))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_result_ready)

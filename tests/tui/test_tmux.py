@@ -64,13 +64,15 @@ def test_tui_in_tmux_browses_opens_a_failure_and_quits(tmux, runs, store_root, t
                {"KTSTR_HOME": str(store_root), "KTSTR_CACHE": str(tmp_path / "cache"),
                 "TZ": "UTC", "TERM": "xterm-256color"})
     tmux.wait_for("5 runs")
-    tmux.wait_for("verdict  duration")
+    tmux.wait_for("verdict  message")  # 80 columns: the message column keeps its room
     tmux.keys("Down", "Down", "Down", "Enter")  # newest first: live, corrupt, rerun, fail
     screen = tmux.wait_for("--- scheduler log ---")
     assert f"run {RUN_IDS['fail']}" in screen and " FAIL " in screen
     tmux.keys("F")
-    screen = tmux.wait_for("rq_scx_states")
-    assert re.search(r"2\s+rq scx state\s+nr_running=2", screen)
+    tmux.wait_for("CPUs: enter shows")
+    screen = tmux.wait_for("swapper/2[0]")  # the CPU rows fill in after the table mounts
+    assert "SCX_EXIT_ERROR_BPF (1025)" in screen
+    assert re.search(r"\b2\s+swapper/2\[0\]\s+idle\b", screen)
     tmux.keys("q")
     tmux.wait_for("EXITED 0")
 
