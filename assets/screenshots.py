@@ -5,7 +5,7 @@
 
 browser.svg   the run browser on assets/demo-store
 failure.svg   the result screen of the demo's injected scx_bpf_error
-dump.svg      that run's failure dump (tree, per-CPU table, BPF maps)
+dump.svg      that run's failure dump read as a story (exit, trigger, CPUs, queues, maps)
 live.svg      a real run (scx_simple on tiny-2llc) watched live: per-CPU grid, timeline, logs
 gauntlet.svg  a real verifier gauntlet (3 schedulers x 2 topologies on 2 Dask workers), its matrix
 """
