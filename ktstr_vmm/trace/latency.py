@@ -338,7 +338,7 @@ def apply_to_verdict(verdict, report: LatencyReport | None, violations: tuple[Vi
     if report is None:
         return verdict
     body = report_text(report)
-    sections = {**verdict.sections, "latency": body}
+    sections = _before_repro(verdict.sections, "latency", body)
     if violations and verdict.kind == "pass" and not verdict.expected_failure:
         details = "\n".join(v.line() for v in violations)
         message = (f"{header}{ERR_LATENCY_FAILED}:\n  " + "\n  ".join(v.line() for v in violations)
@@ -347,5 +347,23 @@ def apply_to_verdict(verdict, report: LatencyReport | None, violations: tuple[Vi
                        sections={"details": details, **sections})
     message = verdict.message
     if message and verdict.kind != "pass":
-        message += f"\n\n--- latency ---\n{body}"
+        block = f"\n\n--- latency ---\n{body}"
+        at = message.find(REPRO_HEADER)
+        # the seed's auto-repro section stays the message's last: latency goes before it
+        message = message + block if at < 0 else message[:at] + block + message[at:]
     return replace(verdict, message=message, sections=sections)
+
+
+REPRO_HEADER = "\n\n--- auto-repro ---\n"
+
+
+def _before_repro(sections: dict, key: str, body: str) -> dict:
+    """`sections` with key: body added just before "auto-repro" (or at the end without it)."""
+    out = {}
+    for k, v in sections.items():
+        if k == "auto-repro":
+            out[key] = body
+        if k != key:
+            out[k] = v
+    out.setdefault(key, body)
+    return out

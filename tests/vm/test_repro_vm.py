@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ktstr_vmm.repro.auto import NO_PROBE_DATA, NOT_REACHED
+from ktstr_vmm.repro.auto import NO_PROBE_DATA
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
@@ -107,10 +107,14 @@ def test_bad_dsq_auto_repro_decodes_the_bad_dsq_id(run_store):
     assert (Path(r["run_dir"]) / "scx_ktstr.repro.failure-dump.json").is_file()
 
 
-def test_verifier_reject_is_labelled_did_not_reach_workload(run_store):
+def test_verifier_reject_boots_no_repro_vm(run_store):
+    """A scheduler the verifier refused never ran: there is no crash path to probe, so no
+    auto-repro VM is booted (issue 18) and the message has no auto-repro section."""
     code, r, out = ktstr(run_store, "run", "--json", "--scheduler", "scx_qmap", "--topology",
                          "tiny-2llc", "--duration", "2s")
     assert code == 1, out
-    section = r["sections"]["auto-repro"]
-    assert section.splitlines()[0] == NOT_REACHED
-    assert NO_PROBE_DATA in section.splitlines()
+    assert "auto-repro" not in r["sections"]
+    assert "\n--- auto-repro ---\n" not in r["message"]
+    run_dir = Path(r["run_dir"])
+    assert not (run_dir / "repro").exists()
+    assert not (run_dir / "scx_qmap.repro.failure-dump.json").exists()

@@ -143,6 +143,24 @@ def test_a_latency_threshold_fails_a_passing_run_naming_task_cpu_and_time(run):
     assert ok.kind == "pass" and ok.message == "" and "latency" in ok.sections
 
 
+def test_the_latency_section_goes_before_auto_repro_which_stays_last(run):
+    """The seed ends a failure message with its auto-repro section; latency comes before it."""
+    from ktstr_vmm.evaluate.types import Verdict
+
+    t = _open(run)
+    r = analyse(t)
+    t.close()
+    repro = "reproduced: the repro VM failed the same way (SCX_EXIT_ERROR: x)"
+    failed = Verdict(kind="fail", message=f"head\n\n--- monitor ---\nm\n\n--- auto-repro ---\n{repro}",
+                     sections={"monitor": "m", "auto-repro": repro})
+    judged = apply_to_verdict(failed, r, (), "h ")
+    assert judged.message.endswith(f"\n\n--- auto-repro ---\n{repro}")
+    assert "\n\n--- monitor ---\nm\n\n--- latency ---\nwindow " in judged.message
+    assert list(judged.sections) == ["monitor", "latency", "auto-repro"]
+    plain = apply_to_verdict(Verdict(kind="fail", message="head", sections={}), r, (), "h ")
+    assert plain.message.startswith("head\n\n--- latency ---\nwindow ")
+
+
 def test_truncated_pages_file_opens_with_what_is_readable_and_says_where_it_stops(run):
     whole = build_index(run)["cpus"][0]["events"]
     p = run / pages_name(0)
