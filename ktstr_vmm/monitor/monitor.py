@@ -32,7 +32,14 @@ from ..introspect.symbols import kernel_symbols
 from ..rundir.dumps import FailureDump
 from .bpf_globals import GlobalsRecorder
 from .capture import capture
-from .sampler import OPTIONAL_SYMBOLS, REQUIRED_SYMBOLS, Layout, Sampler, real_exit_kind
+from .sampler import (
+    OPTIONAL_SYMBOLS,
+    REQUIRED_SYMBOLS,
+    Layout,
+    Sampler,
+    exit_info_written,
+    real_exit_kind,
+)
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +249,19 @@ class Monitor:
     def scheduler_failed(self) -> bool:
         """Exited with an error kind (>= SCX_EXIT_ERROR = 1024)."""
         return is_error_kind(self._exit_kind)
+
+    def wait_exit_info(self, limit_s: float = 1.0) -> bool:
+        """Wait (at most `limit_s` of host time, polling guest memory) until the kernel has
+        written the exit's message and reason - microseconds of guest time after the exit
+        kind the monitor fired on. True when written; False when the limit passed first
+        (the dump is then taken anyway, its message possibly empty)."""
+        deadline = time.monotonic() + limit_s
+        while True:
+            if exit_info_written(self.mem, self.sampler.L, self.sampler.last_sch):
+                return True
+            if time.monotonic() >= deadline or self._stop.is_set():
+                return False
+            time.sleep(0.002)
 
     def capture(self) -> FailureDump:
         """The full state read now (pause the VM first) as a real FailureDump."""

@@ -353,6 +353,21 @@ class Sampler:
         return {"t": round(t, 4), "cpus": cpus, "scx": scx, "flags": flags}
 
 
+def exit_info_written(mem: Any, L: Any, sch: int) -> bool:
+    """Has the kernel finished writing scx_sched->exit_info? scx_vexit() sets exit_kind first
+    (the cmpxchg the monitor fires on), then formats ei->msg and only then stores ei->kind
+    and ei->reason - a freeze in between reads an empty message. True when ei->kind is set,
+    or when this kernel/layout cannot tell (nothing to wait for)."""
+    ei_kind = L.extra.get("ei_kind")
+    if L.sch_exit_info is None or ei_kind is None or not sch:
+        return True
+    ei = mem.u64(sch + L.sch_exit_info)
+    if is_bad(ei) or not ei:
+        return True
+    k = mem.u32(ei + ei_kind)
+    return is_bad(k) or bool(k)
+
+
 def real_exit_kind(mem: Any, L: Any, sch: int) -> int | None:
     """scx_sched->exit_kind, or the exit_info's kind once the kernel's disable work has
     swapped exit_kind to SCX_EXIT_DONE (1) - a poll that comes late would otherwise see

@@ -326,6 +326,8 @@ class Run:
         if not isinstance(mon, Monitor) or m is None or not mon.scheduler_failed():
             return
         paused = False
+        if self.user_paused_at is None:
+            mon.wait_exit_info()  # the exit's message is written just after its kind
         self.freeze_lock.acquire()
         t0 = time.monotonic()
         try:
