@@ -5,13 +5,13 @@ SHELL := /bin/bash
 
 APT_PACKAGES := qemu-system-x86 clang-19 llvm-19 lld-19 libelf-dev zlib1g-dev pkg-config \
                 libcap-dev dwarves tmux gcc make rt-tests stress-ng \
-                busybox-static bpftool
+                busybox-static bpftool e2fsprogs
 VENV := .venv
 PY := $(VENV)/bin/python
 KTSTR := $(VENV)/bin/ktstr
 STAMP := $(VENV)/.installed
 
-.PHONY: setup apt venv kernel schedulers run test lint bench clean
+.PHONY: setup apt venv kernel schedulers run test lint bench clean selftest-kvm
 
 setup: apt venv kernel schedulers
 
@@ -52,6 +52,10 @@ lint: venv
 
 test: setup lint
 	$(VENV)/bin/pytest
+
+# The KVM engine under a real kvm_amd, nested in QEMU TCG (docs/kvm-engine.md).
+selftest-kvm: setup
+	$(KTSTR) selftest kvm $(RUN_ARGS)
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "trace",
     "gauntlet",
     "workloads",
+    "selftest",
 )
 
 
@@ -45,6 +46,7 @@ COMMAND_NAMES: dict[str, str] = {
     "repro": "repro", "rerun": "rerun", "compare": "compare",
     "trace": "trace", "workloads": "workloads",
     "gauntlet": "gauntlet",
+    "selftest": "selftest",
 }
 
 

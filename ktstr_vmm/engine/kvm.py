@@ -33,6 +33,27 @@ BUILD_HINT = "install gcc and run `pip install -e .` in the ktstr checkout, or u
 
 CPUID_HIDE_PVM = 1
 CPUID_VENDOR_INTEL = 2
+CPUID_HIDE_XSAVE = 4
+TCG_MODEL = "QEMU TCG CPU"  # /proc/cpuinfo's model name of QEMU's -cpu max under TCG
+
+
+def host_cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    with contextlib.suppress(OSError):
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    return ""
+
+
+def needs_xsave_hidden(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """KVM nested under QEMU TCG's SVM (the nested test bed's L1) cannot give a guest
+    XSAVE: TCG does not raise the XSETBV intercept, so KVM never learns the guest's XCR0
+    and Linux panics in fpstate_reset. $KTSTR_KVM_HIDE_XSAVE=1/0 forces the choice."""
+    forced = os.environ.get("KTSTR_KVM_HIDE_XSAVE")
+    if forced in ("0", "1"):
+        return forced == "1"
+    return host_cpu_model(cpuinfo).startswith(TCG_MODEL)
 
 
 def load_native():
@@ -272,6 +293,18 @@ class KvmMachine:
                 raise EngineError(f"no vCPU {vcpu} to read registers from")
         return event_from_c(ev)
 
+    def vcpu_rips(self) -> list[int]:
+        """Where each vCPU is (RIP), read with the VM paused; [] when it cannot pause."""
+        try:
+            self.pause()
+        except EngineError:
+            return []
+        try:
+            return [self.vcpu_registers(i).rip for i in range(self.topology.vcpus)]
+        finally:
+            with contextlib.suppress(EngineError):
+                self.resume()
+
     def pause(self) -> None:
         self._call(self._lib.kt_vm_pause, "pause")
 
@@ -394,7 +427,9 @@ class KvmEngine:
         if hide_pvm is None:
 
             hide_pvm = probe_kvm().kind == "emulated"
-        self.cpuid_flags = CPUID_VENDOR_INTEL | (CPUID_HIDE_PVM if hide_pvm else 0)
+        intel = os.environ.get("KTSTR_KVM_VENDOR", "intel") != "host"
+        self.cpuid_flags = ((CPUID_VENDOR_INTEL if intel else 0) | (CPUID_HIDE_PVM if hide_pvm else 0)
+                            | (CPUID_HIDE_XSAVE if needs_xsave_hidden() else 0))
 
     def start(self, boot: BootSpec) -> KvmMachine:
         """Boot a kernel: `extra["kvm.boot"]` = "auto" (BootSpec.vmlinux through PVH when it

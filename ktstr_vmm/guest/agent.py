@@ -1,5 +1,6 @@
 """Build the guest agent (native/guest/*.c -> a static ktstr-init), cached by the hash of
-its sources and the compiler, so a change to any source file rebuilds it."""
+its sources and the compiler, so a change to any source file rebuilds it. $KTSTR_AGENT names
+a prebuilt binary instead (for a machine without gcc, such as the nested test bed's L1)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,12 @@ def source_hash(files: list[Path], compiler_version: str) -> str:
 def build_agent(progress: Progress | None = None) -> Path:
     """The path of a static ktstr-init built from the current sources (cached)."""
     progress = progress or Progress()
+    prebuilt = os.environ.get("KTSTR_AGENT")
+    if prebuilt:  # a host without gcc given a binary built elsewhere (the nested test bed)
+        if not os.path.isfile(prebuilt):
+            raise BuildError(f"KTSTR_AGENT={prebuilt} is not a file",
+                             "unset it, or point it at a built ktstr-init")
+        return Path(prebuilt)
     files = agent_sources()
     cc, version = _compiler()
     root = paths.cache_dir() / "agent"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import threading
@@ -82,7 +83,9 @@ CMDLINE = ("console=ttyS0 panic=-1 nokaslr oops=panic panic_on_warn=0 8250.nr_ua
 # The KVM engine has only the two UARTs and ignores this knob.
 WIRE = "virtio"
 POWEROFF_GRACE_S = 15.0
-BOOT_STALL_S = 45.0  # + 1 s per vCPU: no wire byte by then means the guest kernel hung
+# + 1 s per vCPU: no wire byte by then means the guest kernel hung. $KTSTR_BOOT_STALL_S
+# raises it where every boot is slow (the nested test bed: L2 under kvm_amd under TCG).
+BOOT_STALL_S = float(os.environ.get("KTSTR_BOOT_STALL_S") or 45.0)
 BOOT_RETRIES = 1  # after the agent's Exit frame, the guest has this long to power off
 CONSOLE_TAIL = 4 << 20
 
@@ -208,7 +211,8 @@ class Run:
         workdir = Path(f"/dev/shm/ktstr-{self.rd.run_id}")
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
-        boot = BootSpec(kernel=k.bzimage, vmlinux=k.vmlinux, initramfs=initrd, cmdline=CMDLINE,
+        cmdline = " ".join([CMDLINE, os.environ.get("KTSTR_GUEST_CMDLINE_EXTRA", "")]).strip()
+        boot = BootSpec(kernel=k.bzimage, vmlinux=k.vmlinux, initramfs=initrd, cmdline=cmdline,
                         topology=spec.topology, memory_mib=spec.memory,
                         console_path=self.rd / CONSOLE, workdir=workdir,
                         extra={"wire": WIRE})
@@ -258,7 +262,9 @@ class Run:
                 break
             if now > deadline and exit_seen_at is None:
                 timed_out = True
-                self.rd.append_event("watchdog", timeout_s=spec.timeout)
+                where = m.vcpu_rips() if hasattr(m, "vcpu_rips") else []
+                self.rd.append_event("watchdog", timeout_s=spec.timeout,
+                                     **({"vcpu_rips": [f"{r:#x}" for r in where]} if where else {}))
                 m.kill(reason="watchdog")
                 break
         # drain what is left on the wire

@@ -70,6 +70,51 @@ static void gas_io(uint8_t *p, size_t off, uint16_t port)
     w64(p, off + 4, port);
 }
 
+/*
+ * AML for Scope (\_SB) { Device (COM1) {...} Device (COM2) {...} }: each a PNP0501 with
+ * its I/O ports and ISA IRQ. A hardware-reduced ACPI system has no legacy PIC, so Linux
+ * maps ISA IRQs only for devices ACPI describes; without these the 8250 driver's legacy
+ * ports get IRQ numbers wired to nothing and interrupt-driven transmit never starts.
+ */
+static size_t uart_device(uint8_t *p, const char *name, uint8_t uid, uint16_t port, uint8_t irq)
+{
+    uint8_t body[64];
+    size_t n = 0;
+    memcpy(body + n, name, 4), n += 4;
+    static const uint8_t hid[] = {0x08, '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x05, 0x01};
+    memcpy(body + n, hid, sizeof(hid)), n += sizeof(hid); /* EisaId ("PNP0501") */
+    static const uint8_t uidn[] = {0x08, '_', 'U', 'I', 'D', 0x0a};
+    memcpy(body + n, uidn, sizeof(uidn)), n += sizeof(uidn);
+    body[n++] = uid;
+    const uint8_t crs[] = {
+        0x08, '_', 'C', 'R', 'S', 0x11, 0x10, 0x0a, 0x0d,           /* Buffer (13) */
+        0x47, 0x01, (uint8_t)port, (uint8_t)(port >> 8),             /* IO (Decode16, */
+        (uint8_t)port, (uint8_t)(port >> 8), 0x01, 0x08,             /*   port, port, 1, 8) */
+        0x22, (uint8_t)(1u << irq), (uint8_t)((1u << irq) >> 8),     /* IRQNoFlags () {irq} */
+        0x79, 0x00,                                                   /* EndTag */
+    };
+    memcpy(body + n, crs, sizeof(crs)), n += sizeof(crs);
+    p[0] = 0x5b; /* DeviceOp */
+    p[1] = 0x82;
+    p[2] = (uint8_t)(n + 1); /* PkgLength (one byte: < 64) */
+    memcpy(p + 3, body, n);
+    return n + 3;
+}
+
+static size_t uart_devices(uint8_t *out)
+{
+    uint8_t devs[120];
+    size_t n = uart_device(devs, "COM1", 1, 0x3f8, 4);
+    n += uart_device(devs + n, "COM2", 2, 0x2f8, 3);
+    size_t pkg = 2 + 5 + n; /* itself (two bytes), the name, the devices */
+    out[0] = 0x10;          /* ScopeOp */
+    out[1] = (uint8_t)(0x40 | (pkg & 0x0f));
+    out[2] = (uint8_t)(pkg >> 4);
+    memcpy(out + 3, "\\_SB_", 5);
+    memcpy(out + 8, devs, n);
+    return 8 + n;
+}
+
 static uint64_t gpa_of(uint64_t addr, const uint8_t *base, const uint8_t *p) { return addr + (uint64_t)(p - base); }
 
 int kt_acpi_build(const struct kt_topology *t, uint64_t low_mem, uint64_t high_mem,
@@ -86,7 +131,9 @@ int kt_acpi_build(const struct kt_topology *t, uint64_t low_mem, uint64_t high_m
     uint8_t *fadt = take(&o, 276, 16);
     static const uint8_t s5[] = {0x08, '_', 'S', '5', '_', 0x12, 0x08, 0x04,
                                  0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00};
-    uint8_t *dsdt = take(&o, 36 + sizeof(s5), 16);
+    uint8_t uarts[128];
+    size_t uarts_len = uart_devices(uarts);
+    uint8_t *dsdt = take(&o, 36 + sizeof(s5) + uarts_len, 16);
     if (o.err)
         return o.err;
 
@@ -108,9 +155,11 @@ int kt_acpi_build(const struct kt_topology *t, uint64_t low_mem, uint64_t high_m
         return o.err;
 
     /* DSDT */
-    header(dsdt, "DSDT", 36 + sizeof(s5), 2);
+    uint32_t dsdt_len = (uint32_t)(36 + sizeof(s5) + uarts_len);
+    header(dsdt, "DSDT", dsdt_len, 2);
     memcpy(dsdt + 36, s5, sizeof(s5));
-    finish(dsdt, 36 + sizeof(s5));
+    memcpy(dsdt + 36 + sizeof(s5), uarts, uarts_len);
+    finish(dsdt, dsdt_len);
 
     /* FADT, revision 6, hardware-reduced */
     header(fadt, "FACP", 276, 6);

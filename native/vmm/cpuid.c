@@ -93,6 +93,7 @@ int kt_cpuid_build(const struct kt_topology *t, uint32_t cpu, const struct kt_cp
     uint32_t core_shift = s.smt + s.core;
     uint32_t pkg_shift = core_shift + s.die;
     bool hide = flags & KT_CPUID_HIDE_PVM;
+    bool noxsave = hide || (flags & KT_CPUID_HIDE_XSAVE);
     int n = 0, rc;
 
     for (int i = 0; i < nbase; i++) {
@@ -118,6 +119,8 @@ int kt_cpuid_build(const struct kt_topology *t, uint32_t cpu, const struct kt_cp
             if (hide) /* fma, cx16, xsave, osxsave, avx, f16c */
                 e.ecx &= ~((1u << 12) | (1u << 13) | (1u << 26) | (1u << 27) | (1u << 28) |
                            (1u << 29));
+            else if (noxsave) /* xsave, osxsave, avx, f16c, fma (AVX encodings) */
+                e.ecx &= ~((1u << 12) | (1u << 26) | (1u << 27) | (1u << 28) | (1u << 29));
             break;
         }
         case 0x4:
@@ -135,10 +138,24 @@ int kt_cpuid_build(const struct kt_topology *t, uint32_t cpu, const struct kt_cp
                 e.edx &= ~((1u << 2) | (1u << 3) | (1u << 8) | (1u << 23));
             } else if (hide) {
                 e.eax = e.ebx = e.ecx = e.edx = 0;
+            } else if (noxsave && e.index == 0) {
+                /* avx2, avx512 f/dq/ifma/pf/er/cd/bw/vl */
+                e.ebx &= ~((1u << 5) | (1u << 16) | (1u << 17) | (1u << 21) | (1u << 26) |
+                           (1u << 27) | (1u << 28) | (1u << 30) | (1u << 31));
+                /* avx512 vbmi/vbmi2, pku, ospke, vaes, vpclmulqdq, vnni, bitalg, vpopcntdq */
+                e.ecx &= ~((1u << 1) | (1u << 3) | (1u << 4) | (1u << 6) | (1u << 9) |
+                           (1u << 10) | (1u << 11) | (1u << 12) | (1u << 14));
+                e.edx &= ~((1u << 2) | (1u << 3) | (1u << 8) | (1u << 23));
+            } else if (noxsave && e.index == 1) {
+                e.eax &= ~((1u << 4) | (1u << 5)); /* avx-vnni, avx512-bf16 */
             }
             break;
+        case 0x80000001:
+            if (noxsave) /* xop, fma4: AVX encodings */
+                e.ecx &= ~((1u << 11) | (1u << 16));
+            break;
         case 0xd:
-            if (hide)
+            if (noxsave)
                 continue; /* no xsave: no xsave state leaves */
             break;
         default:

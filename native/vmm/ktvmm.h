@@ -51,6 +51,8 @@
 
 #define KT_CPUID_HIDE_PVM 1    /* hide what PVM cannot emulate (xsave/avx, bmi2, cx16, ...) */
 #define KT_CPUID_VENDOR_INTEL 2 /* present GenuineIntel so leaves 4/0xB/0x1F drive topology */
+#define KT_CPUID_HIDE_XSAVE 4  /* no xsave/AVX/PKU: KVM nested under QEMU TCG's SVM cannot
+                                  track the guest's XCR0 (Linux panics in fpstate_reset) */
 
 struct kt_topology {
     uint32_t nodes;   /* NUMA nodes (packages) */

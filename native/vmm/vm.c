@@ -145,6 +145,36 @@ static int setup_gsi_routing(struct kt_vm *vm, char *err, size_t errlen)
     return 0;
 }
 
+/*
+ * The memfd mapped at a 2 MiB-aligned address and advised MADV_HUGEPAGE, so that where
+ * shmem THP is allowed (/sys/kernel/mm/transparent_hugepage/shmem_enabled = advise) KVM
+ * maps guest RAM with 2 MiB pages: nested under QEMU TCG this cut nested-paging faults
+ * from ~25,000 to ~50 per Linux boot. Without THP it is an ordinary shared mapping.
+ */
+static void *map_ram(int fd, uint64_t size)
+{
+    const uint64_t huge = 2ULL << 20;
+    uint8_t *res = mmap(NULL, size + huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                        -1, 0);
+    if (res == MAP_FAILED)
+        return MAP_FAILED;
+    uint8_t *at = (uint8_t *)(((uintptr_t)res + huge - 1) & ~(uintptr_t)(huge - 1));
+    void *p = mmap(at, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE | MAP_FIXED, fd, 0);
+    if (p == MAP_FAILED) {
+        int e = errno;
+        munmap(res, size + huge);
+        errno = e;
+        return MAP_FAILED;
+    }
+    if (at > res)
+        munmap(res, (size_t)(at - res));
+    uint8_t *end = at + size, *rend = res + size + huge;
+    if (rend > end)
+        munmap(end, (size_t)(rend - end));
+    madvise(p, size, MADV_HUGEPAGE);
+    return p;
+}
+
 static int setup_memory(struct kt_vm *vm, char *err, size_t errlen)
 {
     uint64_t size = vm->cfg.mem_bytes;
@@ -157,7 +187,7 @@ static int setup_memory(struct kt_vm *vm, char *err, size_t errlen)
     if (ftruncate(vm->mem_fd, (off_t)size) < 0)
         return kt_err(err, errlen, -errno, "cannot size guest memory to %llu MiB: %s",
                       (unsigned long long)(size >> 20), strerror(errno));
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, vm->mem_fd, 0);
+    void *p = map_ram(vm->mem_fd, size);
     if (p == MAP_FAILED)
         return kt_err(err, errlen, -errno, "cannot map %llu MiB of guest memory: %s",
                       (unsigned long long)(size >> 20), strerror(errno));

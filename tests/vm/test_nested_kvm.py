@@ -1,0 +1,150 @@
+"""The KVM engine under a real kvm_amd: L1 boots under QEMU TCG (-cpu max: svm, npt) with
+the kernel's own kvm/kvm-amd modules, and the product's `ktstr run --engine kvm` boots the
+same kernel as L2 inside it (ktstr_vmm/nested, docs/kvm-engine.md).
+
+L1 boots once per session (the `nested` fixture) and does every run in one batch; the
+tests then read the run directories it brought back, as a user would: result.json,
+events.jsonl, the failure dump, the control socket's replies.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ktstr_vmm.errors import EngineError, UsageError
+from ktstr_vmm.nested.bed import NestedRun, check_host, run_bed
+
+pytestmark = [pytest.mark.nested_kvm, pytest.mark.vm, pytest.mark.slow]
+
+RUN = ("--engine", "kvm", "--no-auto-repro")
+# L1 has one vCPU (bed.L1_VCPUS), so an L2 with several vCPUs shares it: the scheduler runs
+# are on one vCPU; the 2-node run checks the topology L2 observes.
+BATCH = [
+    NestedRun("simple", (*RUN, "--scheduler", "scx_simple", "--topology", "1n1l1c1t",
+                         "--duration", "3s")),
+    NestedRun("numa2", (*RUN, "--scheduler", "scx_simple", "--topology", "2n2l1c1t",
+                        "--duration", "2s")),
+    NestedRun("error", (*RUN, "--scheduler", "scx_ktstr", "--sched-args", "--error-after 1500",
+                        "--topology", "1n1l1c1t", "--duration", "6s")),
+    NestedRun("control", (*RUN, "--scheduler", "scx_simple", "--topology", "1n1l1c1t",
+                          "--duration", "60s"), control=True),
+]
+
+
+@pytest.fixture(scope="session")
+def nested(kernel, schedulers, tmp_path_factory):
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("no qemu-system-x86_64: the nested test bed runs L1 under QEMU TCG")
+    out = tmp_path_factory.mktemp("nested")
+    return run_bed(BATCH, out, kernel=kernel, timeout_s=1500)
+
+
+def _result(nested, label: str) -> dict:
+    r = nested.run(label)
+    assert r.get("result"), (f"run {label} printed no result.json (exit {r.get('rc')}): "
+                             f"{r.get('stderr', '')[-800:]}")
+    return r["result"]
+
+
+def _events(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines() if x]
+
+
+def test_l1_has_a_real_kvm_amd_and_doctor_calls_it_hardware(nested):
+    l1 = nested.report["l1"]
+    assert l1["dev_kvm"] and not l1["kvm_pvm"]
+    assert {"svm", "npt"} <= set(l1["cpu_flags"])
+    assert l1["kvm_amd"]["nested"] == "1" and l1["kvm_amd"]["npt"] == "Y"
+    doctor = (nested.out_dir / "doctor.txt").read_text()
+    assert "ok    kvm: hardware: hardware KVM (svm, kvm_amd)" in doctor
+
+
+def test_scx_simple_passes_through_the_kvm_engine(nested):
+    r = _result(nested, "simple")
+    assert r["engine"] == "kvm/kvm"
+    assert r["verdict"] == "pass", r.get("message")
+    assert r["topology"]["requested"] == r["topology"]["observed"] == "1n1l1c1t"
+    run_dir = nested.runs["simple"]
+    assert 'sched_ext: BPF scheduler "simple" enabled' in (run_dir / "console.log").read_text()
+    kinds = [e["kind"] for e in _events(run_dir)]
+    assert "monitor" in kinds  # the host-side monitor read guest memory through the memfd
+    started = [e for e in _events(run_dir) if e["kind"] == "monitor"][0]
+    assert started["state"] == "started"
+    assert r["exit_reason"] == "poweroff"
+
+
+def test_two_numa_nodes_are_observed_as_requested(nested):
+    r = _result(nested, "numa2")
+    assert r["topology"]["requested"] == "2n2l1c1t"
+    assert r["topology"]["observed"] == "2n2l1c1t"
+    assert r["engine"] == "kvm/kvm"
+    assert "passed scenario" in r["message"] or r["verdict"] == "pass", r.get("message")
+
+
+def test_an_injected_error_gives_a_real_failure_dump_with_the_schedulers_maps(nested):
+    r = _result(nested, "error")
+    assert r["verdict"] == "fail"
+    assert "injected error after 1500ms (--error-after)" in r["message"]
+    run_dir = nested.runs["error"]
+    dumps = list(run_dir.glob("*.failure-dump.json"))
+    assert len(dumps) == 1
+    dump = json.loads(dumps[0].read_text())
+    assert dump.get("placeholder") is not True
+    names = {m["name"] for m in dump.get("maps", [])}
+    assert any(n.endswith(".bss") or n.endswith(".data") for n in names), names
+    assert any(e["kind"] == "failure_dump" for e in _events(run_dir))
+
+
+def test_pause_resume_snapshot_and_stop_through_the_control_socket(nested):
+    run = nested.run("control")
+    log = {c["cmd"]: c for c in run["control"]}
+    assert [c["cmd"] for c in run["control"]] == ["pause", "resume", "snapshot", "stop"], \
+        run["control"]
+    assert all(c["ok"] for c in run["control"]), run["control"]
+    assert log["pause"]["reply"]["paused"] is True
+    snap = Path(log["snapshot"]["reply"]["file"]).name
+    run_dir = nested.runs["control"]
+    assert (run_dir / "snapshots" / snap).read_text().strip()
+    kinds = [e["kind"] for e in _events(run_dir)]
+    assert "pause" in kinds and "resume" in kinds and "snapshot" in kinds
+    assert {"kind": "stopped", "by": "user"}.items() <= next(
+        e for e in _events(run_dir) if e["kind"] == "stopped").items()
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["phase"] == "done"
+    assert run["result"]["exit_reason"] == "stopped"
+
+
+# ----------------------------------------------------------------------------- bad input
+# (no L1 boots here)
+
+def test_a_host_without_qemu_is_a_one_line_error(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(EngineError) as e:
+        check_host(256)
+    assert e.value.one_line() == ("qemu-system-x86_64 not found: the nested test bed runs L1 "
+                                  "under QEMU TCG (apt-get install qemu-system-x86)")
+
+
+def test_l1_larger_than_the_hosts_free_memory_is_refused_before_booting(tmp_path, kernel):
+    with pytest.raises(UsageError) as e:
+        run_bed([], tmp_path / "out", kernel=kernel, memory_mib=1 << 30)
+    assert e.value.message.startswith(f"L1 needs {1 << 30} MiB and this host has ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_kernel_without_a_modules_package_is_refused(tmp_path, kernel):
+    from dataclasses import replace
+
+    from ktstr_vmm.nested.modules import fetch_modules
+
+    user = replace(kernel, origin="user", version="user-0123456789ab", dir=tmp_path)
+    with pytest.raises(UsageError) as e:
+        fetch_modules(user)
+    assert e.value.one_line() == (
+        "kernel user-0123456789ab is not a Debian kernel: the nested test bed needs its "
+        "kvm/kvm-amd modules from linux-modules-<version> (use the Debian kernel (ktstr "
+        "kernel fetch))")
