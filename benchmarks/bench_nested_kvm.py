@@ -93,7 +93,7 @@ def report(times: dict[str, list]) -> None:
 
 
 def host() -> int:
-    from ktstr_vmm.kernel.kernels import fetch_kernel
+    from ktstr_vmm.kernel.fetch import fetch_kernel
     from ktstr_vmm.nested.bed import run_bed
     from ktstr_vmm.progress import LineProgress
 

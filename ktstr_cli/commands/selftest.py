@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import UsageError
+from ktstr_vmm.errors import UsageError
+
 from .run import add_run_options
 
 EXIT_PASS, EXIT_FAIL = 0, 1
@@ -52,11 +53,12 @@ def _run_args(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_selftest_kvm(args: argparse.Namespace) -> int:
-    from ..kernel import resolve_kernel
-    from ..nested.bed import NestedRun, describe, run_bed
-    from ..paths import store_dir
-    from ..progress import LineProgress
-    from ..spec import parse_duration, parse_size_mib
+    from ktstr_vmm.kernel.kernels import resolve_kernel
+    from ktstr_vmm.nested.bed import NestedRun, describe, run_bed
+    from ktstr_vmm.paths import store_dir
+    from ktstr_vmm.progress import LineProgress
+    from ktstr_vmm.spec import parse_duration, parse_size_mib
+
     from .run import spec_from_args
 
     if args.engine not in (None, "auto", "kvm"):

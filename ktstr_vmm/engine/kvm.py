@@ -305,6 +305,25 @@ class KvmMachine:
             with contextlib.suppress(EngineError):
                 self.resume()
 
+    def vcpu_host_times(self) -> list[tuple[int, int]] | None:
+        """Per vCPU, the host thread's (run ns, runqueue-wait ns) from its schedstat: a
+        vCPU whose thread waited for a host CPU instead of running was preempted by the
+        host, not stuck in the guest. None when the VM is closed or a thread is unknown."""
+        with self._lock:
+            if self._vm is None:
+                return None
+            tids = [self._lib.kt_vm_vcpu_tid(self._vm, i) for i in range(self.topology.vcpus)]
+        out = []
+        for tid in tids:
+            if tid <= 0:
+                return None
+            try:
+                run, wait, _ = Path(f"/proc/self/task/{tid}/schedstat").read_text().split()
+                out.append((int(run), int(wait)))
+            except (OSError, ValueError):
+                return None
+        return out
+
     def pause(self) -> None:
         self._call(self._lib.kt_vm_pause, "pause")
 

@@ -98,12 +98,27 @@ def cpu_stuck(prev: dict, cur: dict, vm_ran: bool = True) -> bool:
     current task the idle task with the clock advancing (work queued, nothing picked)."""
     if prev.get("nr_running", 0) == 0 or cur.get("nr_running", 0) == 0:
         return False
+    if host_preempted(prev, cur):
+        return False
     clock = cur.get("clock_ns", 0)
     if clock and clock == prev.get("clock_ns"):
         return vm_ran
     if clock <= prev.get("clock_ns", 0) or cur.get("curr_pid") != prev.get("curr_pid"):
         return False
     return cur.get("curr_class") == "idle"
+
+
+def host_preempted(prev: dict, cur: dict) -> bool:
+    """The vCPU's host thread waited for a host CPU and hardly ran between the two samples
+    (engines that know their vCPU threads add host_run_ns/host_wait_ns: the KVM engine). Its
+    rq clock cannot advance then, and that says nothing about the scheduler - as ktstr
+    exempts vCPUs the host preempted."""
+    keys = ("host_run_ns", "host_wait_ns")
+    if not all(k in prev and k in cur for k in keys):
+        return False
+    ran = cur["host_run_ns"] - prev["host_run_ns"]
+    waited = cur["host_wait_ns"] - prev["host_wait_ns"]
+    return waited > 0 and ran < waited
 
 
 def vm_ran_between(prev: dict, cur: dict) -> list[bool]:

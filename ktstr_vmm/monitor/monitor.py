@@ -72,6 +72,10 @@ class Monitor:
         self._seen_enabled = False
         self._on_exit: Callable[[], None] | None = None
         self.sample_seconds = 0.0  # total time spent reading samples
+        # The engine's per-vCPU host thread times (KvmMachine.vcpu_host_times), if it has
+        # them: each CPU of a sample then carries host_run_ns/host_wait_ns, so the judge can
+        # tell a vCPU the host did not run from a stuck one.
+        self.host_vcpus: Callable[[], list[tuple[int, int]] | None] | None = None
 
     # ------------------------------------------------------------------ creation
 
@@ -141,6 +145,11 @@ class Monitor:
         """Take one sample now, record and write it (also used by tests)."""
         t0 = time.perf_counter()
         s = self.sampler.sample(time.monotonic() - self._t0)
+        host = self.host_vcpus() if self.host_vcpus is not None else None
+        if host:
+            for c in s["cpus"]:
+                if 0 <= c.get("cpu", -1) < len(host):
+                    c["host_run_ns"], c["host_wait_ns"] = host[c["cpu"]]
         self.sample_seconds += time.perf_counter() - t0
         self._note_scx(s["scx"])
         with self._lock:

@@ -105,8 +105,8 @@ def _write_batch(path: Path, runs: list[NestedRun], bench: list[list[str]]) -> N
 
 def qemu_command(qemu: str, kernel: Kernel, initrd: Path, image: Path, exchange: Path,
                  console: Path, memory_mib: int, kvm_amd: str = "",
-                 vcpus: int = L1_VCPUS) -> list[str]:
-    return [qemu, "-accel", "tcg,thread=single", "-cpu", "max", "-smp", str(vcpus),
+                 vcpus: int = L1_VCPUS, tcg_thread: str = "single") -> list[str]:
+    return [qemu, "-accel", f"tcg,thread={tcg_thread}", "-cpu", "max", "-smp", str(vcpus),
             "-m", str(memory_mib), "-machine", "pc",
             "-display", "none", "-vga", "none", "-monitor", "none", "-no-reboot",
             "-nodefaults", "-serial", f"file:{console}",
@@ -162,7 +162,7 @@ def _extract(exchange: Path, out: Path) -> None:
 def run_bed(runs: list[NestedRun], out_dir: Path, *, kernel: Kernel,
             memory_mib: int = L1_MEMORY_MIB, timeout_s: float = 1800,
             bench: list[list[str]] | None = None, kvm_amd: str = KVM_AMD_PARAMS,
-            vcpus: int = L1_VCPUS,
+            vcpus: int = L1_VCPUS, tcg_thread: str = "single",
             progress: Progress | None = None) -> BedResult:
     """Boot L1 once and do `runs` inside it; raises a one-line KtstrError when L1 cannot
     start or brings nothing back."""
@@ -184,7 +184,7 @@ def run_bed(runs: list[NestedRun], out_dir: Path, *, kernel: Kernel,
     exchange = out_dir / ".exchange.img"
     _write_batch(exchange, runs, bench or [])
     cmd = qemu_command(qemu, kernel, initrd, image.path, exchange, console, memory_mib, kvm_amd,
-                       vcpus)
+                       vcpus, tcg_thread)
     progress.step(f"booting L1 (QEMU TCG, {vcpus} vCPU(s), {memory_mib} MiB) with "
                   f"{len(runs)} run(s)")
     t0 = time.monotonic()

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import paths
-from ..guest.elfdeps import library_closure, read_elf
 from ..errors import BuildError
+from ..guest.elfdeps import library_closure, read_elf
 from ..kernel.kernels import Kernel
 from ..progress import Progress
 

@@ -58,8 +58,8 @@ def _new_run_dir(runs: Path, before: set[str], deadline: float) -> Path | None:
 def drive_control(runs: Path, before: set[str], proc: subprocess.Popen,
                   log: list[dict[str, Any]], wait_s: float) -> None:
     """Once the run is running: pause, resume, snapshot, stop through control.sock."""
-    from ..run.control import send_command
     from ..errors import KtstrError
+    from ..run.control import send_command
 
     deadline = time.monotonic() + wait_s
     rd = _new_run_dir(runs, before, deadline)

@@ -16,9 +16,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..errors import FetchError, UsageError
 from ..kernel import cache as kernelcache
 from ..kernel.debian import PrivateApt, archive_uri, extract_deb
-from ..errors import FetchError, UsageError
 from ..kernel.kernels import Kernel
 from ..progress import Progress
 

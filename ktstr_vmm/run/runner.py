@@ -317,6 +317,8 @@ class Run:
                                  globals_out=self.rd / BPF_GLOBALS, remember_symbols=True)
         except KtstrError as e:
             mon = MonitorUnavailable(e.one_line())
+        if not isinstance(mon, MonitorUnavailable):
+            mon.host_vcpus = getattr(m, "vcpu_host_times", None)
         self.monitor = mon
         self.captures.monitor_ready(mon)
         if isinstance(mon, MonitorUnavailable):

@@ -187,6 +187,13 @@ int kt_vm_vcpu_regs(struct kt_vm *vm, int vcpu, struct kt_event *out)
     return 0;
 }
 
+int kt_vm_vcpu_tid(struct kt_vm *vm, int vcpu)
+{
+    if (vcpu < 0 || vcpu >= vm->nvcpus)
+        return -EINVAL;
+    return __atomic_load_n(&vm->vcpus[vcpu].tid, __ATOMIC_ACQUIRE);
+}
+
 int kt_vm_boot_info(struct kt_vm *vm, uint64_t *entry, uint64_t *rsdp, int *kind)
 {
     *entry = vm->entry;

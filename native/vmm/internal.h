@@ -42,6 +42,7 @@ struct kt_vcpu {
     bool started;
     struct kt_cpuid_entry *cpuid;
     int ncpuid;
+    int tid; /* host thread id, set by the thread itself */
 };
 
 struct kt_vm {

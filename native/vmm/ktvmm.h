@@ -128,6 +128,9 @@ int kt_vm_ram_regions(struct kt_vm *vm, uint64_t *gpa, uint64_t *offset, uint64_
 /* Registers of a vCPU; meaningful while paused or stopped. */
 int kt_vm_vcpu_regs(struct kt_vm *vm, int vcpu, struct kt_event *out);
 int kt_vm_boot_info(struct kt_vm *vm, uint64_t *entry, uint64_t *rsdp, int *kind);
+/* The host thread id of a vCPU (0 before its thread started): the monitor reads its
+ * /proc schedstat to tell a vCPU the host did not run from one that is stuck. */
+int kt_vm_vcpu_tid(struct kt_vm *vm, int vcpu);
 
 /* Host facts. */
 int kt_kvm_check(char *err, size_t errlen);          /* 0 or -errno with the reason */

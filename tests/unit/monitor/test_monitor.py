@@ -290,6 +290,21 @@ def test_stuck_needs_the_vm_to_have_run_and_is_not_a_long_slice():
     assert cpu_stuck(_cpu(100, cls="idle", pid=0), _cpu(200, cls="idle", pid=0))
 
 
+def test_a_vcpu_the_host_did_not_run_is_not_stuck():
+    """The KVM engine adds each vCPU thread's host run/wait time: a frozen rq clock on a
+    vCPU whose thread waited for a host CPU (nested L1 with one CPU, a loaded host) is the
+    host's doing; the same frozen clock on a vCPU that did run is stuck."""
+    from ktstr_vmm.evaluate.thresholds import cpu_stuck
+
+    def host(clock, run, wait):
+        return {**_cpu(clock), "host_run_ns": run, "host_wait_ns": wait}
+
+    assert not cpu_stuck(host(100, 0, 0), host(100, 1_000_000, 90_000_000))
+    assert cpu_stuck(host(100, 0, 0), host(100, 90_000_000, 1_000_000))
+    assert cpu_stuck(host(100, 0, 0), host(100, 0, 0))  # halted with work queued: not exempt
+    assert cpu_stuck(_cpu(100), host(100, 0, 90_000_000))  # no host times before: judged as ever
+
+
 def test_map_walk_over_garbage_never_raises(kbtf, image):
     """map_idr pointing at random bytes, nodes and maps made of random pointers: the
     reader returns what it can (maybe nothing), each bad map with its reason."""
