@@ -22,7 +22,11 @@ from pathlib import Path
 REPS = 5
 TOPOLOGY = "1n1l1c1t"
 MEMORY_MIB = 256
-BOOT_CAP_S = 240.0
+BOOT_CAP_S = 180.0
+GIVE_UP_AFTER = 2  # an engine whose first two boots fail is not tried again
+# L1's KVM cannot give L2 XSAVE (TCG's SVM, docs/kvm-engine.md); our engine hides it by
+# itself, QEMU is told to.
+QEMU_CPU = "host,-xsave,-xsaveopt,-xsavec,-xsaves,-avx,-avx2,-pku"
 
 
 def boot_to_ready(engine, boot) -> float | str:
@@ -60,11 +64,15 @@ def inside() -> int:
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         for i in range(REPS):
             for name, engine in engines.items():
+                if len(times[name]) >= GIVE_UP_AFTER and all(
+                        isinstance(t, str) for t in times[name]):
+                    continue
                 d = Path(tmp) / f"{name}-{i}"
                 boot = BootSpec(kernel=prep.kernel.bzimage, initramfs=prep.initramfs,
                                 cmdline=CMDLINE, topology=topo, memory_mib=MEMORY_MIB,
                                 console_path=d / "console.log", workdir=d / "work",
-                                extra={"wire": "serial", "kvm.boot": "bzimage"})
+                                extra={"wire": "serial", "kvm.boot": "bzimage",
+                                       "cpu": QEMU_CPU})
                 d.mkdir(parents=True)
                 t = boot_to_ready(engine, boot)
                 times[name].append(t)

@@ -16,6 +16,7 @@ from ktstr_vmm.errors import UsageError
 from .run import add_run_options
 
 EXIT_PASS, EXIT_FAIL = 0, 1
+NESTED_TIMEOUT = "300s"
 
 
 def register(sub) -> None:
@@ -31,6 +32,9 @@ def register(sub) -> None:
     k.add_argument("--control", action="store_true",
                    help="pause, resume, snapshot and stop the run through its control socket")
     k.add_argument("--l1-memory", default="2048M", metavar="SIZE", help="L1's memory (2048M)")
+    k.add_argument("--l1-cpus", type=int, default=1, metavar="N",
+                   help="L1's vCPUs (1: single-threaded TCG; more: multi-threaded TCG, for L2 "
+                        "runs with several vCPUs)")
     k.add_argument("--l1-timeout", default="30m", metavar="DUR",
                    help="watchdog for the whole L1 (30m)")
     k.add_argument("--out", default=None, metavar="DIR",
@@ -41,6 +45,8 @@ def register(sub) -> None:
 
 def _run_args(args: argparse.Namespace) -> list[str]:
     out = ["--engine", "kvm"]
+    if args.timeout is None:  # nested runs are slow: the default watchdog is too short
+        args.timeout = NESTED_TIMEOUT
     for opt in ("scheduler", "sched_args", "topology", "memory", "duration", "workload",
                 "timeout", "name", "monitor_interval"):
         v = getattr(args, opt, None)
@@ -70,7 +76,10 @@ def cmd_selftest_kvm(args: argparse.Namespace) -> int:
     timeout = parse_duration(args.l1_timeout, "--l1-timeout")
     out = Path(args.out) if args.out else store_dir() / "nested" / time.strftime("%Y%m%d-%H%M%S")
     runs = [NestedRun("run", tuple(_run_args(args)), control=args.control)]
+    if not 1 <= args.l1_cpus <= 8:
+        raise UsageError(f"--l1-cpus {args.l1_cpus} is out of range", "use 1 to 8")
     res = run_bed(runs, out, kernel=kernel, memory_mib=memory, timeout_s=timeout,
+                  vcpus=args.l1_cpus,
                   progress=LineProgress(sys.stderr))
     if args.json:
         print(json.dumps({"out_dir": str(out), "timings": res.timings, **res.report}, indent=2))

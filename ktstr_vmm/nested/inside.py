@@ -80,7 +80,7 @@ def drive_control(runs: Path, before: set[str], proc: subprocess.Popen,
     for cmd in ("pause", "resume", "snapshot", "stop"):
         t0 = time.monotonic()
         try:
-            reply = send_command(rd, cmd, timeout=60.0)
+            reply = send_command(rd, cmd, timeout=120.0)
             log.append({"cmd": cmd, "ok": True, "reply": reply,
                         "s": round(time.monotonic() - t0, 3)})
         except KtstrError as e:

@@ -86,6 +86,9 @@ POWEROFF_GRACE_S = 15.0
 # + 1 s per vCPU: no wire byte by then means the guest kernel hung. $KTSTR_BOOT_STALL_S
 # raises it where every boot is slow (the nested test bed: L2 under kvm_amd under TCG).
 BOOT_STALL_S = float(os.environ.get("KTSTR_BOOT_STALL_S") or 45.0)
+# How long a snapshot waits for the agent's dump; $KTSTR_SNAPSHOT_WAIT_S where the wire is
+# slow (nested, L1 sets 80: a dump over COM2 took longer than 20 s there).
+SNAPSHOT_WAIT_S = float(os.environ.get("KTSTR_SNAPSHOT_WAIT_S") or 20.0)
 BOOT_RETRIES = 1  # after the agent's Exit frame, the guest has this long to power off
 CONSOLE_TAIL = 4 << 20
 
@@ -572,10 +575,11 @@ class Run:
             self.snapshot_seq += 1
             req_id = self.snapshot_seq
             m.write_wire(encode(MsgType.SnapshotRequest, f'{{"id": {req_id}, "kind": "dump"}}'))
-        reply = self.recorder.wait_reply(req_id, 20.0)
+        reply = self.recorder.wait_reply(req_id, SNAPSHOT_WAIT_S)
         if reply is None:
 
-            raise UsageError("the guest did not answer the snapshot request within 20s")
+            raise UsageError(f"the guest did not answer the snapshot request within "
+                             f"{SNAPSHOT_WAIT_S:.0f}s")
         if not reply.ok:
 
             raise UsageError(f"the guest could not take a dump: {reply.error}")

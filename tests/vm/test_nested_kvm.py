@@ -20,7 +20,8 @@ from ktstr_vmm.nested.bed import NestedRun, check_host, run_bed
 
 pytestmark = [pytest.mark.nested_kvm, pytest.mark.vm, pytest.mark.slow]
 
-RUN = ("--engine", "kvm", "--no-auto-repro")
+# Nested runs are slow (L2 is translated by TCG twice over, on a shared host): 300 s each.
+RUN = ("--engine", "kvm", "--no-auto-repro", "--timeout", "300s")
 # L1 has one vCPU (bed.L1_VCPUS); these L2 runs have one too (docs/kvm-engine.md: an L2
 # with several vCPUs on L1's single vCPU stopped L1 altogether in 2 of 3 tries).
 BATCH = [
@@ -31,7 +32,7 @@ BATCH = [
     NestedRun("control", (*RUN, "--scheduler", "scx_simple", "--topology", "1n1l1c1t",
                           "--duration", "60s"), control=True),
 ]
-L1_TIMEOUT_S = 900
+L1_TIMEOUT_S = 1200
 
 
 @pytest.fixture(scope="session")
