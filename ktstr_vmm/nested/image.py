@@ -89,7 +89,7 @@ for d in {' '.join(CACHE_PARTS)}; do
   [ -d {GUEST_CACHE}/$d ] && cp -a {GUEST_CACHE}/$d /tmp/cache/$d
 done
 export KTSTR_CACHE=/tmp/cache KTSTR_HOME=/tmp/store KTSTR_AGENT={GUEST_AGENT}
-export KTSTR_BOOT_STALL_S=240 KTSTR_SNAPSHOT_WAIT_S=80
+export KTSTR_BOOT_STALL_S=240 KTSTR_SNAPSHOT_WAIT_S=80 KTSTR_ENABLE_TIMEOUT_S=150
 export KTSTR_NESTED_UPTIME_INIT=$up0 KTSTR_NESTED_UPTIME_KVM=$up1
 {{python}} -m ktstr_vmm.nested.inside /dev/vdb
 echo "ktstr-nested: inside exited with $?"
