@@ -31,9 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EngineError, KtstrError, UsageError
+from ..guest.agent import build_agent
 from ..kernel.kernels import Kernel
 from ..progress import Progress
+from .image import boot_initramfs, build_image
 from .inside import BATCH_MAGIC, BATCH_MAX, RESULTS
+from .modules import fetch_modules
 
 QEMU = "qemu-system-x86_64"
 L1_MEMORY_MIB = 2048
@@ -172,10 +175,6 @@ def run_bed(runs: list[NestedRun], out_dir: Path, *, kernel: Kernel,
             progress: Progress | None = None) -> BedResult:
     """Boot L1 once and do `runs` inside it; raises a one-line KtstrError when L1 cannot
     start or brings nothing back."""
-    from ..guest.agent import build_agent
-    from .image import boot_initramfs, build_image
-    from .modules import fetch_modules
-
     progress = progress or Progress()
     qemu = check_host(memory_mib)
     t_prep = time.monotonic()

@@ -28,7 +28,9 @@ from pathlib import Path
 
 from .. import paths
 from ..errors import BuildError
+from ..fsutil import atomic_write_bytes
 from ..guest.elfdeps import library_closure, read_elf
+from ..guest.initramfs import CpioWriter
 from ..kernel.kernels import Kernel
 from ..progress import Progress
 
@@ -113,8 +115,6 @@ exec /bin/busybox switch_root /newroot /init
 
 def boot_initramfs(modules: dict[str, Path]) -> Path:
     """The small initramfs that loads virtio_blk and switches to the root image (cached)."""
-    from ..guest.initramfs import CpioWriter
-
     w = CpioWriter()
     w.file("/bin/busybox", BUSYBOX.read_bytes(), 0o755)
     w.file("/virtio_blk.ko", modules["virtio_blk"].read_bytes())
@@ -125,8 +125,6 @@ def boot_initramfs(modules: dict[str, Path]) -> Path:
     out = root / f"boot-{key}.cpio"
     if not out.is_file():
         root.mkdir(parents=True, exist_ok=True)
-        from ..fsutil import atomic_write_bytes
-
         atomic_write_bytes(out, data)
     return out
 

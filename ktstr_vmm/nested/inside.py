@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import KtstrError
+from ..run.control import send_command
+
 BATCH_MAGIC = b"KTSTR-NESTED-BATCH 1\n"
 BATCH_MAX = 1 << 20
 RESULTS = "nested.json"
@@ -58,9 +61,6 @@ def _new_run_dir(runs: Path, before: set[str], deadline: float) -> Path | None:
 def drive_control(runs: Path, before: set[str], proc: subprocess.Popen,
                   log: list[dict[str, Any]], wait_s: float) -> None:
     """Once the run is running: pause, resume, snapshot, stop through control.sock."""
-    from ..errors import KtstrError
-    from ..run.control import send_command
-
     deadline = time.monotonic() + wait_s
     rd = _new_run_dir(runs, before, deadline)
     if rd is None:

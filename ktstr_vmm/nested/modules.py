@@ -42,11 +42,11 @@ def _decompress(src: Path, dst: Path) -> None:
     if src.name.endswith(".xz"):
         data = lzma.decompress(data)
     elif src.name.endswith(".zst"):
-        import zstandard
+        import zstandard  # only for a kernel packaged with zstd modules (Debian's are xz)
 
         data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
     elif src.name.endswith(".gz"):
-        import gzip
+        import gzip  # likewise, gzip-compressed modules
 
         data = gzip.decompress(data)
     if data[:4] != b"\x7fELF":
