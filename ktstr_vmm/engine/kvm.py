@@ -31,9 +31,6 @@ MiB = 1 << 20
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 BUILD_HINT = "install gcc and run `pip install -e .` in the ktstr checkout, or use --engine qemu"
 
-CPUID_HIDE_PVM = 1
-CPUID_VENDOR_INTEL = 2
-CPUID_HIDE_XSAVE = 4
 TCG_MODEL = "QEMU TCG CPU"  # /proc/cpuinfo's model name of QEMU's -cpu max under TCG
 
 
@@ -442,13 +439,13 @@ class KvmEngine:
     name = "kvm"
 
     def __init__(self, hide_pvm: bool | None = None) -> None:
-        load_native()
+        _, lib = load_native()  # KT_CPUID_* come from the compiled ktvmm.h, not re-typed
         if hide_pvm is None:
 
             hide_pvm = probe_kvm().kind == "emulated"
-        intel = os.environ.get("KTSTR_KVM_VENDOR", "intel") != "host"
-        self.cpuid_flags = ((CPUID_VENDOR_INTEL if intel else 0) | (CPUID_HIDE_PVM if hide_pvm else 0)
-                            | (CPUID_HIDE_XSAVE if needs_xsave_hidden() else 0))
+        self.cpuid_flags = (lib.KT_CPUID_VENDOR_INTEL
+                            | (lib.KT_CPUID_HIDE_PVM if hide_pvm else 0)
+                            | (lib.KT_CPUID_HIDE_XSAVE if needs_xsave_hidden() else 0))
 
     def start(self, boot: BootSpec) -> KvmMachine:
         """Boot a kernel: `extra["kvm.boot"]` = "auto" (BootSpec.vmlinux through PVH when it
