@@ -53,7 +53,9 @@ L1_VCPUS = 1
 def tcg_mode(vcpus: int) -> str:
     return "single" if vcpus == 1 else "multi"
 EXCHANGE_MIB = 1024
-L1_CMDLINE = ("console=ttyS0 panic=-1 nokaslr "
+# idle=poll: L1 never halts. Twice, under host load, L1 halted and was never woken again
+# (QEMU's CPU time stopped growing, no heartbeat from L1's init for minutes).
+L1_CMDLINE = ("console=ttyS0 panic=-1 nokaslr idle=poll "
               "quiet 8250.nr_uarts=1 transparent_hugepage=madvise")
 KVM_AMD_PARAMS = ""  # kvm-amd module parameters in L1, comma-separated ("vgif=0")
 UPTIME_RE = re.compile(r"ktstr-nested: (init at|kvm modules loaded at) ([0-9.]+) s")
