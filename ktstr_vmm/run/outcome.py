@@ -97,6 +97,13 @@ def build_outcome(*, test: str, scheduler: str | None, topology: str, state: Gue
             else:
                 text = f"scheduler process died unexpectedly during the workload{when}: {words}"
             details.append(ev.Detail(message=text, kind=kind))
+        never = next((lc for lc in state.lifecycle if lc.phase == "sched_enable_timeout"), None)
+        if never is not None and not enabled:
+            # The agent ran no workload: a scheduler that never enabled sched_ext is a
+            # failure, never a pass of an empty scenario.
+            details.append(ev.Detail(
+                message=f"the scheduler never enabled sched_ext ({never.detail or 'timed out'}); "
+                        "no workload ran", kind="other"))
         tr = ev.TestResult(outcome="fail" if details else "pass", details=tuple(details),
                            info_notes=tuple(g.notes) + extra_notes, stats=scenario_stats(g, state.measure_lines()))
     crash = "\n".join(state.crash) or None

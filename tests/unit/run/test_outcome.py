@@ -55,6 +55,23 @@ def test_scheduler_that_never_enabled_is_a_scheduler_exit_not_a_workload_failure
     assert "--- scheduler log ---\nlibbpf: prog 'qmap_dequeue': BPF program load failed: -EACCES" in v.message
 
 
+def test_a_scheduler_that_never_enabled_sched_ext_fails_and_says_so():
+    """The agent's enable deadline passed with the scheduler still alive and sched_ext
+    disabled: no workload ran, and an empty scenario must not pass (seen in nested KVM
+    runs where the verifier took longer than the deadline)."""
+    st = GuestState()
+    st.sysrdy = object()
+    st.lifecycle += [gm.Lifecycle("sched_started", 14000, pid=120),
+                     gm.Lifecycle("sched_enable_timeout", 44000, pid=120,
+                                  detail="state 'disabled' after 30000 ms")]
+    st.test_result = gm.TestResult("/usr/bin/scx_simple", 0, (),
+                                   ("no workload: the scheduler did not enable sched_ext",))
+    v = evaluate(_outcome(st))
+    assert v.kind == "fail"
+    assert ("the scheduler never enabled sched_ext (state 'disabled' after 30000 ms); "
+            "no workload ran") in v.message
+
+
 def test_clean_pass():
     st = GuestState()
     st.lifecycle += [gm.Lifecycle("scx_enabled", 1), gm.Lifecycle("workload_started", 2)]
