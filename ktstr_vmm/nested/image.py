@@ -61,14 +61,18 @@ def init_script() -> str:
     """L1's PID 1 (busybox sh): mounts, loads the KVM modules, runs the batch, powers off.
     The timings it prints are read back by bed.py from the console."""
     return f"""#!/bin/sh
-export PATH=/bin:/usr/bin HOME=/tmp LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1
+export PATH=/bin:/usr/bin HOME=/run/ktstr LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mkdir -p /dev/shm /dev/pts
 mount -t tmpfs -o mode=1777 shm /dev/shm
-mount -t tmpfs -o mode=1777 tmp /tmp
+# A checkout (and its venv) under /tmp is in the image at its own path: a tmpfs over a
+# non-empty /tmp would hide it. L1's writable space is /run/ktstr either way.
+[ -z "$(ls -A /tmp 2>/dev/null)" ] && mount -t tmpfs -o mode=1777 tmp /tmp
 mount -t tmpfs run /run
+mkdir -p /run/ktstr/tmp
+export TMPDIR=/run/ktstr/tmp
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 (while sleep 30; do echo "<2>ktstr-nested: heartbeat load $(cat /proc/loadavg)" > /dev/kmsg; done) &
 read up0 _ < /proc/uptime
@@ -85,12 +89,12 @@ echo "ktstr-nested: kvm modules loaded at $up1 s"
 [ -e /dev/kvm ] || echo "ktstr-nested: no /dev/kvm after loading the modules"
 echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled 2>/dev/null
 echo madvise > /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null
-mkdir -p /tmp/cache /tmp/store
-ln -s {GUEST_CACHE}/kernels /tmp/cache/kernels
+mkdir -p /run/ktstr/cache /run/ktstr/store
+ln -s {GUEST_CACHE}/kernels /run/ktstr/cache/kernels
 for d in {' '.join(CACHE_PARTS)}; do
-  [ -d {GUEST_CACHE}/$d ] && cp -a {GUEST_CACHE}/$d /tmp/cache/$d
+  [ -d {GUEST_CACHE}/$d ] && cp -a {GUEST_CACHE}/$d /run/ktstr/cache/$d
 done
-export KTSTR_CACHE=/tmp/cache KTSTR_HOME=/tmp/store KTSTR_AGENT={GUEST_AGENT}
+export KTSTR_CACHE=/run/ktstr/cache KTSTR_HOME=/run/ktstr/store KTSTR_AGENT={GUEST_AGENT}
 export KTSTR_BOOT_STALL_S=240 KTSTR_SNAPSHOT_WAIT_S=80 KTSTR_ENABLE_TIMEOUT_S=150
 export KTSTR_NESTED_UPTIME_INIT=$up0 KTSTR_NESTED_UPTIME_KVM=$up1
 {{python}} -m ktstr_vmm.nested.inside /dev/vdb
@@ -284,7 +288,7 @@ def build_image(kernel: Kernel, modules: dict[str, Path], agent: Path,
                 os.symlink(target, dst)
         for d in ("proc", "sys", "dev", "tmp", "run", "etc"):
             (stage / d).mkdir(exist_ok=True)
-        (stage / "etc/passwd").write_text("root:x:0:0:root:/tmp:/bin/sh\n")
+        (stage / "etc/passwd").write_text("root:x:0:0:root:/run/ktstr:/bin/sh\n")
         (stage / "etc/group").write_text("root:x:0:\nkvm:x:993:\n")
         (stage / "init").write_text(init)
         (stage / "init").chmod(0o755)

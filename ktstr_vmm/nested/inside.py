@@ -220,7 +220,7 @@ def write_results(disk: str, store: Path, report: dict[str, Any], extra: dict[st
 def main(argv: list[str]) -> int:
     disk = argv[0] if argv else "/dev/vdb"
     batch = read_batch(disk)
-    store = Path(os.environ.get("KTSTR_HOME", "/tmp/store"))
+    store = Path(os.environ.get("KTSTR_HOME", "/run/ktstr/store"))
     store.mkdir(parents=True, exist_ok=True)
     facts = l1_facts()
     say(f"/dev/kvm {'present' if facts['dev_kvm'] else 'missing'}, kvm_amd nested="
