@@ -144,8 +144,7 @@ class LogView(ScrollView, can_focus=True):
 
     def _follow_end(self) -> None:
         if self.follow:
-            self.scroll_to(y=max(0, self.line_count - self.scrollable_content_region.height),
-                           animate=False, immediate=True)
+            self.action_scroll_end()
 
     @on(FileGone)
     def _on_gone(self, event: FileGone) -> None:
@@ -196,8 +195,12 @@ class LogView(ScrollView, can_focus=True):
         self.follow = not self.follow
 
     def action_scroll_end(self) -> None:
+        # force: Textual drops a scroll while the vertical scrollbar is not shown yet, and it
+        # is shown only by the layout pass after the new virtual size - which may come after
+        # this runs (a busy machine), leaving a follow at the top with nothing to retry it.
+        # scroll_y is still clamped to max_scroll_y, computed from the virtual size.
         self.scroll_to(y=max(0, self.line_count - self.scrollable_content_region.height),
-                       animate=False)
+                       animate=False, force=True, immediate=True)
 
     def action_scroll_home(self) -> None:
         self.follow = False

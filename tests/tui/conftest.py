@@ -87,14 +87,22 @@ async def wait_for(pilot, predicate, timeout: float = 120.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
 
 
-async def steady_cursors(pilot) -> None:
+async def steady_cursors(pilot, focused=None) -> None:
     """Stop every Input's cursor from blinking (shown steadily), so a screenshot does not
-    depend on when, in the 0.5 s blink, a loaded machine got round to taking it."""
+    depend on when, in the 0.5 s blink, a loaded machine got round to taking it. With
+    `focused` (a widget), first wait until it has the focus: focus() only asks for it, and
+    a screen or a loaded dialog gets it on a later turn of the event loop - a picture taken
+    before then shows no cursor at all."""
     from textual.widgets import Input
 
-    for box in pilot.app.screen.query(Input):
+    if focused is not None:
+        await wait_for(pilot, lambda: pilot.app.focused is focused,
+                       what=lambda: f"focus on #{focused.id} (it is on {pilot.app.focused})")
+    boxes = list(pilot.app.screen.query(Input))
+    for box in boxes:
         box.cursor_blink = False
-    await pilot.pause()
+    await wait_for(pilot, lambda: all(getattr(b, "_cursor_visible", True) for b in boxes),
+                   what="steady cursors")
 
 
 __all__ = ["RUN_IDS", "make_app", "steady_cursors", "wait_for", "os"]

@@ -11,6 +11,7 @@ import pytest
 from conftest import RUN_IDS, SNAPSHOT_STORE, make_app, steady_cursors, wait_for
 from textual.widgets import DataTable, Input
 
+from ktstr_tui.screens.help_screen import HelpScreen
 from ktstr_tui.screens.live_run import LiveRunScreen
 from ktstr_tui.screens.result import ResultScreen
 from ktstr_tui.widgets.failure_dump_view import FailureDumpView
@@ -26,8 +27,12 @@ def app_on(run: str | None = None, **kw):
 
 
 async def _browser_ready(pilot):
-    table = pilot.app.screen.query_one("#runs", DataTable)
-    await wait_for(pilot, lambda: table.row_count == 5, what="runs")
+    screen = pilot.app.screen
+    table = screen.query_one("#runs", DataTable)
+    # loaded: the store's index answered (the first, provisional rows come from a quick peek
+    # while it builds, with a status line saying so)
+    await wait_for(pilot, lambda: table.row_count == 5 and not screen.provisional,
+                   what="runs (indexed)")
 
 
 async def _result_ready(pilot):
@@ -107,8 +112,11 @@ def test_launcher_with_topology_error(snap_compare, snapshot_runs):
     async def run_before(pilot):
         await _browser_ready(pilot)
         await pilot.press("n")
-        pilot.app.screen.query_one("#f-topology", Input).value = "2n3l2c1t"
-        await steady_cursors(pilot)
+        screen = pilot.app.screen
+        screen.query_one("#f-topology", Input).value = "2n3l2c1t"
+        await wait_for(pilot, lambda: "must be a multiple" in str(
+            screen.query_one("#err-topology").render()), what="topology error shown")
+        await steady_cursors(pilot, focused=screen.query_one("#f-scheduler", Input))
 
     assert snap_compare(app_on(), terminal_size=SIZE, run_before=run_before)
 
@@ -120,7 +128,7 @@ def test_rerun_dialog(snap_compare, snapshot_runs):
         box = pilot.app.screen.query_one("#rerun-topology", Input)
         await wait_for(pilot, lambda: box.value == "tiny-2llc", what="prefilled")
         box.value = "numa2-4llc"
-        await steady_cursors(pilot)
+        await steady_cursors(pilot, focused=box)
 
     assert snap_compare(app_on("fail"), terminal_size=SIZE, run_before=run_before)
 
@@ -129,6 +137,8 @@ def test_help(snap_compare, snapshot_runs):
     async def run_before(pilot):
         await _browser_ready(pilot)
         await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, HelpScreen)
+                       and pilot.app.screen.query_one("#help-keys").is_mounted, what="help")
 
     assert snap_compare(app_on(), terminal_size=SIZE, run_before=run_before)
 
@@ -159,7 +169,8 @@ def _demo_run(name: str):
 def test_demo_browser(snap_compare, demo_store):
     async def run_before(pilot):
         table = pilot.app.screen.query_one("#runs", DataTable)
-        await wait_for(pilot, lambda: table.row_count == 6, what="demo runs")
+        await wait_for(pilot, lambda: table.row_count == 6 and not pilot.app.screen.provisional,
+                       what="demo runs (indexed)")
 
     assert snap_compare(make_app(demo_store), terminal_size=SIZE, run_before=run_before)
 
