@@ -14,7 +14,7 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ["vm.c", "control.c", "vcpu.c", "serial.c", "i8042.c", "testdev.c", "cpuid.c", "acpi.c", "boot.c"]
+SOURCES = ["vm.c", "control.c", "vcpu.c", "serial.c", "i8042.c", "testdev.c", "bus.c", "cpuid.c", "acpi.c", "boot.c"]
 
 
 def _cdef() -> str:

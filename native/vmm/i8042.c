@@ -5,18 +5,30 @@
  */
 #include "internal.h"
 
-bool kt_i8042_io(struct kt_vm *vm, struct kt_vcpu *v, uint16_t port, bool is_write, uint8_t *data)
+#define I8042_DATA 0x60
+#define I8042_CMD 0x64
+
+static bool i8042_io(struct kt_vcpu *v, void *dev, uint64_t off, bool is_write, uint8_t *data,
+                     int size)
 {
-    if (port != 0x64 && port != 0x60)
-        return false;
+    bool cmd = dev == (void *)I8042_CMD;
     if (!is_write) {
-        *data = port == 0x64 ? 0x00 : 0x00; /* status: output empty, input empty */
+        *data = 0x00; /* data: nothing; status: output empty, input empty */
         return true;
     }
-    if (port == 0x64 && *data == 0xfe) {
+    if (cmd && *data == 0xfe) {
         struct kt_event ev = {.kind = KT_EV_RESET};
         kt_vcpu_fill_regs(v, &ev);
-        kt_vm_stop_with(vm, &ev);
+        kt_vm_stop_with(v->vm, &ev);
     }
     return true;
+}
+
+int kt_i8042_init(struct kt_vm *vm, char *err, size_t errlen)
+{
+    /* Two one-port ranges (0x61-0x63 stay unclaimed); dev tells the handler which. */
+    int rc = kt_bus_register(&vm->pio_bus, I8042_DATA, 1, i8042_io, (void *)I8042_DATA, err,
+                             errlen);
+    return rc < 0 ? rc : kt_bus_register(&vm->pio_bus, I8042_CMD, 1, i8042_io,
+                                         (void *)I8042_CMD, err, errlen);
 }

@@ -9,6 +9,9 @@
 
 #include "ktvmm.h"
 
+struct kt_vcpu;
+struct kt_vm;
+
 #define KT_LOW_MEM_MAX 0xC0000000ULL /* RAM above 3 GiB moves to 4 GiB (PCI hole) */
 #define KT_HIGH_MEM_BASE 0x100000000ULL
 #define KT_ACPI_BASE 0xE0000ULL
@@ -19,6 +22,22 @@
 #define KT_WIRE_RX_MAX 65536
 
 enum kt_boot_kind { KT_BOOT_NONE = 0, KT_BOOT_FIRMWARE = 1, KT_BOOT_PVH = 2, KT_BOOT_BZIMAGE = 3 };
+
+/* A device's access to one of its ranges: `off` is relative to the range base. Returns
+ * false when the device declines the access (an unclaimed read then floats to 0xff). */
+typedef bool (*kt_bus_handler)(struct kt_vcpu *v, void *dev, uint64_t off, bool is_write,
+                               uint8_t *data, int size);
+struct kt_bus_range {
+    uint64_t base, len;
+    kt_bus_handler handler;
+    void *dev;
+};
+#define KT_BUS_MAX 16
+struct kt_bus {
+    const char *name; /* "port" or "MMIO", for errors */
+    int n;
+    struct kt_bus_range ranges[KT_BUS_MAX];
+};
 
 struct kt_uart {
     pthread_mutex_t lock;
@@ -67,6 +86,7 @@ struct kt_vm {
     struct kt_event ring[KT_EVENT_RING];
     uint32_t ring_head, ring_len, ring_dropped;
 
+    struct kt_bus pio_bus, mmio_bus; /* filled by the devices as they are created */
     struct kt_uart com1, com2;
     uint64_t testdev_value;
 
@@ -83,6 +103,11 @@ int kt_err(char *err, size_t errlen, int rc, const char *fmt, ...)
 uint64_t kt_now_ns(void);
 uint8_t *kt_gpa(struct kt_vm *vm, uint64_t gpa, uint64_t len); /* NULL when not RAM */
 
+/* bus.c */
+int kt_bus_register(struct kt_bus *bus, uint64_t base, uint64_t len, kt_bus_handler handler,
+                    void *dev, char *err, size_t errlen);
+const struct kt_bus_range *kt_bus_find(const struct kt_bus *bus, uint64_t addr);
+
 /* vm.c, control.c */
 void kt_vm_post(struct kt_vm *vm, const struct kt_event *ev);
 void kt_vm_stop_with(struct kt_vm *vm, const struct kt_event *ev); /* post + stop all */
@@ -97,18 +122,16 @@ void kt_vcpu_fill_regs(struct kt_vcpu *v, struct kt_event *ev);
 int kt_vcpu_signal_init(void);
 
 /* serial.c */
-void kt_uart_init(struct kt_uart *u, uint16_t base, int irq, int out_fd, bool out_nonblock);
+int kt_uart_init(struct kt_vm *vm, struct kt_uart *u, uint16_t base, int irq, int out_fd,
+                 bool out_nonblock, char *err, size_t errlen); /* registers base..base+7 */
 void kt_uart_destroy(struct kt_uart *u);
-bool kt_uart_io(struct kt_vm *vm, struct kt_uart *u, uint16_t port, bool is_write, uint8_t *data);
 size_t kt_uart_rx_push(struct kt_vm *vm, struct kt_uart *u, const uint8_t *data, size_t len);
 
 /* i8042.c */
-bool kt_i8042_io(struct kt_vm *vm, struct kt_vcpu *v, uint16_t port, bool is_write, uint8_t *data);
+int kt_i8042_init(struct kt_vm *vm, char *err, size_t errlen); /* ports 0x60, 0x64 */
 
 /* testdev.c */
-bool kt_testdev_io(struct kt_vm *vm, struct kt_vcpu *v, uint16_t port, bool is_write,
-                   uint8_t *data, int size);
-bool kt_testdev_mmio(struct kt_vm *vm, uint64_t addr, bool is_write, uint8_t *data, int len);
+int kt_testdev_init(struct kt_vm *vm, char *err, size_t errlen); /* KT_PORT_*, KT_MMIO_TESTDEV */
 
 /* boot.c */
 int kt_boot_setup_vcpu(struct kt_vm *vm, struct kt_vcpu *v, char *err, size_t errlen);

@@ -24,7 +24,11 @@
 #define LSR_TEMT 0x40
 #define MSR_DEFAULT 0xb0 /* DCD | DSR | CTS */
 
-void kt_uart_init(struct kt_uart *u, uint16_t base, int irq, int out_fd, bool out_nonblock)
+static bool uart_io(struct kt_vcpu *v, void *dev, uint64_t off, bool is_write, uint8_t *data,
+                    int size);
+
+int kt_uart_init(struct kt_vm *vm, struct kt_uart *u, uint16_t base, int irq, int out_fd,
+                 bool out_nonblock, char *err, size_t errlen)
 {
     memset(u, 0, sizeof(*u));
     pthread_mutex_init(&u->lock, NULL);
@@ -33,6 +37,7 @@ void kt_uart_init(struct kt_uart *u, uint16_t base, int irq, int out_fd, bool ou
     u->out_fd = out_fd;
     u->out_nonblock = out_nonblock;
     u->dll = 12; /* 9600 baud */
+    return kt_bus_register(&vm->pio_bus, base, 8, uart_io, u, err, errlen);
 }
 
 void kt_uart_destroy(struct kt_uart *u)
@@ -78,9 +83,11 @@ static void transmit(struct kt_vm *vm, struct kt_uart *u, uint8_t c)
     }
 }
 
-bool kt_uart_io(struct kt_vm *vm, struct kt_uart *u, uint16_t port, bool is_write, uint8_t *data)
+static bool uart_io(struct kt_vcpu *vcpu, void *dev, uint64_t off, bool is_write, uint8_t *data,
+                    int size)
 {
-    uint16_t off = (uint16_t)(port - u->base);
+    struct kt_vm *vm = vcpu->vm;
+    struct kt_uart *u = dev;
     bool tx = false;
     uint8_t txc = 0;
     pthread_mutex_lock(&u->lock);

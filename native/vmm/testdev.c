@@ -24,49 +24,67 @@ static void store_le(uint8_t *p, int n, uint64_t v)
         p[i] = (uint8_t)v;
 }
 
-bool kt_testdev_io(struct kt_vm *vm, struct kt_vcpu *v, uint16_t port, bool is_write,
-                   uint8_t *data, int size)
+static bool exit_io(struct kt_vcpu *v, void *dev, uint64_t off, bool is_write, uint8_t *data,
+                    int size)
 {
-    if (port == KT_PORT_EXIT) {
-        if (is_write) {
-            struct kt_event ev = {.kind = KT_EV_EXIT_PORT, .code = load_le(data, size)};
-            kt_vcpu_fill_regs(v, &ev);
-            kt_vm_stop_with(vm, &ev);
-        } else {
-            memset(data, 0, (size_t)size);
-        }
-        return true;
+    if (is_write) {
+        struct kt_event ev = {.kind = KT_EV_EXIT_PORT, .code = load_le(data, size)};
+        kt_vcpu_fill_regs(v, &ev);
+        kt_vm_stop_with(v->vm, &ev);
+    } else {
+        memset(data, 0, (size_t)size);
     }
-    if (port == KT_PORT_REPORT) {
-        if (is_write) {
-            struct kt_event ev = {.kind = KT_EV_REPORT, .vcpu = v->id, .code = load_le(data, size)};
-            kt_vm_post(vm, &ev);
-        } else {
-            store_le(data, size, (uint64_t)v->id);
-        }
-        return true;
-    }
-    if (port == KT_PORT_SLEEP_CTL || port == KT_PORT_SLEEP_STS) {
-        if (is_write && port == KT_PORT_SLEEP_CTL && (data[0] & 0x20) &&
-            ((data[0] >> 2) & 7) == 5) {
-            struct kt_event ev = {.kind = KT_EV_POWEROFF};
-            kt_vcpu_fill_regs(v, &ev);
-            kt_vm_stop_with(vm, &ev);
-        } else if (!is_write) {
-            memset(data, 0, (size_t)size);
-        }
-        return true;
-    }
-    return false;
+    return true;
 }
 
-bool kt_testdev_mmio(struct kt_vm *vm, uint64_t addr, bool is_write, uint8_t *data, int len)
+static bool report_io(struct kt_vcpu *v, void *dev, uint64_t off, bool is_write, uint8_t *data,
+                      int size)
 {
-    if (addr < KT_MMIO_TESTDEV || addr >= KT_MMIO_TESTDEV + 0x1000 || len > 8)
+    if (is_write) {
+        struct kt_event ev = {.kind = KT_EV_REPORT, .vcpu = v->id, .code = load_le(data, size)};
+        kt_vm_post(v->vm, &ev);
+    } else {
+        store_le(data, size, (uint64_t)v->id);
+    }
+    return true;
+}
+
+/* off 0 = KT_PORT_SLEEP_CTL, off 1 = KT_PORT_SLEEP_STS (reads as 0). */
+static bool sleep_io(struct kt_vcpu *v, void *dev, uint64_t off, bool is_write, uint8_t *data,
+                     int size)
+{
+    if (is_write && off == 0 && (data[0] & 0x20) && ((data[0] >> 2) & 7) == 5) {
+        struct kt_event ev = {.kind = KT_EV_POWEROFF};
+        kt_vcpu_fill_regs(v, &ev);
+        kt_vm_stop_with(v->vm, &ev);
+    } else if (!is_write) {
+        memset(data, 0, (size_t)size);
+    }
+    return true;
+}
+
+static bool testdev_mmio(struct kt_vcpu *v, void *dev, uint64_t off, bool is_write,
+                         uint8_t *data, int len)
+{
+    struct kt_vm *vm = v->vm;
+    if (len > 8)
         return false;
     if (is_write)
         __atomic_store_n(&vm->testdev_value, load_le(data, len), __ATOMIC_SEQ_CST);
     else
         store_le(data, len, __atomic_load_n(&vm->testdev_value, __ATOMIC_SEQ_CST) + 1);
     return true;
+}
+
+int kt_testdev_init(struct kt_vm *vm, char *err, size_t errlen)
+{
+    int rc = kt_bus_register(&vm->pio_bus, KT_PORT_EXIT, 1, exit_io, NULL, err, errlen);
+    if (rc == 0)
+        rc = kt_bus_register(&vm->pio_bus, KT_PORT_REPORT, 1, report_io, NULL, err, errlen);
+    if (rc == 0)
+        rc = kt_bus_register(&vm->pio_bus, KT_PORT_SLEEP_CTL, 2, sleep_io, NULL, err, errlen);
+    if (rc == 0)
+        rc = kt_bus_register(&vm->mmio_bus, KT_MMIO_TESTDEV, 0x1000, testdev_mmio, NULL, err,
+                             errlen);
+    return rc;
 }

@@ -175,24 +175,20 @@ static void crash(struct kt_vcpu *v, uint32_t kind, uint64_t code)
     kt_vm_stop_with(v->vm, &ev);
 }
 
+/* One bus lookup per access; the device gets its offset. Unclaimed reads float high. */
 static void handle_io(struct kt_vcpu *v)
 {
     struct kvm_run *run = v->run;
-    struct kt_vm *vm = v->vm;
     uint8_t *data = (uint8_t *)run + run->io.data_offset;
     bool wr = run->io.direction == KVM_EXIT_IO_OUT;
     int size = run->io.size;
     uint16_t port = run->io.port;
+    const struct kt_bus_range *r = kt_bus_find(&v->vm->pio_bus, port);
     for (uint32_t i = 0; i < run->io.count; i++, data += size) {
-        if (port >= 0x3f8 && port < 0x400) {
-            kt_uart_io(vm, &vm->com1, port, wr, data);
-        } else if (port >= 0x2f8 && port < 0x300) {
-            kt_uart_io(vm, &vm->com2, port, wr, data);
-        } else if (kt_i8042_io(vm, v, port, wr, data)) {
-        } else if (kt_testdev_io(vm, v, port, wr, data, size)) {
-        } else if (!wr) {
+        if (r && r->handler(v, r->dev, port - r->base, wr, data, size))
+            continue;
+        if (!wr)
             memset(data, 0xff, (size_t)size); /* nothing there: the bus floats high */
-        }
     }
 }
 
@@ -200,7 +196,9 @@ static void handle_mmio(struct kt_vcpu *v)
 {
     struct kvm_run *run = v->run;
     uint64_t a = run->mmio.phys_addr;
-    if (kt_testdev_mmio(v->vm, a, run->mmio.is_write, run->mmio.data, (int)run->mmio.len))
+    const struct kt_bus_range *r = kt_bus_find(&v->vm->mmio_bus, a);
+    if (r && r->handler(v, r->dev, a - r->base, run->mmio.is_write, run->mmio.data,
+                        (int)run->mmio.len))
         return;
     if (!run->mmio.is_write)
         memset(run->mmio.data, 0xff, run->mmio.len);

@@ -266,8 +266,13 @@ struct kt_vm *kt_vm_create(const struct kt_config *cfg, char *err, size_t errlen
     vm->wire_rd = pipefd[0];
     vm->wire_wr = pipefd[1];
     fcntl(vm->wire_wr, F_SETPIPE_SZ, 1 << 20);
-    kt_uart_init(&vm->com1, 0x3f8, 4, cfg->console_fd, false);
-    kt_uart_init(&vm->com2, 0x2f8, 3, vm->wire_wr, true);
+    /* Each device registers the ports/MMIO it owns on the buses the vCPU loop consults. */
+    vm->pio_bus.name = "port";
+    vm->mmio_bus.name = "MMIO";
+    if (kt_uart_init(vm, &vm->com1, 0x3f8, 4, cfg->console_fd, false, err, errlen) < 0 ||
+        kt_uart_init(vm, &vm->com2, 0x2f8, 3, vm->wire_wr, true, err, errlen) < 0 ||
+        kt_i8042_init(vm, err, errlen) < 0 || kt_testdev_init(vm, err, errlen) < 0)
+        goto fail;
 
     vm->vcpus = calloc((size_t)vm->nvcpus, sizeof(*vm->vcpus));
     if (!vm->vcpus) {
