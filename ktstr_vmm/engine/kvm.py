@@ -24,7 +24,7 @@ from pathlib import Path
 from ..errors import EngineError
 from ..spec import Topology
 from .base import BootSpec, RamRegion
-from .kvmevents import CRASH_NAMES, STOP_KINDS, KvmEvent, event_from_c
+from .kvmevents import CRASH_NAMES, STOP_NAMES, KvmEvent, event_from_c
 from .kvmprobe import probe_kvm
 
 MiB = 1 << 20
@@ -210,7 +210,7 @@ class KvmMachine:
             while self._lib.kt_vm_next_event(self._vm, ev):
                 e = event_from_c(ev)
                 self._events.append(e)
-                if ev.kind in STOP_KINDS and self._stop is None:
+                if e.kind in STOP_NAMES and self._stop is None:
                     self._stop = e
 
     def events(self) -> list[KvmEvent]:

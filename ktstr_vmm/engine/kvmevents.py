@@ -3,14 +3,18 @@ is described to a person: what happened, on which vCPU, where, and the registers
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
-# KT_EV_* -> name; the stop kinds end the VM, the others are informational.
-EVENT_NAMES = {1: "exit-port", 2: "halted", 3: "triple fault", 4: "entry failure",
-               5: "internal error", 6: "reset", 7: "poweroff", 8: "killed", 9: "report",
-               10: "paused", 11: "resumed", 12: "vcpu error", 13: "unhandled exit"}
-STOP_KINDS = {1, 2, 3, 4, 5, 6, 7, 8, 12, 13}
+# KT_EV_<suffix> -> name. The numbers come from ktvmm.h through the compiled module
+# (kind_names), never re-typed here; the stop kinds end the VM, the others are informational.
+_EVENT_SUFFIXES = {"EXIT_PORT": "exit-port", "HLT": "halted", "SHUTDOWN": "triple fault",
+                   "FAIL_ENTRY": "entry failure", "INTERNAL_ERROR": "internal error",
+                   "RESET": "reset", "POWEROFF": "poweroff", "KILLED": "killed",
+                   "REPORT": "report", "PAUSED": "paused", "RESUMED": "resumed",
+                   "ERROR": "vcpu error", "UNHANDLED": "unhandled exit"}
+STOP_NAMES = frozenset(set(_EVENT_SUFFIXES.values()) - {"report", "paused", "resumed"})
 CRASH_NAMES = {"triple fault", "entry failure", "internal error", "vcpu error", "unhandled exit"}
 
 
@@ -57,9 +61,16 @@ class KvmEvent:
                 f"CR0={self.cr0:#x} CR3={self.cr3:#x} CR4={self.cr4:#x} EFER={self.efer:#x}")
 
 
+@functools.cache
+def kind_names() -> dict[int, str]:
+    """KT_EV_* number -> name, read from the compiled VMM (ktvmm.h is the one source)."""
+    from .. import _kvm  # the cffi extension stays optional: only decoding real events needs it
+    return {getattr(_kvm.lib, f"KT_EV_{suffix}"): name for suffix, name in _EVENT_SUFFIXES.items()}
+
+
 def event_from_c(ev) -> KvmEvent:
     """A `struct kt_event` (cffi) -> KvmEvent."""
-    return KvmEvent(kind=EVENT_NAMES.get(ev.kind, f"event {ev.kind}"), vcpu=ev.vcpu,
+    return KvmEvent(kind=kind_names().get(ev.kind, f"event {ev.kind}"), vcpu=ev.vcpu,
                     code=ev.code, ns=ev.ns, rip=ev.rip, rsp=ev.rsp, cs=ev.cs, cr0=ev.cr0,
                     cr3=ev.cr3, cr4=ev.cr4, efer=ev.efer,
                     regs=(ev.rax, ev.rbx, ev.rcx, ev.rdx), insn=bytes(ev.insn[0:ev.insn_len]))
