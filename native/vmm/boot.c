@@ -145,6 +145,30 @@ static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type, bool l, bool 
     s->g = 1;
 }
 
+/* The register state both direct-boot paths start a vCPU in: flat 4 GiB segments from our
+ * GDT, then either 32-bit protected mode without paging (PVH) or 64-bit long mode on the
+ * identity map at PML4_ADDR (bzImage's 64-bit entry). The caller adds its boot-info pointer. */
+static void flat_entry(struct kt_vm *vm, int kind, uint64_t rip)
+{
+    bool lm = kind == KT_BOOT_BZIMAGE;
+    write_gdt(vm, lm ? 0x00af9b000000ffffULL : 0x00cf9b000000ffffULL);
+    memset(&vm->boot_regs, 0, sizeof(vm->boot_regs));
+    vm->boot_regs.rip = rip;
+    vm->boot_regs.rflags = 2;
+    struct kvm_sregs *s = &vm->boot_sregs;
+    seg(&s->cs, 0x10, 0xb, lm, !lm);
+    seg(&s->ds, 0x18, 0x3, false, true);
+    s->es = s->fs = s->gs = s->ss = s->ds;
+    s->gdt.base = GDT_ADDR;
+    s->gdt.limit = 31;
+    s->cr0 = lm ? 0x80000011 : 0x11; /* (PG |) PE | ET */
+    s->cr3 = lm ? PML4_ADDR : 0;
+    s->cr4 = lm ? 0x20 : 0;          /* PAE */
+    s->efer = lm ? 0x500 : 0;        /* LME | LMA */
+    vm->entry = rip;
+    vm->boot_kind = kind;
+}
+
 /* ------------------------------------------------------------------ PVH */
 
 static int elf_pvh_entry(const uint8_t *img, size_t len, const Elf64_Phdr *ph, uint64_t *entry)
@@ -233,24 +257,8 @@ static int load_pvh(struct kt_vm *vm, const uint8_t *img, size_t len, const char
         si->nr_modules = 1;
         si->modlist_paddr = MODLIST_ADDR;
     }
-    write_gdt(vm, 0x00cf9b000000ffffULL);
-
-    memset(&vm->boot_regs, 0, sizeof(vm->boot_regs));
-    vm->boot_regs.rip = entry;
+    flat_entry(vm, KT_BOOT_PVH, entry);
     vm->boot_regs.rbx = START_INFO_ADDR;
-    vm->boot_regs.rflags = 2;
-    struct kvm_sregs *s = &vm->boot_sregs;
-    seg(&s->cs, 0x10, 0xb, false, true);
-    seg(&s->ds, 0x18, 0x3, false, true);
-    s->es = s->fs = s->gs = s->ss = s->ds;
-    s->gdt.base = GDT_ADDR;
-    s->gdt.limit = 31;
-    s->cr0 = 0x11; /* PE | ET */
-    s->cr3 = 0;
-    s->cr4 = 0;
-    s->efer = 0;
-    vm->entry = entry;
-    vm->boot_kind = KT_BOOT_PVH;
     return 0;
 }
 
@@ -324,24 +332,8 @@ static int load_bzimage(struct kt_vm *vm, const uint8_t *img, size_t len, const 
         pdpt[i] = (PML4_ADDR + 0x2000 + 0x1000 * (uint64_t)i) | 3;
     for (int i = 0; i < 4 * 512; i++)
         pd[i] = ((uint64_t)i << 21) | 0x83;
-    write_gdt(vm, 0x00af9b000000ffffULL);
-
-    memset(&vm->boot_regs, 0, sizeof(vm->boot_regs));
-    vm->boot_regs.rip = pref + 0x200;
+    flat_entry(vm, KT_BOOT_BZIMAGE, pref + 0x200);
     vm->boot_regs.rsi = ZERO_PAGE_ADDR;
-    vm->boot_regs.rflags = 2;
-    struct kvm_sregs *s = &vm->boot_sregs;
-    seg(&s->cs, 0x10, 0xb, true, false);
-    seg(&s->ds, 0x18, 0x3, false, true);
-    s->es = s->fs = s->gs = s->ss = s->ds;
-    s->gdt.base = GDT_ADDR;
-    s->gdt.limit = 31;
-    s->cr0 = 0x80000011; /* PG | PE | ET */
-    s->cr3 = PML4_ADDR;
-    s->cr4 = 0x20;       /* PAE */
-    s->efer = 0x500;     /* LME | LMA */
-    vm->entry = pref + 0x200;
-    vm->boot_kind = KT_BOOT_BZIMAGE;
     return 0;
 }
 
