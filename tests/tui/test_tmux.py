@@ -26,10 +26,11 @@ class Tmux:
         return subprocess.run(["tmux", "-L", self.name, *args], capture_output=True, text=True,
                               timeout=20, check=True).stdout
 
-    def start(self, argv: list[str], env: dict[str, str]) -> None:
+    def start(self, argv: list[str], env: dict[str, str], width: int = 120,
+              height: int = 40) -> None:
         exports = " ".join(f"{k}={v}" for k, v in env.items())
         cmd = f"env {exports} {' '.join(argv)}; echo EXITED $?; sleep 30"
-        self.run("new-session", "-d", "-s", self.name, "-x", "120", "-y", "40", cmd)
+        self.run("new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height), cmd)
 
     def keys(self, *keys: str) -> None:
         self.run("send-keys", "-t", self.name, *keys)
