@@ -18,7 +18,10 @@ import pytest
 from ktstr_vmm.errors import EngineError, UsageError
 from ktstr_vmm.nested.bed import NestedRun, check_host, run_bed
 
-pytestmark = [pytest.mark.nested_kvm, pytest.mark.vm, pytest.mark.slow]
+# pytest-timeout's default (900 s) must not cut the session's one L1 short: the bed has its
+# own deadline (L1_TIMEOUT_S), and a loaded host can take longer than 900 s for the batch.
+pytestmark = [pytest.mark.nested_kvm, pytest.mark.vm, pytest.mark.slow,
+              pytest.mark.timeout(1500)]
 
 # Nested runs are slow (L2 is translated by TCG twice over, on a shared host): 300 s each.
 RUN = ("--engine", "kvm", "--no-auto-repro", "--timeout", "300s")
