@@ -161,9 +161,21 @@ class FailureDumpView(Vertical):
         await self.mount_all(widgets)  # one mount: nothing sees half a viewer
         self._fill(cpus, dsqs, maps, doc, map_rows)
         self.add_class("loaded")
+        if not self._focus_story():
+            # its widgets are not focusable until laid out (seen on a loaded machine)
+            self.call_after_refresh(self._focus_story)
+
+    def _focus_story(self) -> bool:
+        """Focus the story's first table unless the user already focused something else;
+        False when nothing in it can take the focus yet."""
         focused = self.app.focused
-        if (focused is None or isinstance(focused, Tabs)) and self.region.area:
-            first_focusable(self.query_one(".dump-story")).focus(scroll_visible=False)
+        if not ((focused is None or isinstance(focused, Tabs)) and self.region.area):
+            return True
+        target = first_focusable(self.query_one(".dump-story"))
+        if target is None:
+            return False
+        target.focus(scroll_visible=False)
+        return True
 
     def _fill(self, cpus: DataTable, dsqs: DataTable, maps: DataTable, doc: DumpDoc,
               map_rows: list[tuple[str, str, str, str]]) -> None:
