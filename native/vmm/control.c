@@ -13,10 +13,16 @@
 
 #include "internal.h"
 
+/* Kicks hold the lock, so kt_vm_destroy never joins (and frees) a thread that another
+ * thread is about to signal: a vCPU thread that stops the VM kicks its siblings while the
+ * host may be tearing the VM down (pthread_kill on a joined thread is undefined). */
 static void kick_all(struct kt_vm *vm)
 {
-    for (int i = 0; i < vm->nvcpus; i++)
-        kt_vcpu_kick(&vm->vcpus[i]);
+    pthread_mutex_lock(&vm->lock);
+    if (!vm->joining)
+        for (int i = 0; i < vm->nvcpus; i++)
+            kt_vcpu_kick(&vm->vcpus[i]);
+    pthread_mutex_unlock(&vm->lock);
 }
 
 /* Queue an event; caller holds vm->lock. */

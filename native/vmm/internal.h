@@ -79,6 +79,7 @@ struct kt_vm {
     pthread_cond_t cond;
     int state;
     bool stop;             /* vCPUs must leave */
+    bool joining;          /* kt_vm_destroy is joining the vCPU threads: no more kicks */
     bool pause_req;
     int paused_vcpus;
     int halted_vcpus;

@@ -316,11 +316,14 @@ int kt_vcpu_spawn(struct kt_vcpu *v, char *err, size_t errlen)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
+    pthread_mutex_lock(&v->vm->lock); /* kick_all reads thread + started under the lock */
     int rc = pthread_create(&v->thread, NULL, vcpu_thread, v);
+    if (!rc)
+        v->started = true;
+    pthread_mutex_unlock(&v->vm->lock);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc)
         return kt_err(err, errlen, -rc, "cannot start the thread of vCPU %d: %s", v->id,
                       strerror(rc));
-    v->started = true;
     return 0;
 }

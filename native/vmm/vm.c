@@ -325,6 +325,9 @@ void kt_vm_destroy(struct kt_vm *vm)
         return;
     if (vm->vcpus) {
         kt_vm_kill(vm);
+        pthread_mutex_lock(&vm->lock); /* after this, no thread kicks (control.c kick_all) */
+        vm->joining = true;
+        pthread_mutex_unlock(&vm->lock);
         for (int i = 0; i < vm->nvcpus; i++) {
             struct kt_vcpu *v = &vm->vcpus[i];
             if (v->started)
