@@ -32,11 +32,13 @@ from typing import Any
 
 from ..errors import EngineError, KtstrError, UsageError
 from ..guest.agent import build_agent
+from ..introspect.symbols import kernel_symbols
 from ..kernel.kernels import Kernel
 from ..progress import Progress
 from .image import boot_initramfs, build_image
 from .inside import BATCH_MAGIC, BATCH_MAX, RESULTS
 from .modules import fetch_modules
+from .stall import SymbolMap, diagnose, poke
 
 QEMU = "qemu-system-x86_64"
 L1_MEMORY_MIB = 2048
@@ -58,6 +60,15 @@ EXCHANGE_MIB = 1024
 L1_CMDLINE = ("console=ttyS0 panic=-1 nokaslr idle=poll "
               "quiet 8250.nr_uarts=1 transparent_hugepage=madvise")
 KVM_AMD_PARAMS = ""  # kvm-amd module parameters in L1, comma-separated ("vgif=0")
+# QEMU TCG can drop L1's pending timer interrupt, and L1 then sleeps until some other
+# interrupt comes (stall.py): the bed presses a key on L1's keyboard every POKE_S, so such
+# a stall lasts at most that long. Waking L1 only after a missed heartbeat (every 30 s,
+# image.py) was measured too late: a 45 s stall of L1 is a 45 s jump of L2's clock, and
+# sched_ext's watchdog in L2 then failed scx_simple with "runnable task stall". After
+# STALL_S without a console line L1 is stalled for good: the bed samples where it is, says
+# so and stops it.
+POKE_S = 2.0
+STALL_S = 300.0
 UPTIME_RE = re.compile(r"ktstr-nested: (init at|kvm modules loaded at) ([0-9.]+) s")
 
 
@@ -116,10 +127,12 @@ def _write_batch(path: Path, runs: list[NestedRun], bench: list[list[str]]) -> N
 
 def qemu_command(qemu: str, kernel: Kernel, initrd: Path, image: Path, exchange: Path,
                  console: Path, memory_mib: int, kvm_amd: str = "",
-                 vcpus: int = L1_VCPUS, tcg_thread: str = "single") -> list[str]:
+                 vcpus: int = L1_VCPUS, tcg_thread: str = "single",
+                 monitor: Path | None = None) -> list[str]:
+    hmp = f"unix:{monitor},server=on,wait=off" if monitor else "none"
     return [qemu, "-accel", f"tcg,thread={tcg_thread}", "-cpu", "max", "-smp", str(vcpus),
             "-m", str(memory_mib), "-machine", "pc",
-            "-display", "none", "-vga", "none", "-monitor", "none", "-no-reboot",
+            "-display", "none", "-vga", "none", "-monitor", hmp, "-no-reboot",
             "-nodefaults", "-serial", f"file:{console}",
             "-kernel", str(kernel.bzimage), "-initrd", str(initrd), "-append",
             L1_CMDLINE + (f" ktstr.kvm_amd={kvm_amd}" if kvm_amd else ""),
@@ -129,6 +142,8 @@ def qemu_command(qemu: str, kernel: Kernel, initrd: Path, image: Path, exchange:
 
 def _relay(console: Path, pos: int, progress: Progress, seen: dict[str, float],
            t0: float) -> int:
+    """Relay L1's new `ktstr-nested:` console lines as progress; returns the new position
+    (unchanged while L1 printed no complete line)."""
     try:
         with open(console, "rb") as f:
             f.seek(pos)
@@ -147,6 +162,21 @@ def _relay(console: Path, pos: int, progress: Progress, seen: dict[str, float],
             if m:
                 seen[m.group(1)] = time.monotonic() - t0
     return pos + end + 1
+
+
+def _stalled(proc: subprocess.Popen, kernel: Kernel, monitor: Path, console: Path,
+             out_dir: Path) -> None:
+    """L1 printed nothing for STALL_S: sample where it is, keep its registers, stop it and
+    raise the one-line answer."""
+    syms = kernel_symbols(kernel.build_id, vmlinux=kernel.vmlinux, system_map=kernel.system_map)
+    report = diagnose(proc.pid, monitor, SymbolMap(syms.addrs))
+    regs = out_dir / "l1-stall.txt"
+    with contextlib.suppress(OSError):
+        regs.write_text(f"{report.summary()}\n\n{report.registers}\n")
+    proc.kill()
+    proc.wait()
+    raise EngineError(f"L1 stalled: no console line for {STALL_S:.0f} s ({report.summary()}); "
+                      f"its console ends: {_last_lines(console)}", f"see {regs} and {console}")
 
 
 def _last_lines(path: Path, n: int = 3) -> str:
@@ -190,17 +220,28 @@ def run_bed(runs: list[NestedRun], out_dir: Path, *, kernel: Kernel,
     console.unlink(missing_ok=True)
     exchange = out_dir / ".exchange.img"
     _write_batch(exchange, runs, bench or [])
+    monitor = out_dir / "l1-monitor.sock"
+    monitor.unlink(missing_ok=True)
     cmd = qemu_command(qemu, kernel, initrd, image.path, exchange, console, memory_mib, kvm_amd,
-                       vcpus, tcg_thread or tcg_mode(vcpus))
+                       vcpus, tcg_thread or tcg_mode(vcpus), monitor)
     progress.step(f"booting L1 (QEMU TCG, {vcpus} vCPU(s), {memory_mib} MiB) with "
                   f"{len(runs)} run(s)")
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     pos, seen = 0, {}
+    last_line = last_poke = t0
+    pokes = 0
     try:
         while proc.poll() is None:
-            pos = _relay(console, pos, progress, seen, t0)
+            new = _relay(console, pos, progress, seen, t0)
+            now = time.monotonic()
+            if new != pos:
+                pos, last_line = new, now
+            if now - last_line > STALL_S:
+                _stalled(proc, kernel, monitor, console, out_dir)
+            if now - last_poke >= POKE_S and poke(monitor):
+                pokes, last_poke = pokes + 1, now
             if time.monotonic() - t0 > timeout_s:
                 proc.kill()
                 proc.wait()
@@ -216,7 +257,10 @@ def run_bed(runs: list[NestedRun], out_dir: Path, *, kernel: Kernel,
             proc.wait()
         exchange.unlink(missing_ok=True)
         raise
+    finally:
+        monitor.unlink(missing_ok=True)
     timings["l1_wall_s"] = round(time.monotonic() - t0, 2)
+    timings["l1_pokes"] = pokes
     for key, name in (("init at", "l1_init_host_s"), ("kvm modules loaded at", "l1_kvm_host_s")):
         if key in seen:
             timings[name] = round(seen[key], 2)
