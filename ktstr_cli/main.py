@@ -71,6 +71,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if "--version" in argv and not [a for a in argv if not a.startswith("-")]:
+        print(f"ktstr {__version__}")  # without building every command's parser
+        return 0
     parser = build_parser(_wanted_module(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -22,3 +22,13 @@ def test_unknown_command_is_a_usage_error():
     r = subprocess.run([sys.executable, "-m", "ktstr_cli", "frobnicate"], capture_output=True, text=True)
     assert r.returncode == 2
     assert "invalid choice: 'frobnicate'" in r.stderr
+
+
+def test_version_prints_without_loading_any_command():
+    code = ("import sys, io, contextlib; from ktstr_cli import main as cli; out = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out): rc = cli.main(['--version'])\n"
+            "print(rc, out.getvalue().strip(), any(m.startswith('ktstr_cli.commands.') "
+            "for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    from ktstr_vmm import __version__
+    assert out.stdout.split() == ["0", "ktstr", __version__, "False"]
