@@ -16,7 +16,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.widgets.data_table import CellDoesNotExist
 
@@ -25,8 +24,9 @@ from ktstr_vmm.errors import KtstrError
 from ..keys import SCREEN_KEYS
 from ..messages import OpenRun, StoreChanged
 from ..plain import plain
-from ..store_access import LogAppended, RunSummary, Store, StoreEvent, StoreWatcher
+from ..store_access import RunSummary, Store
 from ..widgets.vim import VimDataTable
+from .store_screen import StoreScreen
 
 PAGE = 1000
 FIRST_PAGE = 60  # what a screen shows: listed first, the rest of the page follows
@@ -159,7 +159,7 @@ def row_of(s: RunSummary, widths: dict[str, int] | None = None) -> tuple:
     return tuple(cells[c] for c in COLUMNS if c in w)
 
 
-class BrowserScreen(Screen):
+class BrowserScreen(StoreScreen):
     BINDINGS = [
         *SCREEN_KEYS,
         Binding("enter", "open", "Open"),
@@ -183,15 +183,11 @@ class BrowserScreen(Screen):
             self.provisional = provisional  # the newest runs, read while the index builds
 
     def __init__(self, store: Store, *, watch: bool = True) -> None:
-        super().__init__()
-        self.store = store
-        self.watch_enabled = watch
+        super().__init__(store, watch=watch)
         self.verdict_filter: str | None = None
         self.runs: list[RunSummary] = []
         self.groups: dict[str, GauntletGroup] = {}
         self.provisional = False  # the table shows the newest runs while the index builds
-        self._watcher = None
-        self._reload_pending = False
         self.marked: RunSummary | None = None  # the run `=` compares the cursor's run with
 
     def compose(self) -> ComposeResult:
@@ -210,8 +206,7 @@ class BrowserScreen(Screen):
             table.add_column(col, key=col, width=self.widths[col])
         table.focus()
         self.reload()
-        if self.watch_enabled:
-            self._start_watcher()
+        self.follow_store()
 
     def on_resize(self) -> None:
         widths = column_widths(self.app.size.width)
@@ -222,27 +217,6 @@ class BrowserScreen(Screen):
             for col in (c for c in COLUMNS if c in widths):
                 table.add_column(col, key=col, width=widths[col])
             self.reload()
-
-    def on_unmount(self) -> None:
-        if self._watcher is not None:
-            self._watcher.stop()
-            self._watcher = None
-
-    def _start_watcher(self) -> None:
-        def changed(event: StoreEvent) -> None:
-            if not isinstance(event, LogAppended):  # post_message is thread-safe
-                self.post_message(StoreChanged(event.run_id, type(event).__name__))
-
-        self._watcher = StoreWatcher(self.store.root, changed)
-        self._start_watcher_thread(self._watcher)
-
-    @work(thread=True, group="watch")
-    def _start_watcher_thread(self, watcher: StoreWatcher) -> None:
-        try:
-            watcher.start()  # walks the store: off the event loop
-        except KtstrError as e:  # live updates are a bonus; say so and go on
-            self.app.call_from_thread(self.notify, f"live updates off: {e}",
-                                      severity="warning")
 
     # ------------------------------------------------------------------ loading
     def reload(self, limit: int = FIRST_PAGE) -> None:
@@ -300,16 +274,6 @@ class BrowserScreen(Screen):
             note = ("" if not more else f" (first {PAGE}; filter to narrow)"
                     if message.limit >= PAGE else " (loading more)")
             status.update(Text(f"{len(runs)} runs{note} · {self.store.runs_dir}"))
-
-    @on(StoreChanged)
-    def _store_changed(self) -> None:
-        if not self._reload_pending:
-            self._reload_pending = True
-            self.set_timer(0.3, self._debounced_reload)
-
-    def _debounced_reload(self) -> None:
-        self._reload_pending = False
-        self.reload()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self) -> None:

@@ -13,7 +13,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.widgets.data_table import CellDoesNotExist
 
@@ -21,9 +20,10 @@ from ktstr_vmm.errors import KtstrError
 from ktstr_vmm.gauntlet.grid import Grid, GridCell, build_grid
 from ktstr_vmm.gauntlet.record import GauntletRecord, read_record
 
-from ..messages import OpenRun, StoreChanged
+from ..messages import OpenRun
 from ..plain import plain
-from ..store_access import LogAppended, Store, StoreEvent, StoreWatcher
+from ..store_access import Store
+from .store_screen import StoreScreen
 
 STYLES = {"pass": "bold green", "fail": "bold white on red", "inconclusive": "bold yellow",
           "skip": "dim", "corrupt": "bold magenta", "interrupted": "magenta",
@@ -35,7 +35,7 @@ def cell_text(cell: GridCell) -> Text:
     return Text(cell.text(), style=STYLES.get(cell.verdict, RUNNING_STYLE))
 
 
-class GauntletScreen(Screen):
+class GauntletScreen(StoreScreen):
     BINDINGS = [
         Binding("enter", "open", "Open run"),
         Binding("f", "toggle_failures", "Failures first"),
@@ -53,17 +53,14 @@ class GauntletScreen(Screen):
             self.verifier = verifier or {}  # run id -> VerifierCell (verifier sweeps)
 
     def __init__(self, store: Store, gauntlet_id: str, *, watch: bool = True) -> None:
-        super().__init__()
-        self.store, self.gid = store, gauntlet_id
-        self.watch_enabled = watch
+        super().__init__(store, watch=watch)
+        self.gid = gauntlet_id
         self.record: GauntletRecord | None = None
         self.grid: Grid | None = None
         self.failures_first = True
         self.marked: tuple[str, tuple[str, str | None]] | None = None
         self.loaded = False
         self.verifier: dict = {}
-        self._watcher = None
-        self._reload_pending = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -75,26 +72,7 @@ class GauntletScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#matrix", DataTable).focus()
         self.reload()
-        if self.watch_enabled:
-            def changed(event: StoreEvent) -> None:
-                if not isinstance(event, LogAppended):
-                    self.post_message(StoreChanged(event.run_id, type(event).__name__))
-
-            self._watcher = StoreWatcher(self.store.root, changed)
-            self._start_watcher(self._watcher)
-
-    def on_unmount(self) -> None:
-        if self._watcher is not None:
-            self._watcher.stop()
-            self._watcher = None
-
-    @work(thread=True, group="watch")
-    def _start_watcher(self, watcher: StoreWatcher) -> None:
-        try:
-            watcher.start()
-        except KtstrError as e:
-            self.app.call_from_thread(self.notify, f"live updates off: {e}",
-                                      severity="warning", markup=False)
+        self.follow_store()
 
     # ------------------------------------------------------------------ loading
     def reload(self) -> None:
@@ -272,16 +250,6 @@ class GauntletScreen(Screen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
-
-    @on(StoreChanged)
-    def _store_changed(self) -> None:
-        if not self._reload_pending:
-            self._reload_pending = True
-            self.set_timer(0.3, self._debounced_reload)
-
-    def _debounced_reload(self) -> None:
-        self._reload_pending = False
-        self.reload()
 
 
 def _col_key(col: tuple[str, str | None]) -> str:
