@@ -65,7 +65,7 @@ class ControlServer:
                 return
             conn.settimeout(5.0)
             try:
-                line = _read_line(conn)
+                line = _read_line(conn, "request")
                 stream = self._stream_handler(line)
                 if stream is not None:
                     self._start_stream(stream, conn)
@@ -134,21 +134,25 @@ def _short_path(path: Path):
         os.close(fd)
 
 
-def _read_line(conn: socket.socket) -> bytes:
-    buf = b""
-    while b"\n" not in buf:
-        chunk = conn.recv(1024)
-        if not chunk:
+def _read_line(conn: socket.socket, what: str) -> bytes:
+    """One line without its newline, read a byte at a time so that whatever follows it (a
+    stream's frames) stays in the socket. ValueError '<what> too long' past MAX_REQUEST bytes."""
+    buf = bytearray()
+    while not buf.endswith(b"\n"):
+        b = conn.recv(1)
+        if not b:
             break
-        buf += chunk
+        buf += b
         if len(buf) > MAX_REQUEST:
-            raise ValueError("request too long")
-    return buf.split(b"\n", 1)[0]
+            raise ValueError(f"{what} too long")
+    return bytes(buf).rstrip(b"\n")
 
 
-def open_stream(run_dir: Path, cmd: str, timeout: float, **fields: Any) -> tuple[socket.socket, dict[str, Any]]:
-    """Start a stream command on a live run: the connected socket (blocking, no timeout)
-    and the reply (ok true). UsageError as send_command, with the run's own refusal."""
+def _connect(run_dir: Path, cmd: str, timeout: float, fields: dict[str, Any]) -> tuple[socket.socket, dict[str, Any]]:
+    """Send one request to a live run and read its reply line: the still-open socket (with
+    `timeout` set) and the reply (ok true). UsageError with a clear reason otherwise (no
+    socket: the run has finished; refused; timed out; a bad reply; the run's own refusal),
+    and the socket is closed then."""
     path = Path(run_dir) / CONTROL
     name = Path(run_dir).name
     if not path.exists():
@@ -157,45 +161,38 @@ def open_stream(run_dir: Path, cmd: str, timeout: float, **fields: Any) -> tuple
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
-        with _short_path(path) as short:
-            s.connect(short)
-        s.sendall((json.dumps({"cmd": cmd, **fields}) + "\n").encode())
-        line = _read_reply_line(s)
-    except (ConnectionRefusedError, FileNotFoundError) as e:
+        try:
+            with _short_path(path) as short:
+                s.connect(short)
+            s.sendall((json.dumps({"cmd": cmd, **fields}) + "\n").encode())
+            line = _read_line(s, "reply")
+        except (ConnectionRefusedError, FileNotFoundError) as e:
+            raise UsageError(f"run {name} is not live (control socket refused)",
+                             "the run has finished or was interrupted") from e
+        except TimeoutError as e:
+            raise UsageError(f"run {name} did not answer '{cmd}' within {timeout:.0f}s") from e
+        except (OSError, ValueError) as e:
+            raise UsageError(f"run {name}: {cmd} failed: {getattr(e, 'strerror', None) or e}") from e
+        try:
+            reply = json.loads(line.decode("utf-8"))
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict):
+            raise UsageError(f"run {name} sent a bad control reply")
+        if not reply.get("ok"):
+            raise UsageError(f"{cmd} refused: {reply.get('error', 'no reason given')}")
+    except BaseException:
         s.close()
-        raise UsageError(f"run {name} is not live (control socket refused)",
-                         "the run has finished or was interrupted") from e
-    except TimeoutError as e:
-        s.close()
-        raise UsageError(f"run {name} did not answer '{cmd}' within {timeout:.0f}s") from e
-    except OSError as e:
-        s.close()
-        raise UsageError(f"run {name}: {cmd} failed: {e.strerror or e}") from e
-    try:
-        reply = json.loads(line.decode("utf-8"))
-    except ValueError:
-        reply = None
-    if not isinstance(reply, dict):
-        s.close()
-        raise UsageError(f"run {name} sent a bad control reply")
-    if not reply.get("ok"):
-        s.close()
-        raise UsageError(f"{cmd} refused: {reply.get('error', 'no reason given')}")
-    s.settimeout(None)
+        raise
     return s, reply
 
 
-def _read_reply_line(conn: socket.socket) -> bytes:
-    """One line, read a byte at a time: the frames that follow it stay in the socket."""
-    buf = bytearray()
-    while not buf.endswith(b"\n"):
-        b = conn.recv(1)
-        if not b:
-            break
-        buf += b
-        if len(buf) > MAX_REQUEST:
-            raise OSError("reply too long")
-    return bytes(buf).rstrip(b"\n")
+def open_stream(run_dir: Path, cmd: str, timeout: float, **fields: Any) -> tuple[socket.socket, dict[str, Any]]:
+    """Start a stream command on a live run: the connected socket (blocking, no timeout)
+    and the reply (ok true). UsageError as send_command, with the run's own refusal."""
+    s, reply = _connect(run_dir, cmd, timeout, fields)
+    s.settimeout(None)
+    return s, reply
 
 
 def send_command(run_dir: Path, cmd: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
@@ -203,30 +200,6 @@ def send_command(run_dir: Path, cmd: str, timeout: float = 30.0, **fields: Any) 
     with a clear reason (no socket: the run has finished; refused; timed out)."""
     if cmd not in COMMANDS:
         raise UsageError(f"unknown control command '{cmd}'", f"use one of {', '.join(COMMANDS)}")
-    path = Path(run_dir) / CONTROL
-    if not path.exists():
-        raise UsageError(f"run {Path(run_dir).name} is not live (no control socket)",
-                         "the run has finished or was interrupted")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        with _short_path(path) as short:
-            s.connect(short)
-        s.sendall((json.dumps({"cmd": cmd, **fields}) + "\n").encode())
-        line = _read_line(s)
-    except (ConnectionRefusedError, FileNotFoundError) as e:
-        raise UsageError(f"run {Path(run_dir).name} is not live (control socket refused)",
-                         "the run has finished or was interrupted") from e
-    except TimeoutError as e:
-        raise UsageError(f"run {Path(run_dir).name} did not answer '{cmd}' within {timeout:.0f}s") from e
-    finally:
-        s.close()
-    try:
-        reply = json.loads(line.decode("utf-8"))
-    except ValueError as e:
-        raise UsageError(f"run {Path(run_dir).name} sent a bad control reply") from e
-    if not isinstance(reply, dict):
-        raise UsageError(f"run {Path(run_dir).name} sent a bad control reply")
-    if not reply.get("ok"):
-        raise UsageError(f"{cmd} refused: {reply.get('error', 'no reason given')}")
+    s, reply = _connect(run_dir, cmd, timeout, fields)
+    s.close()
     return reply
