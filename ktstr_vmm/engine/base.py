@@ -15,6 +15,10 @@ from typing import Protocol
 
 from ..spec import Topology
 
+# A write to the guest (wire or shells' port) that the guest takes no byte of for this long
+# fails with an EngineError instead of blocking its caller for ever.
+WIRE_WRITE_TIMEOUT = 30.0
+
 
 @dataclass(frozen=True)
 class BootSpec:

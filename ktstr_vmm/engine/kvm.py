@@ -3,7 +3,8 @@
 The C side owns the vCPU threads, the devices and the boot; Python only asks it to start,
 pause, resume and kill, and reads what happened from an event ring whose eventfd wakes
 `wait()`. COM1 bytes go straight from the vCPU thread to `BootSpec.console_path`; COM2
-(the wire) arrives on a pipe; guest RAM is a memfd that `ram()` maps read-only.
+(the wire, the guest's ttyS1) and COM3 (the shells' port, ttyS2, named to the agent with
+`ktstr.shell=/dev/ttyS2`) arrive on pipes; guest RAM is a memfd that `ram()` maps read-only.
 
 The extension `ktstr_vmm._kvm` is built by `pip install -e .` (setup.py, cffi API mode);
 it is imported lazily so the rest of ktstr works without it.
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from ..errors import EngineError
 from ..spec import Topology
-from .base import BootSpec, RamRegion
+from .base import WIRE_WRITE_TIMEOUT, BootSpec, RamRegion
 from .kvmevents import CRASH_NAMES, STOP_NAMES, KvmEvent, event_from_c
 from .kvmprobe import probe_kvm
 
@@ -346,9 +347,9 @@ class KvmMachine:
 
     # -------------------------------------------------------------- wire and memory
 
-    def read_wire(self, timeout: float) -> bytes | None:
+    def _chan_read(self, chan: int, timeout: float) -> bytes | None:
         with self._lock:
-            fd = self._lib.kt_vm_wire_fd(self._vm) if self._vm is not None else -1
+            fd = self._lib.kt_vm_chan_fd(self._vm, chan) if self._vm is not None else -1
         if fd < 0:
             return None
         try:
@@ -361,18 +362,45 @@ class KvmMachine:
             return None
         return None if self.stop_event() is not None else b""
 
-    def write_wire(self, data: bytes) -> None:
+    def _chan_write(self, chan: int, data: bytes, what: str,
+                    stall_s: float | None = None) -> None:
+        """Queue all of `data` into the channel's receive FIFO, waiting while it is full;
+        EngineError once the VM is closed or stopped, or (stall_s) when the guest took no
+        byte for that long."""
         view = memoryview(data)
+        last = time.monotonic()
         while view:
             with self._lock:
                 if self._vm is None:
-                    raise EngineError("cannot write to the wire: the VM is closed")
-                n = self._lib.kt_vm_wire_write(self._vm, bytes(view[:65536]), min(len(view), 65536))
+                    raise EngineError(f"cannot write to the {what}: the VM is closed")
+                n = self._lib.kt_vm_chan_write(self._vm, chan, bytes(view[:65536]),
+                                               min(len(view), 65536))
             view = view[n:]
+            if n:
+                last = time.monotonic()
             if view:
                 if self.stop_event() is not None:
-                    raise EngineError("cannot write to the wire: the VM has stopped")
+                    raise EngineError(f"cannot write to the {what}: the VM has stopped")
+                if stall_s is not None and time.monotonic() - last > stall_s:
+                    raise EngineError(f"the guest took no {what} bytes for {stall_s:.0f}s")
                 time.sleep(0.001)
+
+    def read_wire(self, timeout: float) -> bytes | None:
+        return self._chan_read(self._lib.KT_CHAN_WIRE, timeout)
+
+    def write_wire(self, data: bytes) -> None:
+        self._chan_write(self._lib.KT_CHAN_WIRE, data, "wire")
+
+    has_shell = True  # COM3 is always there; the agent uses it when told ktstr.shell=
+
+    def read_shell(self, timeout: float) -> bytes | None:
+        """Bytes from the shells' port (COM3): b"" on timeout, None once the VM is gone."""
+        return self._chan_read(self._lib.KT_CHAN_SHELL, timeout)
+
+    def write_shell(self, data: bytes) -> None:
+        """Send all of `data` to the shells' port; EngineError as write_wire, or when the
+        guest takes nothing for WIRE_WRITE_TIMEOUT seconds (a shell never wedges the hub)."""
+        self._chan_write(self._lib.KT_CHAN_SHELL, data, "shell port", WIRE_WRITE_TIMEOUT)
 
     def ram(self) -> list[RamRegion]:
         ffi = self._ffi
@@ -433,6 +461,18 @@ class KvmMachine:
             self.close()
 
 
+SHELL_DEV = "/dev/ttyS2"  # COM3 (native/vmm/vm.c chan_ports)
+
+
+def shell_cmdline(boot: BootSpec) -> str:
+    """The kernel command line with the shells' port named to the agent: one more legacy
+    UART for the 8250 driver (the last `8250.nr_uarts=` wins) and `ktstr.shell=`;
+    unchanged with `extra["shell"] == "0"`."""
+    if boot.extra.get("shell", "1") == "0":
+        return boot.cmdline
+    return f"{boot.cmdline} 8250.nr_uarts=3 ktstr.shell={SHELL_DEV}".strip()
+
+
 class KvmEngine:
     """Boots kernels (PVH vmlinux preferred, else bzImage) and firmware images."""
 
@@ -448,7 +488,8 @@ class KvmEngine:
                             | (lib.KT_CPUID_HIDE_XSAVE if needs_xsave_hidden() else 0))
 
     def start(self, boot: BootSpec) -> KvmMachine:
-        """Boot a kernel: `extra["kvm.boot"]` = "auto" (BootSpec.vmlinux through PVH when it
+        """Boot a kernel, the shells' port (COM3) named on its command line (shell_cmdline):
+        `extra["kvm.boot"]` = "auto" (BootSpec.vmlinux through PVH when it
         has the PVH note, else BootSpec.kernel, a bzImage or a PVH vmlinux), "pvh" or
         "bzimage"."""
         mode = boot.extra.get("kvm.boot", "auto")
@@ -462,7 +503,7 @@ class KvmEngine:
                        cpuid_flags=self.cpuid_flags)
         m.workdir = Path(boot.workdir)
         initrd = boot.initramfs if boot.initramfs and Path(boot.initramfs).is_file() else None
-        m.load_kernel(kernel, boot.cmdline, initrd)
+        m.load_kernel(kernel, shell_cmdline(boot), initrd)
         m.start()
         return m
 

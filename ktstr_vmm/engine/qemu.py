@@ -37,7 +37,7 @@ import weakref
 from pathlib import Path
 
 from ..errors import EngineError
-from .base import BootSpec, RamRegion
+from .base import WIRE_WRITE_TIMEOUT, BootSpec, RamRegion
 from .qemucmd import (
     WIRE_KINDS,
     MiB,
@@ -50,7 +50,6 @@ from .qemucmd import (
 from .qmp import QmpClient
 
 WIRE_BUFFER_CAP = 64 * MiB
-WIRE_WRITE_TIMEOUT = 30.0
 START_TIMEOUT = 30.0  # QEMU start-up to QMP greeting (a loaded 2-core host is slow)
 QUIT_GRACE = 2.0  # QMP quit -> SIGKILL
 SHUTDOWN_REASONS = {

@@ -74,12 +74,16 @@ UPTIME_RE = re.compile(r"ktstr-nested: (init at|kvm modules loaded at) ([0-9.]+)
 
 @dataclass(frozen=True)
 class NestedRun:
-    """One `ktstr run` inside L1: `args` are run options (without --json)."""
+    """One `ktstr run` inside L1: `args` are run options (without --json). With
+    `command="shell"` it is `ktstr shell ARGS` instead, `stdin` its piped script; what it
+    printed comes back as the run's "stdout"."""
 
     label: str
     args: tuple[str, ...]
     control: bool = False  # pause, resume, snapshot, stop through control.sock once running
     env: tuple[tuple[str, str], ...] = ()  # extra environment for this run
+    command: str = "run"  # "run" or "shell"
+    stdin: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ def check_host(memory_mib: int) -> str:
 
 def _write_batch(path: Path, runs: list[NestedRun], bench: list[list[str]]) -> None:
     body = json.dumps({"runs": [{"label": r.label, "args": list(r.args), "control": r.control,
-                                 "env": dict(r.env)}
+                                 "env": dict(r.env), "command": r.command, "stdin": r.stdin}
                                 for r in runs], "bench": bench}).encode()
     if len(BATCH_MAGIC) + len(body) + 1 > BATCH_MAX:
         raise UsageError("the nested batch is too large", "run fewer runs at once")

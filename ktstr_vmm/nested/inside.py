@@ -134,12 +134,15 @@ def one_run(item: dict[str, Any], store: Path) -> dict[str, Any]:
     args = [str(a) for a in item["args"]]
     runs = store / "runs"
     before = {p.name for p in runs.iterdir()} if runs.is_dir() else set()
-    say(f"run {label}: ktstr run {' '.join(args)}")
+    command = str(item.get("command") or "run")
+    say(f"run {label}: ktstr {command} {' '.join(args)}")
     stats0 = kvm_stats()
     t0 = time.monotonic()
     env = {**os.environ, **{str(k): str(v) for k, v in (item.get("env") or {}).items()}}
-    proc = subprocess.Popen(_cmd("run", *args, "--json"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    shell = command == "shell"
+    proc = subprocess.Popen(_cmd("shell", *args) if shell else _cmd("run", *args, "--json"),
+                            stdin=subprocess.PIPE if shell else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     control: list[dict[str, Any]] = []
     th = None
     if item.get("control"):
@@ -150,21 +153,25 @@ def one_run(item: dict[str, Any], store: Path) -> dict[str, Any]:
     watcher = threading.Thread(target=report_progress, args=(label, runs, before, proc),
                                daemon=True)
     watcher.start()
-    out, err = proc.communicate()
+    out, err = proc.communicate(str(item.get("stdin") or "") if shell else None)
     wall = time.monotonic() - t0
     if th is not None:
         th.join(5)
+    new = sorted(p.name for p in runs.iterdir() if p.name not in before) if runs.is_dir() else []
     try:
-        result = json.loads(out) if out.strip() else None
-    except ValueError:
+        if shell:  # `ktstr shell` prints the shell's output; its verdict is in result.json
+            result = json.loads((runs / new[-1] / "result.json").read_text()) if new else None
+        else:
+            result = json.loads(out) if out.strip() else None
+    except (OSError, ValueError):
         result = None
     stats1 = kvm_stats()
     delta = {k: v - stats0.get(k, 0) for k, v in stats1.items() if v != stats0.get(k, 0)}
-    new = sorted(p.name for p in runs.iterdir() if p.name not in before) if runs.is_dir() else []
     say(f"run {label}: exit {proc.returncode} in {wall:.1f} s, verdict "
         f"{(result or {}).get('verdict')}")
     return {"label": label, "args": args, "rc": proc.returncode, "wall_s": round(wall, 3),
             "result": result, "stderr": err[-4000:], "run_ids": new, "control": control,
+            **({"stdout": out[-4000:]} if shell else {}),
             "kvm_stats": delta}
 
 

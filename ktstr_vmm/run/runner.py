@@ -554,8 +554,8 @@ class Run:
         if phase in ("evaluating", "done", "interrupted"):
             raise UsageError(f"run {self.rd.run_id} has ended ({phase}); there is no guest for a shell")
         if m is not None and not getattr(m, "has_shell", False):
-            raise UsageError(f"the {m.engine} engine gives the guest no shell channel "
-                             "(a COM3 port is not wired up yet); run with --engine qemu")
+            raise UsageError(f"this run's {m.engine} VM was started without a shell channel",
+                             "start the run again (shells need the port it is booted with)")
         if hub is None or self.recorder.state.sysrdy is None:
             raise UsageError("the guest is not ready yet; try again in a moment")
         # a primary shell waits for the scheduler to be enabled

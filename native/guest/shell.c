@@ -591,6 +591,8 @@ void shell_init(int hold)
 	sh.fd = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 	if (sh.fd < 0)
 		warn("cannot open the shell channel %s: %s; no shells", path, strerror(errno));
+	else
+		port_raw(sh.fd); /* COM3 under the KVM engine: a tty that must pass bytes as they are */
 }
 
 int shell_available(void)

@@ -43,14 +43,11 @@ uint32_t crc32(const void *data, size_t len)
 	return c ^ 0xffffffffu;
 }
 
-int wire_open(const char *path)
+void port_raw(int port)
 {
 	struct termios t;
 
-	fd = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (tcgetattr(fd, &t) == 0) {
+	if (tcgetattr(port, &t) == 0) {
 		cfmakeraw(&t);
 		cfsetispeed(&t, B115200);
 		cfsetospeed(&t, B115200);
@@ -58,8 +55,16 @@ int wire_open(const char *path)
 		t.c_cflag &= ~(tcflag_t)CRTSCTS;
 		t.c_cc[VMIN] = 0;
 		t.c_cc[VTIME] = 0;
-		tcsetattr(fd, TCSANOW, &t);
+		tcsetattr(port, TCSANOW, &t);
 	}
+}
+
+int wire_open(const char *path)
+{
+	fd = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	port_raw(fd);
 	return 0;
 }
 

@@ -60,6 +60,9 @@ uint32_t crc32(const void *data, size_t len);
 
 /* Open the wire port (a tty: raw mode, 115200 nominal, non-blocking). 0 or -errno. */
 int wire_open(const char *path);
+/* A serial port (a UART's tty) made a raw byte pipe: no echo, no line discipline, no flow
+ * control; nothing happens for a port that is not a tty (a virtio-serial port). */
+void port_raw(int port);
 int wire_fd(void);
 /* Send one frame; a payload over the cap is cut and flagged FLAG_TRUNCATED. A frame the
  * host does not drain within the write deadline is dropped (counted). Never blocks long. */

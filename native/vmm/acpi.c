@@ -7,6 +7,7 @@
  * Everything lives in one buffer that the VMM copies to guest-physical base_gpa.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "ktvmm.h"
@@ -71,12 +72,14 @@ static void gas_io(uint8_t *p, size_t off, uint16_t port)
 }
 
 /*
- * AML for Scope (\_SB) { Device (COM1) {...} Device (COM2) {...} }: each a PNP0501 with
- * its I/O ports and ISA IRQ. A hardware-reduced ACPI system has no legacy PIC, so Linux
- * maps ISA IRQs only for devices ACPI describes; without these the 8250 driver's legacy
- * ports get IRQ numbers wired to nothing and interrupt-driven transmit never starts.
+ * AML for Scope (\_SB) { Device (COM1) {...} Device (COM2) {...} Device (COM3) {...} }: each
+ * a PNP0501 with its I/O ports and ISA IRQ. A hardware-reduced ACPI system has no legacy
+ * PIC, so Linux maps ISA IRQs only for devices ACPI describes; without these the 8250
+ * driver's legacy ports get IRQ numbers wired to nothing and interrupt-driven transmit
+ * never starts. COM1 and COM3 share IRQ 4 (as on a PC), so theirs is marked shared.
  */
-static size_t uart_device(uint8_t *p, const char *name, uint8_t uid, uint16_t port, uint8_t irq)
+static size_t uart_device(uint8_t *p, const char *name, uint8_t uid, uint16_t port, uint8_t irq,
+                          bool shared)
 {
     uint8_t body[64];
     size_t n = 0;
@@ -86,14 +89,20 @@ static size_t uart_device(uint8_t *p, const char *name, uint8_t uid, uint16_t po
     static const uint8_t uidn[] = {0x08, '_', 'U', 'I', 'D', 0x0a};
     memcpy(body + n, uidn, sizeof(uidn)), n += sizeof(uidn);
     body[n++] = uid;
+    uint8_t res = shared ? 14 : 13; /* the IRQ descriptor with its flags byte is one longer */
     const uint8_t crs[] = {
-        0x08, '_', 'C', 'R', 'S', 0x11, 0x10, 0x0a, 0x0d,           /* Buffer (13) */
+        0x08, '_', 'C', 'R', 'S', 0x11, (uint8_t)(res + 3), 0x0a, res, /* Buffer (res) */
         0x47, 0x01, (uint8_t)port, (uint8_t)(port >> 8),             /* IO (Decode16, */
         (uint8_t)port, (uint8_t)(port >> 8), 0x01, 0x08,             /*   port, port, 1, 8) */
-        0x22, (uint8_t)(1u << irq), (uint8_t)((1u << irq) >> 8),     /* IRQNoFlags () {irq} */
-        0x79, 0x00,                                                   /* EndTag */
     };
     memcpy(body + n, crs, sizeof(crs)), n += sizeof(crs);
+    body[n++] = shared ? 0x23 : 0x22; /* IRQ (Edge, ActiveHigh, Shared) or IRQNoFlags () */
+    body[n++] = (uint8_t)(1u << irq);
+    body[n++] = (uint8_t)((1u << irq) >> 8);
+    if (shared)
+        body[n++] = 0x11; /* edge-triggered, active-high, shared */
+    body[n++] = 0x79; /* EndTag */
+    body[n++] = 0x00;
     p[0] = 0x5b; /* DeviceOp */
     p[1] = 0x82;
     p[2] = (uint8_t)(n + 1); /* PkgLength (one byte: < 64) */
@@ -101,11 +110,14 @@ static size_t uart_device(uint8_t *p, const char *name, uint8_t uid, uint16_t po
     return n + 3;
 }
 
+#define UART_AML_MAX (8 + 3 * 50)
+
 static size_t uart_devices(uint8_t *out)
 {
-    uint8_t devs[120];
-    size_t n = uart_device(devs, "COM1", 1, 0x3f8, 4);
-    n += uart_device(devs + n, "COM2", 2, 0x2f8, 3);
+    uint8_t devs[3 * 50];
+    size_t n = uart_device(devs, "COM1", 1, 0x3f8, 4, true);
+    n += uart_device(devs + n, "COM2", 2, 0x2f8, 3, false);
+    n += uart_device(devs + n, "COM3", 3, 0x3e8, 4, true);
     size_t pkg = 2 + 5 + n; /* itself (two bytes), the name, the devices */
     out[0] = 0x10;          /* ScopeOp */
     out[1] = (uint8_t)(0x40 | (pkg & 0x0f));
@@ -131,7 +143,7 @@ int kt_acpi_build(const struct kt_topology *t, uint64_t low_mem, uint64_t high_m
     uint8_t *fadt = take(&o, 276, 16);
     static const uint8_t s5[] = {0x08, '_', 'S', '5', '_', 0x12, 0x08, 0x04,
                                  0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00};
-    uint8_t uarts[128];
+    uint8_t uarts[UART_AML_MAX];
     size_t uarts_len = uart_devices(uarts);
     uint8_t *dsdt = take(&o, 36 + sizeof(s5) + uarts_len, 16);
     if (o.err)

@@ -1,7 +1,7 @@
 /*
  * control.c - a running VM seen from the host: the event ring (vCPU threads post, Python
  * drains when the eventfd fires), stop with a reason, pause/resume/kill (flag, then
- * immediate_exit + signal to every vCPU thread), the wire's host side, RAM regions and
+ * immediate_exit + signal to every vCPU thread), the host channels (wire, shells), RAM regions and
  * vCPU registers for the monitor and crash reports.
  */
 #define _GNU_SOURCE
@@ -63,12 +63,20 @@ void kt_vm_stop_with(struct kt_vm *vm, const struct kt_event *ev)
         kick_all(vm);
 }
 
-void kt_vm_set_irq(struct kt_vm *vm, int irq, int level)
+void kt_vm_set_irq(struct kt_vm *vm, int irq, int src, int level)
 {
-    if (!vm->cfg.irqchip)
+    if (!vm->cfg.irqchip || irq < 0 || irq >= KT_ISA_IRQS)
         return;
-    struct kvm_irq_level l = {.irq = (uint32_t)irq, .level = (uint32_t)level};
+    /* Under the lock so that two devices' calls reach KVM in the order their levels were
+     * computed: otherwise a lowered line could overtake a raised one. */
+    pthread_mutex_lock(&vm->irq_lock);
+    if (level)
+        vm->irq_src[irq] |= 1u << src;
+    else
+        vm->irq_src[irq] &= ~(1u << src);
+    struct kvm_irq_level l = {.irq = (uint32_t)irq, .level = vm->irq_src[irq] != 0};
     ioctl(vm->vm_fd, KVM_IRQ_LINE, &l);
+    pthread_mutex_unlock(&vm->irq_lock);
 }
 
 int kt_vm_pause(struct kt_vm *vm)
@@ -138,7 +146,10 @@ int kt_vm_state(struct kt_vm *vm)
 }
 
 int kt_vm_event_fd(struct kt_vm *vm) { return vm->event_fd; }
-int kt_vm_wire_fd(struct kt_vm *vm) { return vm->wire_rd; }
+int kt_vm_chan_fd(struct kt_vm *vm, int chan)
+{
+    return chan >= 0 && chan < KT_CHANS ? vm->chan[chan].rd : -1;
+}
 int kt_vm_mem_fd(struct kt_vm *vm) { return vm->mem_fd; }
 
 int kt_vm_next_event(struct kt_vm *vm, struct kt_event *ev)
@@ -160,9 +171,11 @@ int kt_vm_next_event(struct kt_vm *vm, struct kt_event *ev)
     return got;
 }
 
-int kt_vm_wire_write(struct kt_vm *vm, const uint8_t *data, size_t len)
+int kt_vm_chan_write(struct kt_vm *vm, int chan, const uint8_t *data, size_t len)
 {
-    return (int)kt_uart_rx_push(vm, &vm->com2, data, len);
+    if (chan < 0 || chan >= KT_CHANS)
+        return -EINVAL;
+    return (int)kt_uart_rx_push(vm, &vm->chan[chan].uart, data, len);
 }
 
 int kt_vm_ram_regions(struct kt_vm *vm, uint64_t *gpa, uint64_t *offset, uint64_t *size, int max)

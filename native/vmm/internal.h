@@ -43,6 +43,7 @@ struct kt_uart {
     pthread_mutex_t lock;
     uint16_t base;
     int irq;
+    int irq_src;       /* this device's bit in the line's sources (lines are shared) */
     uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
     bool thr_ipending; /* THR-empty interrupt pending until IIR read or THR write */
     uint8_t rx[KT_WIRE_RX_MAX];
@@ -50,6 +51,14 @@ struct kt_uart {
     int out_fd;        /* transmit bytes go here (-1 = discard) */
     bool out_nonblock; /* a pipe: wait for room rather than drop */
 };
+
+/* A host channel (KT_CHAN_*): its UART and the pipe its transmit bytes go to. */
+struct kt_chan {
+    struct kt_uart uart;
+    int rd, wr;
+};
+
+#define KT_ISA_IRQS 16
 
 struct kt_vcpu {
     struct kt_vm *vm;
@@ -67,7 +76,6 @@ struct kt_vcpu {
 struct kt_vm {
     struct kt_config cfg;
     int kvm_fd, vm_fd, mem_fd, event_fd;
-    int wire_rd, wire_wr;
     uint8_t *mem;          /* all RAM: [0, low) at gpa 0, [low, low+high) at 4 GiB */
     uint64_t mem_size, low_size, high_size;
     uint8_t *fw;           /* firmware image mapping (reset vector), if any */
@@ -88,7 +96,10 @@ struct kt_vm {
     uint32_t ring_head, ring_len, ring_dropped;
 
     struct kt_bus pio_bus, mmio_bus; /* filled by the devices as they are created */
-    struct kt_uart com1, com2;
+    struct kt_uart com1;             /* the console */
+    struct kt_chan chan[KT_CHANS];   /* COM2 wire, COM3 shells */
+    pthread_mutex_t irq_lock;        /* irq_src and the KVM_IRQ_LINE calls, in order */
+    uint32_t irq_src[KT_ISA_IRQS];   /* per ISA line: the devices asserting it */
     uint64_t testdev_value;
 
     int boot_kind;
@@ -112,7 +123,9 @@ const struct kt_bus_range *kt_bus_find(const struct kt_bus *bus, uint64_t addr);
 /* vm.c, control.c */
 void kt_vm_post(struct kt_vm *vm, const struct kt_event *ev);
 void kt_vm_stop_with(struct kt_vm *vm, const struct kt_event *ev); /* post + stop all */
-void kt_vm_set_irq(struct kt_vm *vm, int irq, int level);
+/* A device (src: its bit) raises or lowers an ISA line; the line is high while any of its
+ * devices asserts it (COM1 and COM3 share IRQ 4, as on a PC). */
+void kt_vm_set_irq(struct kt_vm *vm, int irq, int src, int level);
 
 /* vcpu.c */
 int kt_vcpu_create(struct kt_vm *vm, int id, char *err, size_t errlen);
@@ -123,8 +136,8 @@ void kt_vcpu_fill_regs(struct kt_vcpu *v, struct kt_event *ev);
 int kt_vcpu_signal_init(void);
 
 /* serial.c */
-int kt_uart_init(struct kt_vm *vm, struct kt_uart *u, uint16_t base, int irq, int out_fd,
-                 bool out_nonblock, char *err, size_t errlen); /* registers base..base+7 */
+int kt_uart_init(struct kt_vm *vm, struct kt_uart *u, uint16_t base, int irq, int irq_src,
+                 int out_fd, bool out_nonblock, char *err, size_t errlen); /* base..base+7 */
 void kt_uart_destroy(struct kt_uart *u);
 size_t kt_uart_rx_push(struct kt_vm *vm, struct kt_uart *u, const uint8_t *data, size_t len);
 

@@ -5,7 +5,7 @@
  *   vm.c       VM lifetime: /dev/kvm, memfd-backed RAM, irqchip/PIT, start, teardown
  *   control.c  event ring + eventfd, stop reasons, pause/resume/kill, wire and RAM access
  *   vcpu.c     one thread per vCPU running KVM_RUN, exit dispatch, pause/kill by signal
- *   serial.c   8250 UART (COM1 console -> fd, COM2 wire <-> pipe/fifo)
+ *   serial.c   8250 UART (COM1 console -> fd; COM2 wire and COM3 shells <-> pipe/fifo)
  *   i8042.c    keyboard controller: only the 0xFE reset pulse
  *   testdev.c  exit port, report port, MMIO scratch device for synthetic guests
  *   cpuid.c    per-vCPU CPUID from a Topology (pure)
@@ -118,9 +118,13 @@ void kt_vm_destroy(struct kt_vm *vm);
 int kt_vm_event_fd(struct kt_vm *vm);
 int kt_vm_next_event(struct kt_vm *vm, struct kt_event *ev); /* 1 = got one, 0 = empty */
 
-/* COM2 wire: guest -> host bytes appear on a pipe; host -> guest bytes are queued. */
-int kt_vm_wire_fd(struct kt_vm *vm);
-int kt_vm_wire_write(struct kt_vm *vm, const uint8_t *data, size_t len); /* bytes taken */
+/* Host channels: a UART whose guest -> host bytes appear on a pipe (the fd) and whose
+ * receive FIFO host -> guest bytes are queued into (the write returns the bytes taken). */
+#define KT_CHAN_WIRE 0  /* COM2, the guest's /dev/ttyS1: the agent's wire (docs/wire.md) */
+#define KT_CHAN_SHELL 1 /* COM3, the guest's /dev/ttyS2: the shells' port (docs/shell.md) */
+#define KT_CHANS 2
+int kt_vm_chan_fd(struct kt_vm *vm, int chan);  /* -1 for an unknown channel */
+int kt_vm_chan_write(struct kt_vm *vm, int chan, const uint8_t *data, size_t len);
 
 /* RAM: a memfd; regions map guest-physical ranges onto file offsets. */
 int kt_vm_mem_fd(struct kt_vm *vm);

@@ -1,9 +1,9 @@
 /*
  * serial.c - a 16550-style UART, enough for Linux's 8250 driver and early console:
  * divisor latch, IER/IIR with receive-data and THR-empty interrupts, LSR, scratch register.
- * Transmit is instant: each THR write goes to out_fd (COM1: the console file; COM2: the
- * wire pipe, where we wait for room instead of dropping bytes). Receive comes from
- * kt_uart_rx_push (the host writing to the wire).
+ * Transmit is instant: each THR write goes to out_fd (COM1: the console file; COM2 and
+ * COM3: a host channel's pipe, where we wait for room instead of dropping bytes). Receive
+ * comes from kt_uart_rx_push (the host writing to the channel).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,13 +27,14 @@
 static bool uart_io(struct kt_vcpu *v, void *dev, uint64_t off, bool is_write, uint8_t *data,
                     int size);
 
-int kt_uart_init(struct kt_vm *vm, struct kt_uart *u, uint16_t base, int irq, int out_fd,
-                 bool out_nonblock, char *err, size_t errlen)
+int kt_uart_init(struct kt_vm *vm, struct kt_uart *u, uint16_t base, int irq, int irq_src,
+                 int out_fd, bool out_nonblock, char *err, size_t errlen)
 {
     memset(u, 0, sizeof(*u));
     pthread_mutex_init(&u->lock, NULL);
     u->base = base;
     u->irq = irq;
+    u->irq_src = irq_src;
     u->out_fd = out_fd;
     u->out_nonblock = out_nonblock;
     u->dll = 12; /* 9600 baud */
@@ -58,7 +59,7 @@ static uint8_t iir_locked(struct kt_uart *u)
 
 static void update_irq(struct kt_vm *vm, struct kt_uart *u, uint8_t iir)
 {
-    kt_vm_set_irq(vm, u->irq, iir != IIR_NONE);
+    kt_vm_set_irq(vm, u->irq, u->irq_src, iir != IIR_NONE);
 }
 
 static void transmit(struct kt_vm *vm, struct kt_uart *u, uint8_t c)

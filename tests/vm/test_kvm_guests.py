@@ -89,6 +89,45 @@ def test_the_wire_carries_bytes_both_ways(engine):
         assert m.read_wire(0.1) is None, "a stopped VM's wire reads as closed"
 
 
+def _read_n(read, n: int) -> bytes:
+    got = b""
+    deadline = time.monotonic() + 60  # a bound for a broken channel, not a speed check
+    while len(got) < n and time.monotonic() < deadline:
+        got += read(0.2) or b""
+    return got
+
+
+def test_the_shell_port_com3_is_a_channel_of_its_own(engine):
+    with engine.start_firmware(guest_image("wire_echo"), ONE) as m:
+        assert m.has_shell
+        m.write_shell(b"ls /sys/kernel/sched_ext\n")
+        m.write_wire(b"wire")
+        assert _read_n(m.read_shell, 25) == b"ls /sys/kernel/sched_ext\n"
+        assert _read_n(m.read_wire, 4) == b"wire"
+        big = bytes(range(1, 256)) * 400  # 102 KB: more than the UART's 64 KiB FIFO
+        m.write_shell(big)
+        assert _read_n(m.read_shell, len(big)) == big
+        assert m.read_wire(0.1) == b"", "shell bytes never reach the wire"
+        m.write_shell(b"\0")
+        assert (m.wait(10), m.exit_reason()) == (0x33, "exit-port")
+        assert m.read_shell(0.1) is None, "a stopped VM's shell port reads as closed"
+
+
+def test_the_kvm_engine_names_com3_to_the_agent(tmp_path):
+    from ktstr_vmm.engine.base import BootSpec
+    from ktstr_vmm.engine.kvm import shell_cmdline
+    from ktstr_vmm.spec import parse_topology
+
+    boot = BootSpec(kernel=tmp_path / "k", initramfs=tmp_path / "i", cmdline="console=ttyS0 "
+                    "8250.nr_uarts=2", topology=parse_topology("1n1l1c1t"), memory_mib=256,
+                    console_path=tmp_path / "c", workdir=tmp_path)
+    assert shell_cmdline(boot) == ("console=ttyS0 8250.nr_uarts=2 8250.nr_uarts=3 "
+                                   "ktstr.shell=/dev/ttyS2")
+    from dataclasses import replace
+
+    assert shell_cmdline(replace(boot, extra={"shell": "0"})) == boot.cmdline
+
+
 @pytest.mark.parametrize("guest", ["poweroff", "reset"])
 def test_acpi_power_off_and_i8042_reset_stop_the_vm_with_their_reason(run, guest):
     m, status, _ = run(guest)

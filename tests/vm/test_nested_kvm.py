@@ -34,6 +34,10 @@ BATCH = [
                         "--topology", "1n1l1c1t", "--duration", "6s")),
     NestedRun("control", (*RUN, "--scheduler", "scx_simple", "--topology", "1n1l1c1t",
                           "--duration", "60s"), control=True),
+    # a piped `ktstr shell`: the script goes over COM3 (the KVM engine's shells' port)
+    NestedRun("shell", ("--engine", "kvm", "--timeout", "300s", "--scheduler", "scx_simple",
+                        "--topology", "1n1l1c1t"), command="shell",
+              stdin="cat /sys/kernel/sched_ext/state\nscx | head -3\nexit 7\n"),
 ]
 L1_TIMEOUT_S = 1200
 
@@ -111,6 +115,20 @@ def test_pause_resume_snapshot_and_stop_through_the_control_socket(nested):
     status = json.loads((run_dir / "status.json").read_text())
     assert status["phase"] == "done"
     assert run["result"]["exit_reason"] == "stopped"
+
+
+def test_a_piped_shell_runs_in_the_guest_over_com3_and_the_run_is_judged(nested):
+    run = nested.run("shell")
+    assert run["rc"] == 7, run.get("stderr", "")[-800:]  # the script's `exit 7`
+    lines = run["stdout"].splitlines()
+    assert lines[0] == "enabled", run["stdout"]
+    assert any(line.startswith("state") and "enabled" in line for line in lines[1:]), lines
+    r = _result(nested, "shell")
+    assert r["engine"] == "kvm/kvm" and r["verdict"] == "pass", r.get("message")
+    run_dir = nested.runs["shell"]
+    assert "enabled" in (run_dir / "shell.log").read_text(errors="replace")
+    shells = [e for e in _events(run_dir) if e["kind"] == "shell"]
+    assert [e.get("action") for e in shells][:1] == ["opened"], shells
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -117,6 +117,31 @@ def test_acpi_tables_for_numa2_4llc():
     assert b"_S5_" in tb["DSDT"], "no S5 object: the guest could not power off"
 
 
+def _uarts(dsdt: bytes) -> list[tuple[bytes, int, int, bool]]:
+    """(name, port, IRQ, shared) of each PNP0501 device in the DSDT's AML."""
+    out = []
+    for name in (b"COM1", b"COM2", b"COM3", b"COM4"):
+        i = dsdt.find(name)
+        if i < 0:
+            continue
+        crs = dsdt.index(b"_CRS", i)
+        io = dsdt.index(b"\x47\x01", crs)
+        port = int.from_bytes(dsdt[io + 2:io + 4], "little")
+        irq_tag = dsdt[io + 8]
+        mask = int.from_bytes(dsdt[io + 9:io + 11], "little")
+        shared = irq_tag == 0x23 and bool(dsdt[io + 11] & 0x10)
+        out.append((name, port, mask.bit_length() - 1, shared))
+    return out
+
+
+def test_acpi_describes_the_three_uarts_the_engine_has():
+    """COM1 console, COM2 wire, COM3 shells (docs/shell.md): Linux maps an ISA IRQ only
+    for a device ACPI describes; COM1 and COM3 share IRQ 4, so both say shared."""
+    tb = build_acpi(parse_topology("1n1l1c1t"), 256 << 20)
+    assert _uarts(tb["DSDT"]) == [(b"COM1", 0x3f8, 4, True), (b"COM2", 0x2f8, 3, False),
+                                  (b"COM3", 0x3e8, 4, True)]
+
+
 def test_acpi_memory_above_the_hole_is_split_per_node():
     t = parse_topology("2n2l1c1t")
     _, mem = srat_affinity(build_acpi(t, 3 << 30, 1 << 30)["SRAT"])
