@@ -240,7 +240,9 @@ def _scalar(v: Any, label: str) -> Value:
     return Missing(f"{label} is {kind}, not a number")
 
 
-def _walk(root: Any, path: list[str], label: str, what: str) -> Value:
+def _lookup_path(root: Any, path: list[str], label: str, what: str) -> Value:
+    """The scalar at `path` (dict keys, list indices) under `root`, or Missing naming the
+    first step that is not there."""
     cur = root
     for i, key in enumerate(path):
         if isinstance(cur, Mapping) and key in cur:
@@ -259,7 +261,7 @@ def project_capture(field_: str, dump: Mapping[str, Any]) -> Value:
     if dump.get("is_placeholder"):
         return Missing(f"{field_}: placeholder capture ({dump.get('scx_walker_unavailable')})")
     if src == "bpf":
-        return _walk(_globals(dump), name.split("."), field_, "the scheduler's globals")
+        return _lookup_path(_globals(dump), name.split("."), field_, "the scheduler's globals")
     rqs = dump.get("rq_scx_states") or ()
     sched = dump.get("scx_sched_state") or {}
     if name == "nr_running":

@@ -135,11 +135,13 @@ class GuestMemory:
         if pob is not None and pob <= va < pob + self.phys_top:
             return va - pob
         if self.pgd_kva is not None and pob is not None and va >= 1 << 63:
-            return self._walk(va)
+            return self._page_walk(va)
         self.errors += 1
         return BadRead(va, f"{va:#x} is not a kernel address this reader can map")
 
-    def _walk(self, va: int) -> int | BadRead:
+    def _page_walk(self, va: int) -> int | BadRead:
+        """`va` through the kernel's page tables from init_top_pgt (4 or 5 levels, 1 GiB
+        and 2 MiB pages), as the MMU would."""
         levels = (48, 39, 30, 21, 12) if self.page_offset_base < LA57_THRESHOLD else (
             39, 30, 21, 12)
         table = self.pgd_kva - START_KERNEL_MAP + self.phys_base

@@ -156,18 +156,18 @@ def _files(kernel: Kernel, modules: dict[str, Path], agent: Path) -> dict[str, P
             out[f"/kvm/{name}.ko"] = p
     exe, _prefix, stdlib = _python()
     out[str(exe)] = exe
-    for p in _walk(stdlib, STDLIB_SKIP):
+    for p in _regular_files(stdlib, STDLIB_SKIP):
         out[str(p)] = p
     venv = _venv()
     site = Path(sysconfig.get_paths()["purelib"])
     out[str(venv / "pyvenv.cfg")] = venv / "pyvenv.cfg"
-    for p in _walk(site, set()):
+    for p in _regular_files(site, set()):
         top = p.relative_to(site).parts[0]
         if not top.startswith(SITE_SKIP_PREFIXES):
             out[str(p)] = p
     repo = paths.repo_root()
     for part in ("ktstr_vmm", "ktstr_cli", "ktstr_tui", "native", "benchmarks"):
-        for p in _walk(repo / part, set()):
+        for p in _regular_files(repo / part, set()):
             out[str(p)] = p
     for p in (kernel.bzimage, kernel.vmlinux, kernel.config, kernel.system_map,
               kernel.dir / "kernel.json"):
@@ -175,7 +175,7 @@ def _files(kernel: Kernel, modules: dict[str, Path], agent: Path) -> dict[str, P
             out[f"{GUEST_CACHE}/kernels/{kernel.dir.name}/{p.name}"] = p
     cache = paths.cache_dir()
     for part in CACHE_PARTS:
-        for p in _walk(cache / part, set()):
+        for p in _regular_files(cache / part, set()):
             out[f"{GUEST_CACHE}/{p.relative_to(cache)}"] = p
     out[GUEST_AGENT] = agent
     # QEMU too, for the benchmark's `qemu-system-x86_64 -accel kvm` beside our engine.
@@ -185,7 +185,7 @@ def _files(kernel: Kernel, modules: dict[str, Path], agent: Path) -> dict[str, P
         if os.path.realpath(qemu) != qemu:
             out[qemu] = Path(os.path.realpath(qemu))
         for d in QEMU_DATA:
-            for p in _walk(Path(d), set(), follow=True):
+            for p in _regular_files(Path(d), set(), follow=True):
                 out[str(p)] = Path(os.path.realpath(p))
     # The loader and libraries every ELF here needs (python, libpython, cffi modules, ...).
     for guest, host in list(out.items()):
@@ -203,7 +203,9 @@ def _files(kernel: Kernel, modules: dict[str, Path], agent: Path) -> dict[str, P
     return out
 
 
-def _walk(root: Path, skip: set[str], follow: bool = False) -> list[Path]:
+def _regular_files(root: Path, skip: set[str], follow: bool = False) -> list[Path]:
+    """Every regular file under `root` (symlinks to files only with `follow`), leaving out
+    the directories in `skip` (relative to `root`), .git and .pytest_cache."""
     found: list[Path] = []
     if not root.is_dir():
         return found
