@@ -29,6 +29,7 @@ from .messages import LaunchFailed, OpenRun
 from .rundata import failure_dumps, is_run_dir
 from .screens.help_screen import HelpScreen
 from .screens.too_small import TooSmallScreen
+from .watch import WatchHub
 
 if TYPE_CHECKING:
     from .screens.browser import BrowserScreen
@@ -77,6 +78,12 @@ class KtstrApp(App[int]):
 
         return Store(self.store_root, index_path=self.index_path)
 
+    @cached_property
+    def watch_hub(self) -> WatchHub:
+        """The app's one file watcher (one watchdog Observer, started on first use); the
+        store screens and the live screen subscribe to it (watch.py)."""
+        return WatchHub()
+
     # ------------------------------------------------------------------ startup
     def get_default_screen(self) -> Screen:
         if (self.open_path is not None or self.launch_args is not None
@@ -103,6 +110,8 @@ class KtstrApp(App[int]):
 
     def on_unmount(self) -> None:
         self._stop.set()
+        if "watch_hub" in self.__dict__:  # only if someone started it
+            self.watch_hub.close()
 
     def open_target(self, path: Path) -> None:
         if is_run_dir(path):

@@ -25,6 +25,14 @@ class StoreChanged(Message):
         self.kind = kind
 
 
+class WatchFailed(Message):
+    """A file watch could not be set up (posted from the watch hub's thread)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error
+
+
 class LaunchFailed(Message):
     """A spawned `ktstr` command exited before a run directory appeared."""
 

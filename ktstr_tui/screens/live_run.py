@@ -2,8 +2,9 @@
 globals, status bar; keys to pause/resume the guest, take a snapshot, stop, open a shell.
 
 A tail worker follows the run directory (status.json, events.jsonl, monitor.jsonl,
-bpf.jsonl, result.json, control.sock), woken by file notifications and polling as a fallback, and
-posts RunUpdate; the screen only renders. Control commands go through
+bpf.jsonl, result.json, control.sock), woken by file notifications (a subscription to the
+app's one file watcher, ktstr_tui/watch.py, for as long as the screen is mounted) and
+polling as a fallback, and posts RunUpdate; the screen only renders. Control commands go through
 ktstr_vmm.run.control.send_command on a worker thread. When the run finishes the result screen
 replaces this one.
 
@@ -28,8 +29,6 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
-from watchdog.events import FileSystemEventHandler
-from watchdog.observers import Observer
 
 from ktstr_vmm.errors import KtstrError
 from ktstr_vmm.rundir import layout as rundir
@@ -92,7 +91,7 @@ class LiveRunScreen(Screen):
         self.last_event: str = ""
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._watcher = None
+        self._watch = None  # the subscription to the app's file watcher
         self._switched = False
         self._sched_pane = LogPane(self.path / rundir.SCHED_LOG, "schedlog", follow=True,
                                    id="sched-pane")
@@ -127,9 +126,8 @@ class LiveRunScreen(Screen):
     def on_unmount(self) -> None:
         self._stop.set()
         self._wake.set()
-        if self._watcher is not None:
-            self._watcher.stop()
-            self._watcher.join(timeout=5)
+        self.app.watch_hub.unsubscribe(self._watch)
+        self._watch = None
 
     # ------------------------------------------------------------------ following
     def _start_notifications(self) -> None:
@@ -139,21 +137,15 @@ class LiveRunScreen(Screen):
         wake_log = {rundir.SCHED_LOG: self._sched_pane.view.wake,
                     rundir.CONSOLE: self._console_pane.view.wake}
 
-        class Wake(FileSystemEventHandler):
-            def on_any_event(self, event) -> None:
-                wake_run.set()
-                wake = wake_log.get(Path(str(event.src_path)).name)
-                if wake is not None:
-                    wake()
+        def wake(event) -> None:  # on the watcher's thread
+            wake_run.set()
+            wake_view = wake_log.get(Path(str(event.src_path)).name)
+            if wake_view is not None:
+                wake_view()
 
-        try:
-            observer = Observer()
-            observer.daemon = True
-            observer.schedule(Wake(), str(self.path), recursive=False)
-            observer.start()
-            self._watcher = observer
-        except OSError:  # no inotify left: the tail worker's polling still follows the run
-            self._watcher = None
+        # No inotify left (the hub cannot set the watch up): the tail worker's and the log
+        # views' polling still follow the run, a little later; so a failure is not shown.
+        self._watch = self.app.watch_hub.subscribe(self.path, wake)
 
     @work(thread=True, exclusive=True, group="tail")
     def _tail(self) -> None:

@@ -3,7 +3,9 @@
 LogView (a ScrollView with the line API) shows a LogFile: the worker scans line breaks in
 batches and posts LogView.Indexed; only the lines on screen are read (one os.pread per
 screenful) and highlighted. The worker keeps polling the file for growth (live tail),
-truncation and deletion. LogPane wraps a LogView with a search bar and a status line.
+truncation and deletion; `wake()` (the live screen's subscription to the app's file
+watcher, ktstr_tui/watch.py) makes it look at once. The polling stays for correctness: a
+file opened on its own is not watched, and a watch may be refused (inotify limits). LogPane wraps a LogView with a search bar and a status line.
 """
 
 from __future__ import annotations

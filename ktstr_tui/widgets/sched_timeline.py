@@ -431,6 +431,9 @@ class SchedTimeline(Widget, can_focus=True):
 
 # ---------------------------------------------------------------------------- the pane
 
+# A live timeline re-reads the run's trace pages on a timer, not on file notifications:
+# the pages grow continuously while a run traces (a notification would come as often), and
+# a timer needs no watch (none of the app's file watcher's inotify budget).
 LIVE_REFRESH_S = 0.5
 
 

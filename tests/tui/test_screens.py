@@ -118,8 +118,8 @@ async def test_browser_filters_by_text_and_cycles_verdicts(store_root):
 async def test_browser_updates_live_when_a_run_appears(runs, store_root):
     async with make_app(store_root, watch=True).run_test(size=SIZE) as pilot:
         browser = await open_browser(pilot)
-        await wait_for(pilot, lambda: browser._watcher._observer is not None,
-                       what="watcher started")
+        await wait_for(pilot, lambda: browser._watch.ready.is_set(), what="watch set up")
+        assert browser._watch.error is None
         new = store_root / "runs" / "20261118-103000-late-tiny-2llc-7777"
         shutil.copytree(runs["pass"], new)
         await wait_for(pilot, lambda: browser.query_one("#runs", DataTable).row_count == 6,
