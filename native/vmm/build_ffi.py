@@ -1,8 +1,10 @@
 """cffi (API mode) build of the VMM: `ktstr_vmm._kvm`.
 
-setup.py names this file in `cffi_modules`, so `pip install -e .` compiles native/vmm/*.c
-into the extension. The cdef is the CDEF section of ktvmm.h, so the header stays the one
-source of truth. Run it directly (`python native/vmm/build_ffi.py`) to build in place.
+setup.py names this file in `cffi_modules`, so `pip install -e .` compiles every
+native/vmm/*.c into the extension: a new device is one new file (it registers itself with
+KT_DEVICE, internal.h), nothing here changes. The cdef is the CDEF section of ktvmm.h, so the
+header stays the one source of truth. Run it directly (`python native/vmm/build_ffi.py`) to
+build in place.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ["vm.c", "control.c", "vcpu.c", "serial.c", "i8042.c", "testdev.c", "bus.c", "cpuid.c", "acpi.c", "boot.c"]
+SOURCES = sorted(p.name for p in HERE.glob("*.c"))
+HEADERS = sorted(p.name for p in HERE.glob("*.h"))
+CFLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wno-unused-parameter"]
 
 
 def _cdef() -> str:
@@ -34,17 +38,32 @@ def _rel(p: Path) -> str:
         return str(p)
 
 
-ffibuilder = FFI()
-ffibuilder.cdef(_cdef())
-ffibuilder.set_source(
-    "ktstr_vmm._kvm",
-    '#include "ktvmm.h"',
-    sources=[_rel(HERE / s) for s in SOURCES],
-    include_dirs=[_rel(HERE)],
-    depends=[_rel(HERE / "ktvmm.h"), _rel(HERE / "internal.h")],
-    extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wno-unused-parameter"],
-    libraries=["pthread"],
-)
+def make_builder(module: str, *, extra_sources: tuple[Path, ...] = (), extra_decls: str = "",
+                 cflags: tuple[str, ...] = (), ldflags: tuple[str, ...] = (),
+                 absolute: bool = False) -> FFI:
+    """An FFI for `module` built from every native/vmm source (plus `extra_sources`).
+
+    The extension is `make_builder("ktstr_vmm._kvm")`; tests build a copy with a device
+    file of their own added and its `extra_decls` (C declarations, also the cdef) exposed.
+    `absolute` paths are for FFI.compile, which changes directory.
+    """
+    path = str if absolute else _rel
+    ffi = FFI()
+    ffi.cdef(_cdef() + extra_decls)
+    ffi.set_source(
+        module,
+        '#include "ktvmm.h"\n' + extra_decls,
+        sources=[path(HERE / s) for s in SOURCES] + [path(p) for p in extra_sources],
+        include_dirs=[path(HERE)],
+        depends=[path(HERE / h) for h in HEADERS],
+        extra_compile_args=[*CFLAGS, *cflags],
+        extra_link_args=list(ldflags),
+        libraries=["pthread"],
+    )
+    return ffi
+
+
+ffibuilder = make_builder("ktstr_vmm._kvm")
 
 if __name__ == "__main__":
     ffibuilder.compile(tmpdir=str(HERE.parent.parent), verbose=True)

@@ -24,7 +24,7 @@ static bool i8042_io(struct kt_vcpu *v, void *dev, uint64_t off, bool is_write, 
     return true;
 }
 
-int kt_i8042_init(struct kt_vm *vm, char *err, size_t errlen)
+static int i8042_init(struct kt_vm *vm, void **state, char *err, size_t errlen)
 {
     /* Two one-port ranges (0x61-0x63 stay unclaimed); dev tells the handler which. */
     int rc = kt_bus_register(&vm->pio_bus, I8042_DATA, 1, i8042_io, (void *)I8042_DATA, err,
@@ -32,3 +32,5 @@ int kt_i8042_init(struct kt_vm *vm, char *err, size_t errlen)
     return rc < 0 ? rc : kt_bus_register(&vm->pio_bus, I8042_CMD, 1, i8042_io,
                                          (void *)I8042_CMD, err, errlen);
 }
+
+KT_DEVICE(i8042, .init = i8042_init);

@@ -31,12 +31,49 @@ struct kt_bus_range {
     uint64_t base, len;
     kt_bus_handler handler;
     void *dev;
+    const char *owner; /* the device's name, for overlap errors */
 };
 #define KT_BUS_MAX 16
 struct kt_bus {
-    const char *name; /* "port" or "MMIO", for errors */
+    const char *name;  /* "port" or "MMIO", for errors */
+    const char *owner; /* the device registering now (set around each device's init) */
     int n;
     struct kt_bus_range ranges[KT_BUS_MAX];
+};
+
+/*
+ * A device of the VM (kvmtool's dev_init()): its own file declares it with KT_DEVICE and
+ * nothing else names it. Every VM initialises every registered device after RAM, irqchip
+ * and eventfd, before the vCPUs, in ascending `order` and then by name (constructors run
+ * in link order, which must not decide anything); kt_vm_destroy calls `exit` in reverse,
+ * after the vCPU threads are joined, for the devices whose init succeeded.
+ *   init  registers the device's ranges on vm->pio_bus/mmio_bus; per-VM state it allocates
+ *         goes in *state (handed back to exit; handlers get it as their bus `dev`). On
+ *         failure it returns -errno with a one-line reason in err (kt_vm_create prefixes
+ *         "device NAME: ") and leaves nothing behind: its exit is not called.
+ *   exit  may be NULL (nothing to undo: bus ranges go with the VM).
+ */
+struct kt_device {
+    const char *name;
+    int order; /* 0 unless a device must come before (<0) or after (>0) the others */
+    int (*init)(struct kt_vm *vm, void **state, char *err, size_t errlen);
+    void (*exit)(struct kt_vm *vm, void *state);
+    struct kt_device *next; /* the registry's list (device.c) */
+};
+void kt_device_register(struct kt_device *d); /* from KT_DEVICE's constructor only */
+
+/* KT_DEVICE(name, .init = ..., [.exit = ..., .order = ...]); at file scope. */
+#define KT_DEVICE(ident, ...)                                                              \
+    static struct kt_device kt_device_##ident;                                             \
+    __attribute__((constructor)) static void kt_device_register_##ident(void)              \
+    {                                                                                      \
+        kt_device_register(&kt_device_##ident);                                            \
+    }                                                                                      \
+    static struct kt_device kt_device_##ident = {.name = #ident, __VA_ARGS__}
+
+struct kt_device_slot {
+    const struct kt_device *dev;
+    void *state;
 };
 
 struct kt_uart {
@@ -96,11 +133,12 @@ struct kt_vm {
     uint32_t ring_head, ring_len, ring_dropped;
 
     struct kt_bus pio_bus, mmio_bus; /* filled by the devices as they are created */
-    struct kt_uart com1;             /* the console */
-    struct kt_chan chan[KT_CHANS];   /* COM2 wire, COM3 shells */
+    struct kt_device_slot *devs;     /* every registered device, in init order */
+    int ndevs, ndevs_live;           /* registered; initialised (exit these in reverse) */
+    struct kt_uart com1;             /* the console; serial.c's, see there why it is here */
+    struct kt_chan chan[KT_CHANS];   /* COM2 wire, COM3 shells (serial.c) */
     pthread_mutex_t irq_lock;        /* irq_src and the KVM_IRQ_LINE calls, in order */
     uint32_t irq_src[KT_ISA_IRQS];   /* per ISA line: the devices asserting it */
-    uint64_t testdev_value;
 
     int boot_kind;
     uint64_t entry, boot_arg, rsdp;
@@ -135,17 +173,12 @@ void kt_vcpu_kick(struct kt_vcpu *v);
 void kt_vcpu_fill_regs(struct kt_vcpu *v, struct kt_event *ev);
 int kt_vcpu_signal_init(void);
 
-/* serial.c */
-int kt_uart_init(struct kt_vm *vm, struct kt_uart *u, uint16_t base, int irq, int irq_src,
-                 int out_fd, bool out_nonblock, char *err, size_t errlen); /* base..base+7 */
-void kt_uart_destroy(struct kt_uart *u);
+/* device.c */
+int kt_devices_init(struct kt_vm *vm, char *err, size_t errlen);
+void kt_devices_exit(struct kt_vm *vm);
+
+/* serial.c (the host channels' receive side, for control.c) */
 size_t kt_uart_rx_push(struct kt_vm *vm, struct kt_uart *u, const uint8_t *data, size_t len);
-
-/* i8042.c */
-int kt_i8042_init(struct kt_vm *vm, char *err, size_t errlen); /* ports 0x60, 0x64 */
-
-/* testdev.c */
-int kt_testdev_init(struct kt_vm *vm, char *err, size_t errlen); /* KT_PORT_*, KT_MMIO_TESTDEV */
 
 /* boot.c */
 int kt_boot_setup_vcpu(struct kt_vm *vm, struct kt_vcpu *v, char *err, size_t errlen);

@@ -1,16 +1,10 @@
 /*
  * ktvmm.h - public interface of the ktstr VMM (native/vmm), the C core of KvmEngine.
  *
- * Layering (after kvmtool and Firecracker):
- *   vm.c       VM lifetime: /dev/kvm, memfd-backed RAM, irqchip/PIT, start, teardown
- *   control.c  event ring + eventfd, stop reasons, pause/resume/kill, wire and RAM access
- *   vcpu.c     one thread per vCPU running KVM_RUN, exit dispatch, pause/kill by signal
- *   serial.c   8250 UART (COM1 console -> fd; COM2 wire and COM3 shells <-> pipe/fifo)
- *   i8042.c    keyboard controller: only the 0xFE reset pulse
- *   testdev.c  exit port, report port, MMIO scratch device for synthetic guests
- *   cpuid.c    per-vCPU CPUID from a Topology (pure)
- *   acpi.c     RSDP/XSDT/FADT/DSDT/MADT/SRAT/SLIT from a Topology (pure)
- *   boot.c     firmware images (reset vector), PVH vmlinux, bzImage 64-bit boot
+ * Layering (after kvmtool and Firecracker), one file per concern, listed in
+ * docs/kvm-engine.md: vm.c (lifetime), control.c (a running VM from the host), vcpu.c,
+ * device.c (the registry: every device file, e.g. serial.c, registers itself with
+ * KT_DEVICE), bus.c, boot.c, and the pure builders cpuid.c and acpi.c.
  *
  * Everything between CDEF BEGIN and CDEF END is read by build_ffi.py as the cffi cdef,
  * so it must stay plain declarations and integer #defines.

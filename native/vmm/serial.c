@@ -4,9 +4,16 @@
  * Transmit is instant: each THR write goes to out_fd (COM1: the console file; COM2 and
  * COM3: a host channel's pipe, where we wait for room instead of dropping bytes). Receive
  * comes from kt_uart_rx_push (the host writing to the channel).
+ *
+ * The UARTs are one registered device ("serial", first in order) like every other, so
+ * vm.c has no device code and every device is created and torn down on one path. Their
+ * state is the one device state kt_vm names (com1, chan[]) rather than a KT_DEVICE slot:
+ * the public interface reaches it directly - kt_config.console_fd, kt_vm_chan_fd and
+ * kt_vm_chan_write (control.c) - and that interface is fixed whatever devices exist.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <string.h>
 #include <unistd.h>
@@ -27,8 +34,9 @@
 static bool uart_io(struct kt_vcpu *v, void *dev, uint64_t off, bool is_write, uint8_t *data,
                     int size);
 
-int kt_uart_init(struct kt_vm *vm, struct kt_uart *u, uint16_t base, int irq, int irq_src,
-                 int out_fd, bool out_nonblock, char *err, size_t errlen)
+/* base..base+7 */
+static int uart_init(struct kt_vm *vm, struct kt_uart *u, uint16_t base, int irq, int irq_src,
+                     int out_fd, bool out_nonblock, char *err, size_t errlen)
 {
     memset(u, 0, sizeof(*u));
     pthread_mutex_init(&u->lock, NULL);
@@ -41,7 +49,7 @@ int kt_uart_init(struct kt_vm *vm, struct kt_uart *u, uint16_t base, int irq, in
     return kt_bus_register(&vm->pio_bus, base, 8, uart_io, u, err, errlen);
 }
 
-void kt_uart_destroy(struct kt_uart *u)
+static void uart_destroy(struct kt_uart *u)
 {
     if (u->base)
         pthread_mutex_destroy(&u->lock);
@@ -176,3 +184,55 @@ size_t kt_uart_rx_push(struct kt_vm *vm, struct kt_uart *u, const uint8_t *data,
     update_irq(vm, u, iir);
     return n;
 }
+
+/* The host channels' UARTs at the PC's legacy COM ports, where Linux's 8250 driver looks
+ * for ttyS1 and ttyS2 (COM3 shares IRQ 4 with COM1 there; kt_vm_set_irq ORs the sources). */
+static const struct {
+    int com;
+    uint16_t base;
+    int irq;
+} chan_ports[KT_CHANS] = {
+    [KT_CHAN_WIRE] = {2, 0x2f8, 3},
+    [KT_CHAN_SHELL] = {3, 0x3e8, 4},
+};
+
+/* Undoes whatever serial_init did, also half of it (a uart's base says it was set up). */
+static void serial_exit(struct kt_vm *vm, void *state)
+{
+    uart_destroy(&vm->com1);
+    for (int c = 0; c < KT_CHANS; c++) {
+        uart_destroy(&vm->chan[c].uart);
+        if (vm->chan[c].rd >= 0)
+            close(vm->chan[c].rd);
+        if (vm->chan[c].wr >= 0)
+            close(vm->chan[c].wr);
+        vm->chan[c].rd = vm->chan[c].wr = -1;
+    }
+}
+
+/* COM1 (0x3f8, IRQ 4) -> the console fd; each host channel's UART -> a pipe of its own. */
+static int serial_init(struct kt_vm *vm, void **state, char *err, size_t errlen)
+{
+    for (int c = 0; c < KT_CHANS; c++)
+        vm->chan[c].rd = vm->chan[c].wr = -1;
+    int rc = uart_init(vm, &vm->com1, 0x3f8, 4, 0, vm->cfg.console_fd, false, err, errlen);
+    for (int c = 0; c < KT_CHANS && rc == 0; c++) {
+        struct kt_chan *ch = &vm->chan[c];
+        int pipefd[2];
+        if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0) {
+            rc = kt_err(err, errlen, -errno, "pipe for COM%d: %s", chan_ports[c].com,
+                        strerror(errno));
+            break;
+        }
+        ch->rd = pipefd[0];
+        ch->wr = pipefd[1];
+        fcntl(ch->wr, F_SETPIPE_SZ, 1 << 20);
+        rc = uart_init(vm, &ch->uart, chan_ports[c].base, chan_ports[c].irq, 1 + c, ch->wr, true,
+                       err, errlen);
+    }
+    if (rc < 0)
+        serial_exit(vm, NULL);
+    return rc;
+}
+
+KT_DEVICE(serial, .order = -1, .init = serial_init, .exit = serial_exit);

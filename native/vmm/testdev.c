@@ -6,6 +6,8 @@
  *   KT_PORT_SLEEP_CTL      ACPI hardware-reduced sleep control: SLP_EN with SLP_TYP 5 = off
  *   KT_MMIO_TESTDEV        4 KiB MMIO window: reads return the last value written + 1
  */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -63,28 +65,43 @@ static bool sleep_io(struct kt_vcpu *v, void *dev, uint64_t off, bool is_write, 
     return true;
 }
 
+/* dev: the VM's last value written (the device's state, allocated by testdev_init). */
 static bool testdev_mmio(struct kt_vcpu *v, void *dev, uint64_t off, bool is_write,
                          uint8_t *data, int len)
 {
-    struct kt_vm *vm = v->vm;
+    uint64_t *value = dev;
     if (len > 8)
         return false;
     if (is_write)
-        __atomic_store_n(&vm->testdev_value, load_le(data, len), __ATOMIC_SEQ_CST);
+        __atomic_store_n(value, load_le(data, len), __ATOMIC_SEQ_CST);
     else
-        store_le(data, len, __atomic_load_n(&vm->testdev_value, __ATOMIC_SEQ_CST) + 1);
+        store_le(data, len, __atomic_load_n(value, __ATOMIC_SEQ_CST) + 1);
     return true;
 }
 
-int kt_testdev_init(struct kt_vm *vm, char *err, size_t errlen)
+static void testdev_exit(struct kt_vm *vm, void *state)
 {
+    free(state);
+}
+
+static int testdev_init(struct kt_vm *vm, void **state, char *err, size_t errlen)
+{
+    uint64_t *value = calloc(1, sizeof(*value));
+    if (!value)
+        return kt_err(err, errlen, -ENOMEM, "out of memory");
     int rc = kt_bus_register(&vm->pio_bus, KT_PORT_EXIT, 1, exit_io, NULL, err, errlen);
     if (rc == 0)
         rc = kt_bus_register(&vm->pio_bus, KT_PORT_REPORT, 1, report_io, NULL, err, errlen);
     if (rc == 0)
         rc = kt_bus_register(&vm->pio_bus, KT_PORT_SLEEP_CTL, 2, sleep_io, NULL, err, errlen);
     if (rc == 0)
-        rc = kt_bus_register(&vm->mmio_bus, KT_MMIO_TESTDEV, 0x1000, testdev_mmio, NULL, err,
+        rc = kt_bus_register(&vm->mmio_bus, KT_MMIO_TESTDEV, 0x1000, testdev_mmio, value, err,
                              errlen);
+    if (rc < 0)
+        free(value);
+    else
+        *state = value;
     return rc;
 }
+
+KT_DEVICE(testdev, .init = testdev_init, .exit = testdev_exit);

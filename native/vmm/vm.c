@@ -1,7 +1,7 @@
 /*
  * vm.c - VM lifetime: open /dev/kvm, create the VM and its memfd-backed RAM, the in-kernel
- * irqchip and PIT, the devices and vCPUs; start them; tear everything down. What happens
- * while it runs (events, pause, kill) is in control.c.
+ * irqchip and PIT, the devices (every registered one, device.c) and vCPUs; start them; tear
+ * everything down. What happens while it runs (events, pause, kill) is in control.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -201,17 +201,6 @@ static int setup_memory(struct kt_vm *vm, char *err, size_t errlen)
     return rc;
 }
 
-/* The host channels' UARTs at the PC's legacy COM ports, where Linux's 8250 driver looks
- * for ttyS1 and ttyS2 (COM3 shares IRQ 4 with COM1 there; kt_vm_set_irq ORs the sources). */
-static const struct {
-    int com;
-    uint16_t base;
-    int irq;
-} chan_ports[KT_CHANS] = {
-    [KT_CHAN_WIRE] = {2, 0x2f8, 3},
-    [KT_CHAN_SHELL] = {3, 0x3e8, 4},
-};
-
 struct kt_vm *kt_vm_create(const struct kt_config *cfg, char *err, size_t errlen)
 {
     const struct kt_topology *t = &cfg->topo;
@@ -231,8 +220,6 @@ struct kt_vm *kt_vm_create(const struct kt_config *cfg, char *err, size_t errlen
     }
     vm->cfg = *cfg;
     vm->kvm_fd = vm->vm_fd = vm->mem_fd = vm->event_fd = -1;
-    for (int c = 0; c < KT_CHANS; c++)
-        vm->chan[c].rd = vm->chan[c].wr = -1;
     pthread_mutex_init(&vm->lock, NULL);
     pthread_mutex_init(&vm->irq_lock, NULL);
     pthread_cond_init(&vm->cond, NULL);
@@ -276,26 +263,11 @@ struct kt_vm *kt_vm_create(const struct kt_config *cfg, char *err, size_t errlen
         kt_err(err, errlen, -errno, "eventfd: %s", strerror(errno));
         goto fail;
     }
-    /* Each device registers the ports/MMIO it owns on the buses the vCPU loop consults. */
+    /* Every registered device (KT_DEVICE in its own file) registers the ports/MMIO it owns
+     * on the buses the vCPU loop consults. */
     vm->pio_bus.name = "port";
     vm->mmio_bus.name = "MMIO";
-    if (kt_uart_init(vm, &vm->com1, 0x3f8, 4, 0, cfg->console_fd, false, err, errlen) < 0)
-        goto fail;
-    for (int c = 0; c < KT_CHANS; c++) {
-        struct kt_chan *ch = &vm->chan[c];
-        int pipefd[2];
-        if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0) {
-            kt_err(err, errlen, -errno, "pipe for COM%d: %s", chan_ports[c].com, strerror(errno));
-            goto fail;
-        }
-        ch->rd = pipefd[0];
-        ch->wr = pipefd[1];
-        fcntl(ch->wr, F_SETPIPE_SZ, 1 << 20);
-        if (kt_uart_init(vm, &ch->uart, chan_ports[c].base, chan_ports[c].irq, 1 + c, ch->wr,
-                         true, err, errlen) < 0)
-            goto fail;
-    }
-    if (kt_i8042_init(vm, err, errlen) < 0 || kt_testdev_init(vm, err, errlen) < 0)
+    if (kt_devices_init(vm, err, errlen) < 0)
         goto fail;
 
     vm->vcpus = calloc((size_t)vm->nvcpus, sizeof(*vm->vcpus));
@@ -367,14 +339,7 @@ void kt_vm_destroy(struct kt_vm *vm)
         }
         free(vm->vcpus);
     }
-    kt_uart_destroy(&vm->com1);
-    for (int c = 0; c < KT_CHANS; c++) {
-        kt_uart_destroy(&vm->chan[c].uart);
-        if (vm->chan[c].rd >= 0)
-            close(vm->chan[c].rd);
-        if (vm->chan[c].wr >= 0)
-            close(vm->chan[c].wr);
-    }
+    kt_devices_exit(vm); /* after the vCPU threads: their handlers use the devices */
     if (vm->mem)
         munmap(vm->mem, vm->mem_size);
     if (vm->fw)
