@@ -160,6 +160,12 @@ def row_of(s: RunSummary, widths: dict[str, int] | None = None) -> tuple:
 
 
 class BrowserScreen(StoreScreen):
+    DEFAULT_CSS = """
+    #browser-filters { height: 3; }
+    #filter { width: 1fr; }
+    #verdict-filter { width: 24; padding: 1 1 0 1; color: $text-muted; }
+    #runs { height: 1fr; }
+    """
     BINDINGS = [
         *SCREEN_KEYS,
         Binding("enter", "open", "Open"),

@@ -108,6 +108,12 @@ def textual_keys_text(screen: Screen) -> Text:
 
 
 class HelpScreen(ModalScreen[None]):
+    # CSS, not DEFAULT_CSS: #help's height has to win over the app-wide .dialog rule
+    # (app.tcss), and a widget's defaults never win over the app's stylesheet.
+    CSS = """
+    #help { height: 80%; }
+    #help-intro { margin: 1 0; color: $text-muted; }
+    """
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close help")]
 
     def __init__(self, under: Screen) -> None:

@@ -112,6 +112,14 @@ def run_args(values: dict[str, str], engine: str, expect_err: bool, no_auto_repr
 
 
 class LauncherScreen(Screen[list[str] | None]):
+    DEFAULT_CSS = """
+    #launcher { padding: 1 2; }
+    .form-row { height: auto; margin-bottom: 0; }
+    .form-label { width: 16; padding: 1 1 0 0; }
+    .form-input { width: 40; }
+    Input.-invalid-field { border: tall $error; }
+    #topo-drawing { height: auto; max-height: 14; margin: 0 0 1 16; color: $text-muted; }
+    """
     BINDINGS = [
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+s", "launch", "Launch"),

@@ -62,6 +62,13 @@ def _fmt_secs(s: float) -> str:
 
 
 class LiveRunScreen(Screen):
+    DEFAULT_CSS = """
+    #live-body { height: 1fr; }
+    #live-left { width: 62; min-width: 40; }
+    #monitor-scroll { height: 2fr; border-bottom: solid $panel; }
+    #timeline-scroll { height: 1fr; }
+    #live-tabs { width: 1fr; }
+    """
     clock = staticmethod(time.time)  # tests pin it for reproducible screens
 
     BINDINGS = [

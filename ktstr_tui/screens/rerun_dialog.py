@@ -25,6 +25,9 @@ SHOWN = ("name", "scheduler", "sched_args", "topology", "duration_s", "workload"
 
 
 class RerunDialog(ModalScreen[str | None]):
+    DEFAULT_CSS = """
+    #rerun-drawing { height: auto; max-height: 14; margin: 0 0 1 16; color: $text-muted; }
+    """
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     class SpecLoaded(Message):

@@ -125,6 +125,12 @@ def section_body(name: str, text: str) -> str:
 
 class ResultScreen(Screen):
     DEFAULT_CSS = """
+    #result-tabs { height: 1fr; }
+    #result-tabs TabPane { padding: 0; }
+    #sections Collapsible.section { padding: 0; }
+    .message-head { padding: 0 1 1 1; }
+    .section-body { width: auto; }
+    #dump-sources { height: auto; max-height: 6; }
     #stats-box DataTable { height: auto; max-height: 24; }
     #stats-box .stats-title { padding: 0 1; background: $panel; }
     """

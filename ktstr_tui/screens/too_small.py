@@ -8,6 +8,15 @@ from textual.widgets import Static
 
 
 class TooSmallScreen(Screen):
+    DEFAULT_CSS = """
+    #too-small {
+        width: 100%;
+        height: 100%;
+        content-align: center middle;
+        text-style: bold;
+        color: $warning;
+    }
+    """
     def __init__(self, min_width: int, min_height: int) -> None:
         super().__init__()
         self.min_width, self.min_height = min_width, min_height

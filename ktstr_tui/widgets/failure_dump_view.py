@@ -69,11 +69,16 @@ class ValueScreen(ModalScreen[None]):
 
 class FailureDumpView(Vertical):
     DEFAULT_CSS = """
+    FailureDumpView { height: 1fr; min-height: 10; }
+    FailureDumpView .dump-title { padding: 0 1; background: $panel; }
+    FailureDumpView .placeholder-note { height: auto; padding: 0 1; color: $warning; }
+    FailureDumpView .dump-cpus { width: 1fr; }
     FailureDumpView .dump-story { height: 1fr; }
     FailureDumpView .dump-summary { padding: 0 1; margin-bottom: 1; }
     FailureDumpView .dump-story DataTable { height: auto; max-height: 20; }
     FailureDumpView .dump-section { padding: 0 1; background: $panel; }
     FailureDumpView JsonTree { height: auto; max-height: 30; }
+    FailureDumpView .dump-story DataTable.dump-maps { max-height: 12; }
     """
     BINDINGS = [Binding("M", "monitor", "Monitor at the failure")]
 

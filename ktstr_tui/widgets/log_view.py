@@ -37,6 +37,10 @@ CACHE_LINES = 4000
 
 class LogView(ScrollView, can_focus=True):
     """Lines of one file; follow mode keeps the end in view as the file grows."""
+    DEFAULT_CSS = """
+    LogView { height: 1fr; scrollbar-gutter: stable; }
+    LogView:focus { background-tint: $foreground 3%; }
+    """
 
     BINDINGS = [
         Binding("f", "toggle_follow", "Follow"),
@@ -255,6 +259,11 @@ class LogView(ScrollView, can_focus=True):
 
 class LogPane(Vertical):
     """A LogView with a search bar (`/`) and a status line (lines, follow, scan progress)."""
+    DEFAULT_CSS = """
+    LogPane { height: 1fr; }
+    LogPane .log-search { dock: bottom; margin-bottom: 1; }
+    LogPane .log-status { dock: bottom; height: 1; color: $text-muted; background: $panel; padding: 0 1; }
+    """
 
     BINDINGS = [Binding("slash", "search", "Search"),
                 Binding("escape", "close_search", "Close search", show=False)]

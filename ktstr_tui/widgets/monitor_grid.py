@@ -65,6 +65,9 @@ def failure_index(samples: list[MonitorSample]) -> int | None:
 
 class MonitorGrid(Static):
     """The live monitor pane; also shows a whole history on the result screen."""
+    DEFAULT_CSS = """
+    MonitorGrid { width: auto; padding: 0 1; }
+    """
 
     BINDINGS = [
         Binding("left_square_bracket,left", "step(-1)", "Earlier sample", show=False),

@@ -23,6 +23,10 @@ def landmarks(lines: list[str]) -> tuple[list[int], list[int]]:
 
 
 class ScxDumpView(VerticalScroll, can_focus=True):
+    DEFAULT_CSS = """
+    ScxDumpView { height: 1fr; }
+    ScxDumpView .scx-dump-body { width: auto; }
+    """
     BINDINGS = [
         Binding("c", "jump('cpu', 1)", "Next CPU"),
         Binding("C", "jump('cpu', -1)", "Prev CPU"),

@@ -28,6 +28,9 @@ MAX_LISTED = 200
 
 class Timeline(Static):
     """Call `set_events(events, t0, now)`; width comes from the widget's size."""
+    DEFAULT_CSS = """
+    Timeline { width: auto; padding: 0 1; }
+    """
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)

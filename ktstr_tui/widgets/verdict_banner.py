@@ -11,6 +11,19 @@ VERDICT_CLASSES = ("pass", "fail", "inconclusive", "skip", "running", "error")
 
 class VerdictBanner(Static):
     """verdict: a verdict or a phase; detail: the first line of the message."""
+    DEFAULT_CSS = """
+    VerdictBanner {
+        height: 1;
+        padding: 0 1;
+        text-style: bold;
+    }
+    VerdictBanner.-pass { color: $success; }
+    VerdictBanner.-fail { color: $error; }
+    VerdictBanner.-error { color: $error; }
+    VerdictBanner.-inconclusive { color: $warning; }
+    VerdictBanner.-skip { color: $text-muted; }
+    VerdictBanner.-running { color: $accent; }
+    """
 
     verdict: reactive[str] = reactive("pending")
     detail: reactive[str] = reactive("")
