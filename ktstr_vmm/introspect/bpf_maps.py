@@ -11,15 +11,17 @@ otherwise:
   PERCPU_HASH    `percpu_hash_entries` [{"key", "key_hex", "per_cpu": [per CPU]}]
 (ktstr's MapDump shapes).
   anything else  `error` saying the type is not rendered
-Layouts (bpf_map, bpf_array, bpf_htab, htab_elem, xa_node, struct btf) come from the
-kernel's BTF. Every walk is capped and every read may fail: a map that cannot be read
-carries its reason in `error`; nothing raises.
+Layouts (bpf_map, bpf_array, bpf_htab, htab_elem, idr, xa_node, struct btf) come from the
+kernel's BTF; the IDR, the hash chains and the per-CPU copies are walked with walkers.py.
+Every walk is capped and every read may fail: a map that cannot be read carries its reason
+in `error`; nothing raises.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import islice
 from typing import Any
 
 from .bpf_render import render
@@ -35,6 +37,7 @@ from .bpf_types import (
 from .btf import Btf
 from .btf_types import BtfError
 from .memory import GuestMemory, is_bad
+from .walkers import XaLayout, hlist_nulls_for_each, idr_for_each, per_cpu_ptr
 
 MAX_MAPS = 64
 MAX_ENTRIES = 256  # rendered entries per map
@@ -42,7 +45,6 @@ MAX_VALUE_BYTES = 1 << 20  # bytes read for one map's values
 MAX_BTF_BYTES = 8 << 20
 MAX_BUCKET_BYTES = 4 << 20  # of a hash map's bucket array scanned for elements
 CHUNK = 64 << 10
-XA_CHUNK = 64
 MAX_MAP_TYPE = 255
 
 
@@ -54,7 +56,7 @@ def _pointee_size(btf: Btf, s: str, path: str) -> int:
 
 # MapLayout field -> (kernel struct, member path): byte offsets from the kernel's BTF.
 _OFFSETS = {
-    "idr_head": ("idr", "idr_rt.xa_head"), "xa_slots": ("xa_node", "slots"),
+    "idr_rt": ("idr", "idr_rt"),
     "m_name": ("bpf_map", "name"), "m_type": ("bpf_map", "map_type"),
     "m_key_size": ("bpf_map", "key_size"), "m_value_size": ("bpf_map", "value_size"),
     "m_max_entries": ("bpf_map", "max_entries"), "m_btf": ("bpf_map", "btf"),
@@ -68,11 +70,10 @@ _OFFSETS = {
 
 @dataclass(frozen=True)
 class MapLayout:
-    """Offsets from the kernel's BTF (see _OFFSETS); `build` raises BtfError when one is
-    missing."""
+    """Offsets from the kernel's BTF (see _OFFSETS; `xa`: the XArray's); `build` raises
+    BtfError when one is missing."""
 
-    idr_head: int
-    xa_slots: int
+    idr_rt: int
     m_name: int
     m_type: int
     m_key_size: int
@@ -90,6 +91,7 @@ class MapLayout:
     btf_data_size: int
     bucket_size: int
     map_types: dict[int, str]
+    xa: XaLayout
 
     @classmethod
     def build(cls, kbtf: Btf) -> MapLayout:
@@ -100,7 +102,7 @@ class MapLayout:
             types = dict(MAP_TYPES)
         offsets = {k: kbtf.member(st, path).offset for k, (st, path) in _OFFSETS.items()}
         return cls(**offsets, bucket_size=_pointee_size(kbtf, "bpf_htab", "buckets"),
-                   map_types=types)
+                   map_types=types, xa=XaLayout.from_btf(kbtf))
 
 
 @dataclass(frozen=True)
@@ -133,29 +135,9 @@ class MapReader:
     # ------------------------------------------------------------------ walking
 
     def map_addresses(self) -> list[int]:
-        head = self.mem.u64(self.map_idr + self.L.idr_head)
-        if is_bad(head):
-            return []
-        out: list[int] = []
-        self._visit(head, 0, out)
-        return out
-
-    def _visit(self, entry: int, depth: int, out: list[int]) -> None:
-        """XArray walk in index order: internal entries with low bits 10 above 4096 are
-        nodes (64 slots), other internal ones (sibling, retry) and value entries (low bit
-        set) are skipped, the rest are `struct bpf_map *`."""
-        if len(out) >= MAX_MAPS or not entry:
-            return
-        if entry & 3 == 2:
-            if entry <= 4096 or depth > 11:
-                return  # sibling/retry/zero entry, or a corrupt tree
-            raw = self.mem.read(entry - 2 + self.L.xa_slots, 8 * XA_CHUNK)
-            if is_bad(raw):
-                return
-            for i in range(XA_CHUNK):
-                self._visit(int.from_bytes(raw[8 * i:8 * i + 8], "little"), depth + 1, out)
-        elif not entry & 1:  # a pointer, not a value entry
-            out.append(entry)
+        """The first MAX_MAPS `struct bpf_map *` in `map_idr`, in id order."""
+        maps = idr_for_each(self.mem, self.map_idr, self.L.idr_rt, self.L.xa)
+        return [va for _id, va in islice(maps, MAX_MAPS)]
 
     def globals(self, max_bytes: int = 64 << 10) -> dict[str, Any]:
         """The scheduler's global variables now: each one-entry ARRAY map named
@@ -289,8 +271,7 @@ class MapReader:
     def _percpu(self, pptr: int, val: _Typed) -> list[Any]:
         out = []
         for cpu in range(self.ncpus):
-            where = (pptr + self.per_cpu_offsets[cpu]) & (2**64 - 1)
-            raw = self.mem.read(where, val.size)
+            raw = self.mem.read(per_cpu_ptr(pptr, cpu, self.per_cpu_offsets), val.size)
             out.append(None if is_bad(raw) else val.render(raw, 0))
         return out
 
@@ -328,9 +309,7 @@ class MapReader:
         ksz = (key.size + 7) & ~7
         entries: list[dict[str, Any]] = []
         for first in self._bucket_heads(buckets, nb):
-            node, hops = first, 0
-            while node and not node & 1 and hops < MAX_ENTRIES:  # nulls lists end odd
-                hops += 1
+            for node in hlist_nulls_for_each(mem, first, limit=MAX_ENTRIES):
                 raw = mem.read(node + L.elem_key, ksz + (8 if percpu else val.size))
                 if is_bad(raw):
                     break
@@ -344,8 +323,6 @@ class MapReader:
                 entries.append(e)
                 if len(entries) >= MAX_ENTRIES:
                     break
-                nxt = mem.u64(node)
-                node = 0 if is_bad(nxt) else nxt
             if len(entries) >= MAX_ENTRIES:
                 break
         return _with(base, **({"percpu_hash_entries": entries} if percpu

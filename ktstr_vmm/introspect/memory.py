@@ -201,13 +201,3 @@ class GuestMemory:
         if is_bad(b):
             return b
         return b.split(b"\0", 1)[0].decode("utf-8", "replace")
-
-    def per_cpu(self, sym_va: int, per_cpu_offsets: Sequence[int], cpu: int) -> int:
-        """Address of per-CPU variable `sym_va` on `cpu` (`sym + __per_cpu_offset[cpu]`)."""
-        return (sym_va + per_cpu_offsets[cpu]) & ((1 << 64) - 1)
-
-    def per_cpu_offsets(self, per_cpu_offset_va: int, ncpus: int) -> list[int] | BadRead:
-        raw = self.read(per_cpu_offset_va, 8 * ncpus)
-        if is_bad(raw):
-            return raw
-        return list(struct.unpack(f"<{ncpus}Q", raw))

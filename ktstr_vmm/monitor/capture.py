@@ -2,8 +2,9 @@
 the current and runnable tasks, the attached scheduler's exit (kind, reason, message) and
 the event-counter timeline of the monitor's samples. docs/failure-dump.md lists the fields.
 
-Every list walk is capped (a corrupt list cannot loop forever) and every read may fail:
-what could not be read is left out, as absent means "not captured" in the format.
+Lists, the DSQ rhashtable and per-CPU copies are walked with introspect/walkers.py; every
+walk is capped (a corrupt list cannot loop forever) and every read may fail: what could not
+be read is left out, as absent means "not captured" in the format.
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ from typing import Any
 from ..introspect.bpf_maps import active_obj_name, read_maps
 from ..introspect.btf_types import BtfError
 from ..introspect.memory import is_bad
+from ..introspect.walkers import (
+    RhtLayout,
+    list_for_each_entry,
+    per_cpu_ptr,
+    rht_buckets,
+    rht_for_each,
+)
 from ..rundir.dumps import (
     REASON_NO_NUMA_WALKER,
     REASON_PROG_ACCESSOR_UNAVAILABLE,
@@ -58,7 +66,8 @@ CAPTURE_MEMBERS: dict[str, tuple[str, str]] = {
     "dsq_list": ("scx_dispatch_q", "list"),
     "dsq_hash_node": ("scx_dispatch_q", "hash_node"),
     "sch_pnode": ("scx_sched", "pnode"),
-    "sch_dsq_hash": ("scx_sched", "dsq_hash.tbl"),
+    "sch_dsq_hash": ("scx_sched", "dsq_hash"),
+    "rht_tbl": ("rhashtable", "tbl"),
     "pnode_global_dsq": ("scx_sched_pnode", "global_dsq"),
     "pcpu_bypass_dsq": ("scx_sched_pcpu", "bypass_dsq"),
     "tbl_size": ("bucket_table", "size"),
@@ -96,20 +105,13 @@ def _int(mem, va: int, size: int, signed: bool = False) -> int | None:
     return None if is_bad(b) else int.from_bytes(b, "little", signed=signed)
 
 
-def _walk(mem, head: int, node_off: int | None) -> tuple[list[int], bool]:
-    """Entries of a list_head at `head` as container addresses (node - node_off)."""
+def _list_entries(mem, head: int, node_off: int | None) -> tuple[list[int], bool]:
+    """The containers on the list_head at `head` (node - `node_off`), at most LIST_CAP, and
+    whether the walk stopped at that cap; ([], False) when this kernel lacks the member."""
     if node_off is None:
         return [], False
-    out: list[int] = []
-    nxt = _int(mem, head, 8)
-    seen = {head}
-    while nxt and nxt not in seen:
-        if len(out) >= LIST_CAP:
-            return out, True
-        seen.add(nxt)
-        out.append(nxt - node_off)
-        nxt = _int(mem, nxt, 8)
-    return out, False
+    walk = list_for_each_entry(mem, head, node_off, limit=LIST_CAP)
+    return list(walk), walk.truncated
 
 
 def _task(s: Sampler, va: int, cpu: int | None = None,
@@ -175,7 +177,7 @@ def _rq(s: Sampler, cpu: int, tasks: dict[int, TaskEnrichment],
     mem, L, x = s.mem, s.L, offsets(s)
     rq = s.rq_addrs[cpu]
     c = s.read_cpu(cpu)
-    runnable, trunc = _walk(mem, rq + x["rq_runnable_list"], x["task_runnable_node"]) \
+    runnable, trunc = _list_entries(mem, rq + x["rq_runnable_list"], x["task_runnable_node"]) \
         if x["rq_runnable_list"] is not None else ([], False)
     kw: dict[str, Any] = {"cpu": cpu, "runnable_task_kvas": tuple(runnable),
                           "runnable_truncated": trunc}
@@ -213,7 +215,7 @@ def _dsq(s: Sampler, dsq: int, origin: str) -> DsqState | None:
     if None in head:
         return None
     nr, seq, dsq_id = head
-    queued, trunc = _walk(s.mem, dsq + x["dsq_list"], x["task_dsq_node"])
+    queued, trunc = _list_entries(s.mem, dsq + x["dsq_list"], x["task_dsq_node"])
     return DsqState(id=dsq_id, origin=origin, nr=nr, seq=seq, task_kvas=tuple(queued),
                     truncated=trunc)
 
@@ -232,7 +234,7 @@ def _bypass_dsqs(s: Sampler, sch: int) -> list[DsqState]:
     pcpu = _int(s.mem, sch + s.L.sch_pcpu, 8)
     out = []
     for cpu in range(s.ncpus) if pcpu else ():
-        d = _dsq(s, s.mem.per_cpu(pcpu + x["pcpu_bypass_dsq"], s.per_cpu_offsets, cpu),
+        d = _dsq(s, per_cpu_ptr(pcpu + x["pcpu_bypass_dsq"], cpu, s.per_cpu_offsets),
                  f"bypass cpu {cpu}")
         if d is not None and (d.nr or d.task_kvas):  # idle bypass queues say nothing
             out.append(d)
@@ -256,30 +258,23 @@ def _global_dsqs(s: Sampler, sch: int) -> list[DsqState]:
 
 
 def _user_dsqs(s: Sampler, sch: int) -> list[DsqState]:
-    """The DSQs the scheduler created, from the `sch->dsq_hash` rhashtable: a bucket array
-    of rhash_head chains (bit 0 of a bucket pointer is its lock; a chain ends in an odd
-    "nulls" marker). A nested (huge) table is not walked."""
-    mem, x = s.mem, offsets(s)
-    if None in (x.get("sch_dsq_hash"), x.get("dsq_hash_node"), x.get("tbl_size"),
-                x.get("tbl_nest"), x.get("tbl_buckets")):
+    """The DSQs the scheduler created, from the `sch->dsq_hash` rhashtable, bucket by bucket
+    (a nested (huge) table is not walked); a DSQ that cannot be read ends its bucket."""
+    x = offsets(s)
+    keys = ("sch_dsq_hash", "dsq_hash_node", "rht_tbl", "tbl_size", "tbl_nest", "tbl_buckets")
+    if any(x.get(k) is None for k in keys):
         return []
-    tbl = _int(mem, sch + x["sch_dsq_hash"], 8)
-    size = _int(mem, tbl + x["tbl_size"], 4) if tbl else None
-    nest = _int(mem, tbl + x["tbl_nest"], 4) if tbl else None
-    if not size or nest or size > 1 << 16:
-        return []  # no table, a nested table, or garbage
-    raw = mem.read(tbl + x["tbl_buckets"], 8 * size)
-    if is_bad(raw):
-        return []
+    layout = RhtLayout(tbl=x["rht_tbl"], size=x["tbl_size"], nest=x["tbl_nest"],
+                       buckets=x["tbl_buckets"])
     out: list[DsqState] = []
-    for b in range(size):
-        node = int.from_bytes(raw[8 * b:8 * b + 8], "little") & ~1
-        while node and not node & 1 and len(out) < LIST_CAP:
+    for first in rht_buckets(s.mem, sch + x["sch_dsq_hash"], layout):
+        for node in rht_for_each(s.mem, first):
+            if len(out) >= LIST_CAP:
+                return out
             d = _dsq(s, node - x["dsq_hash_node"], "user")
             if d is None:
                 break
             out.append(d)
-            node = _int(mem, node, 8) or 0
     return out
 
 

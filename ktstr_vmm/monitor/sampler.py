@@ -21,6 +21,7 @@ from ..introspect.btf import Btf, BtfError
 from ..introspect.memory import START_KERNEL_MAP, BadRead, GuestMemory, is_bad
 from ..introspect.scx import EXIT_KINDS, SCX_EXIT_DONE, exit_kinds
 from ..introspect.symbols import Symbols
+from ..introspect.walkers import per_cpu_offsets, per_cpu_ptrs
 
 REQUIRED_SYMBOLS = ("runqueues", "__per_cpu_offset", "page_offset_base")
 OPTIONAL_SYMBOLS = ("scx_root", "scx_enable_state_var", "init_top_pgt", "phys_base",
@@ -175,12 +176,11 @@ class Sampler:
 
     def prepare(self) -> str | None:
         """Read __per_cpu_offset and locate each run queue; the reason when it fails."""
-        offs = self.mem.per_cpu_offsets(self.L.sym["__per_cpu_offset"], self.ncpus)
+        offs = per_cpu_offsets(self.mem, self.L.sym["__per_cpu_offset"], self.ncpus)
         if is_bad(offs):
             return f"cannot read __per_cpu_offset: {offs.reason}"
         self.per_cpu_offsets = offs
-        self.rq_addrs = [self.mem.per_cpu(self.L.sym["runqueues"], offs, c)
-                         for c in range(self.ncpus)]
+        self.rq_addrs = per_cpu_ptrs(self.L.sym["runqueues"], offs, self.ncpus)
         self._rq_loc = [self.mem.locate_kva(va, self._rq_s.size) for va in self.rq_addrs]
         if all(loc is None for loc in self._rq_loc):
             return "no CPU's run queue is in guest RAM (wrong symbols or page_offset_base?)"
@@ -245,8 +245,9 @@ class Sampler:
                           if self._ev is not None and L.sch_pcpu is not None else None)
             if self._pcpu:
                 self._ev_locs = [
-                    mem.locate_kva(mem.per_cpu(self._pcpu + L.ev_offset, self.per_cpu_offsets,
-                                               c), self._ev.size) for c in range(self.ncpus)]
+                    mem.locate_kva(va, self._ev.size)
+                    for va in per_cpu_ptrs(self._pcpu + L.ev_offset, self.per_cpu_offsets,
+                                           self.ncpus)]
         return self._kind_loc
 
     def _events(self, flags: list[str]) -> dict[str, int]:
