@@ -183,12 +183,21 @@ def _stalled(proc: subprocess.Popen, kernel: Kernel, monitor: Path, console: Pat
                       f"its console ends: {_last_lines(console)}", f"see {regs} and {console}")
 
 
+CRASH_MARKS = ("Kernel panic - not syncing", "BUG:", "general protection fault",
+               "Oops:", "RIP: ")
+
+
 def _last_lines(path: Path, n: int = 3) -> str:
+    """The console's last `n` lines, after the first lines that say why a kernel crashed
+    (a panic's stack trace alone would end the console and hide its reason)."""
     try:
-        lines = path.read_bytes()[-8192:].decode("utf-8", "replace").strip().splitlines()
+        text = path.read_bytes()[-65536:].decode("utf-8", "replace")
     except OSError:
         return ""
-    return " | ".join(x.strip() for x in lines[-n:])
+    lines = text.strip().splitlines()
+    why = [x.strip() for x in lines if any(m in x for m in CRASH_MARKS)][:3]
+    tail = [x.strip() for x in lines[-n:] if x.strip() not in why]
+    return " | ".join(why + (["..."] if why and tail else []) + tail)
 
 
 def _extract(exchange: Path, out: Path) -> None:
