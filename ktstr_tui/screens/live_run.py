@@ -198,15 +198,24 @@ class LiveRunScreen(Screen):
             return
         self.app.call_from_thread(self.query_one("#monitor", MonitorGrid).set_topology, topo)
 
+    def _binding_state(self) -> tuple[bool, bool, bool]:
+        """Everything check_action reads: the footer is redrawn when any of it changes."""
+        return (self.control, self.gone, self.result_ready)
+
     @on(RunUpdate)
     def _update(self, u: RunUpdate) -> None:
+        before = self._binding_state()
+        self._apply(u)
+        if self._binding_state() != before:
+            self.refresh_bindings()
+
+    def _apply(self, u: RunUpdate) -> None:
         if u.gone:
             self.gone = True
             self.control = False
             self.notify(f"run directory deleted: {self.path}", severity="error", timeout=10,
                         markup=False)
             self._draw_status()
-            self.refresh_bindings()
             return
         if u.status is not None:
             self.status = u.status
@@ -231,9 +240,7 @@ class LiveRunScreen(Screen):
             self.query_one("#timeline", Timeline).add_events(u.events, t0=t0, now=self.clock()
                                                              if self.status and self.status.live
                                                              else None)
-        if u.control_live != self.control:
-            self.control = u.control_live
-            self.refresh_bindings()
+        self.control = u.control_live
         self.result_ready = u.result_ready
         self._draw_status()
         if (u.result_ready and self.status is not None and not self.status.live
@@ -277,6 +284,7 @@ class LiveRunScreen(Screen):
 
     # ------------------------------------------------------------------ actions
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # reads only _binding_state(); _update refreshes the footer when that changes
         if action in ("pause", "snapshot", "stop", "shell"):
             return self.control and not self.gone or None
         if action == "open_result":

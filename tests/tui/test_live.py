@@ -7,6 +7,7 @@ import time
 
 import pytest
 from conftest import make_app, wait_for
+from textual.widgets._footer import FooterKey
 
 from ktstr_tui.screens.confirm import ConfirmScreen
 from ktstr_tui.screens.live_run import NO_CONTROL, LiveRunScreen
@@ -24,6 +25,12 @@ pytestmark = [pytest.mark.tui, pytest.mark.asyncio]
 
 def status_text(screen) -> str:
     return str(screen.query_one("#live-status").render())
+
+
+def footer(screen) -> list[str]:
+    """What the footer offers now, left to right: its keys not dimmed (check_action None
+    dims a key, as every screen here does for an action that cannot run now)."""
+    return [k.description for k in screen.query(FooterKey) if not k.has_class("-disabled")]
 
 
 def sample(t: float, n: int) -> dict:
@@ -122,6 +129,41 @@ async def test_live_screen_follows_a_writer_and_controls_the_run(store_root):
             await wait_for(pilot, lambda: isinstance(pilot.app.screen, ResultScreen)
                            and pilot.app.screen.view is not None, what="result opened")
             assert pilot.app.screen.query_one("#verdict").verdict == "pass"
+    finally:
+        server.close()
+
+
+async def test_footer_shows_result_once_it_is_written_and_no_shell_without_the_socket(
+        store_root):
+    """The footer follows what check_action reads: Result is offered when result.json
+    appears (the run still evaluating, so the screen stays), Shell and the controls are
+    dimmed when the control socket goes - each without a key press or a focus change to
+    redraw the footer."""
+    run = RunDir(store_root / "runs" / "20261125-121000-scx_simple-tiny-2llc-f00d")
+    run.path.mkdir()
+    atomic_write_json(run / "spec.json", {"name": "scx_simple", "scheduler": "scx_simple",
+                                          "topology": "1n2l2c1t", "preset": "tiny-2llc"})
+    run.write_status("running", engine="qemu")
+    server = ControlServer(run.path, {"pause": lambda req: {}})
+    try:
+        async with make_app(store_root, open_path=run.path).run_test(size=(120, 40)) as pilot:
+            screen = pilot.app.screen
+            assert isinstance(screen, LiveRunScreen)
+            await wait_for(pilot, lambda: "Shell" in footer(screen), what="Shell in the footer")
+            assert "Result" not in footer(screen)  # dimmed: no result yet
+
+            run.write_status("evaluating")
+            atomic_write_json(run / "result.json", {"run_id": run.run_id, "verdict": "pass",
+                                                    "message": "", "sections": {}})
+            offered = ["Quit", "Help", "Back", "Pause/resume", "Snapshot", "Stop", "Shell"]
+            await wait_for(pilot, lambda: footer(screen) == [*offered, "Result", "Commands"],
+                           what=lambda: f"Result in the footer ({footer(screen)})")
+            assert pilot.app.screen is screen
+
+            server.close()
+            await wait_for(pilot, lambda: footer(screen) == ["Quit", "Help", "Back", "Result",
+                                                             "Commands"],
+                           what=lambda: f"no Shell in the footer ({footer(screen)})")
     finally:
         server.close()
 
