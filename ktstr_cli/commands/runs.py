@@ -16,7 +16,8 @@ from typing import Any
 from ktstr_vmm.errors import StoreError, UsageError
 from ktstr_vmm.rundir.bpf_globals import merge, read_lines
 from ktstr_vmm.rundir.dumptext import short
-from ktstr_vmm.rundir.layout import BPF_GLOBALS, RESULT, SPEC, STATUS
+from ktstr_vmm.rundir.layout import BPF_GLOBALS, RESULT, SHELL_LOG, SPEC, STATUS
+from ktstr_vmm.rundir.shell_log import NO_SHELL, read_text, shell_log_path
 from ktstr_vmm.rundir.summary import (
     ALL_VERDICTS,
     CORRUPT,
@@ -56,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "it), a *.failure-dump.json file, or a directory of the Rust ktstr's "
                        "artifacts (*.ktstr.json sidecars, *.failure-dump.json).")
     s.add_argument("target", metavar="RUN|PATH", help="run id, unique prefix or substring; or a path")
-    s.add_argument("--section", metavar="NAME", help="print only this section of the failure message")
+    s.add_argument("--section", metavar="NAME", help="print only this section of the failure "
+                   "message; `shell`: what the run's guest shells typed and printed (shell.log)")
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_store_option(s)
     s.set_defaults(func=cmd_show)
@@ -231,7 +233,32 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
+SHELL_SECTIONS = ("shell", "shell log", "shell.log")  # `--section` names of shell.log
+
+
+def show_shell(s: RunSummary, *, as_json: bool) -> int:
+    """`--section shell`: shell.log with its session markers, the terminal's control bytes
+    applied (colour kept on a terminal); a run without one says so and succeeds - no shell
+    is not an error, and shell.log is not a section of the failure message."""
+    path = shell_log_path(s.path)
+    try:
+        text = read_text(path, color=_use_color() and not as_json) if path else None
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror}") from None
+    if as_json:
+        print(json.dumps({"run_id": s.run_id, "section": "shell",
+                          "path": str(path) if path else None, "text": text,
+                          **({} if path else {"note": NO_SHELL})}, indent=2))
+    elif text is None:
+        print(NO_SHELL)
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
 def show_run(s: RunSummary, *, store: Store | None, section: str | None, as_json: bool) -> int:
+    if section is not None and _norm_section(section) in SHELL_SECTIONS:
+        return show_shell(s, as_json=as_json)
     result = _read(s.path / RESULT)
     if section is not None:
         if s.verdict == CORRUPT:
@@ -259,7 +286,8 @@ def show_run(s: RunSummary, *, store: Store | None, section: str | None, as_json
             nested.setdefault(name, {})[var] = value
         print(json.dumps({"summary": s.to_json(), "spec": _read(s.path / SPEC),
                           "status": _read(s.path / STATUS), "result": result,
-                          "children": [k.run_id for k in kids], "bpf_globals": nested},
+                          "children": [k.run_id for k in kids], "bpf_globals": nested,
+                          "shell_log": str(shell) if (shell := shell_log_path(s.path)) else None},
                          indent=2))
         return 0
     for line in format_run(s, result, _read(s.path / STATUS), kids, globals_now):
@@ -308,8 +336,14 @@ def format_run(s: RunSummary, result: dict[str, Any] | None, status: dict[str, A
     if kids:
         lines.append(f"children  {', '.join(k.run_id for k in kids)}")
     artifacts = (result or {}).get("artifacts")
-    if isinstance(artifacts, list) and artifacts:
-        lines.append(f"artifacts {', '.join(str(a) for a in artifacts)}")
+    names = [str(a) for a in artifacts] if isinstance(artifacts, list) else []
+    shell = shell_log_path(s.path)
+    if shell is not None and SHELL_LOG not in names:  # a live run's, before result.json
+        names.append(SHELL_LOG)
+    if names:
+        lines.append("artifacts " + ", ".join(
+            f"{n} ({_size(shell)}, --section shell)" if n == SHELL_LOG and shell else n
+            for n in names))
     lines += _capture_lines(result or {})
     stats = (result or {}).get("stats")
     measured = stats.get("measure_lines") if isinstance(stats, dict) else None
@@ -327,6 +361,16 @@ def format_run(s: RunSummary, result: dict[str, Any] | None, status: dict[str, A
     if isinstance(message, str) and message.strip():
         lines += ["", without_repeated_dump(message, (result or {}).get("sections")).rstrip("\n")]
     return lines
+
+
+def _size(path: Path) -> str:
+    try:
+        n = path.stat().st_size
+    except OSError:
+        return "unreadable"
+    if n < 1024:
+        return f"{n} B"
+    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MiB"
 
 
 def _capture_lines(result: dict[str, Any]) -> list[str]:

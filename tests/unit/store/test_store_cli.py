@@ -375,3 +375,87 @@ def test_show_lists_periodic_captures_and_temporal_verdicts(capsys, tmp_path):
             "at most (captures.jsonl)\n"
             "temporal  pass         nondecreasing(bpf.vtime_now)\n"
             "          fail         at_most(bpf.vtime_now, 0)\n") in out
+
+
+# ----------------------------------------------------------------------------- shell.log
+# Recorded from real guests (QEMU TCG, scx_simple, tiny-1llc): `ktstr shell` with piped
+# input, and one through a pty (pexpect) running `ls --color=always` and `scx | head -3`.
+SHELL_DATA = DATA.parent / "shell"
+PIPED = [
+    "--- shell 1 +9.6s: opened by ktstr shell: pipes 0x0, pid 116 ---",
+    "--- shell 1 input ---",
+    "cat /sys/kernel/sched_ext/state",
+    "echo hello from $(uname -s)",
+    "scx | head -5",
+    "",
+    "--- shell 1 output ---",
+    "enabled",
+    "hello from Linux",
+    "state         enabled",
+    "ops           simple",
+    "switch_all    1",
+    "nr_rejected   0",
+    "hotplug_seq   3",
+    "",
+    "--- shell 1 +10.1s: ended: exited 0 ---",
+]
+
+
+def _with_shell_log(store, run_id: str, recorded: str):
+    d = store / "runs" / run_id
+    (d / "shell.log").write_bytes((SHELL_DATA / recorded).read_bytes())
+    return d
+
+
+def test_show_section_shell_prints_the_recorded_shell_log(capsys, populated):
+    d = _with_shell_log(populated, "20261125-180102-basic-scx_lavd-numa2-4llc-0b1c",
+                        "piped.shell.log")
+    for name in ("shell", "Shell", "shell.log", "--- shell log ---"):
+        code, out, err = run(capsys, "show", "0b1c", "--section", name)
+        assert (code, err) == (0, "") and out.splitlines() == PIPED
+    code, out, _ = run(capsys, "show", "0b1c", "--section", "shell", "--json")
+    assert code == 0 and json.loads(out) == {
+        "run_id": "20261125-180102-basic-scx_lavd-numa2-4llc-0b1c", "section": "shell",
+        "path": str(d / "shell.log"), "text": "\n".join(PIPED) + "\n"}
+    # the summary lists it with its size; --json gives its path
+    _, out, _ = run(capsys, "show", "0b1c")
+    assert "artifacts console.log, sched.log, shell.log (342 B, --section shell)\n" in out
+    _, out, _ = run(capsys, "show", "0b1c", "--json")
+    assert json.loads(out)["shell_log"] == str(d / "shell.log")
+
+
+def test_show_section_shell_applies_a_ptys_control_bytes(capsys, populated):
+    """busybox's prompt asks for the cursor position (ESC[6n), the pty ends lines with CR,
+    ls colours its names: none of it reaches the reader (nor a terminal's input)."""
+    _with_shell_log(populated, "20261125-180102-basic-scx_lavd-numa2-4llc-0b1c",
+                    "pty.shell.log")
+    code, out, _ = run(capsys, "show", "0b1c", "--section", "shell")
+    assert code == 0 and "\x1b" not in out and "\r" not in out
+    assert out.splitlines()[6:] == [
+        "ktstr:/# ",
+        "--- shell 1 +9.9s: opened by ktstr shell: pty 120x40, pid 117 ---",
+        "--- shell 1 output ---",
+        "ls --color=always /sys/kernel/sched_ext",
+        "enable_seq   hotplug_seq  nr_rejected  root         state        switch_all",
+        "ktstr:/# scx | head -3",
+        "state         enabled",
+        "ops           simple",
+        "switch_all    1",
+        "ktstr:/# exit",
+        "",
+        "--- shell 1 +10.3s: ended: exited 0 ---",
+    ]
+
+
+def test_show_section_shell_without_a_shell_says_so(capsys, populated):
+    for target in ("0b1c", "live"):  # a finished run, and a live one with no result yet
+        assert run(capsys, "show", target, "--section", "shell") == (
+            0, "no shell was opened on this run\n", "")
+    code, out, _ = run(capsys, "show", "0b1c", "--section", "shell", "--json")
+    assert code == 0 and json.loads(out) == {
+        "run_id": "20261125-180102-basic-scx_lavd-numa2-4llc-0b1c", "section": "shell",
+        "path": None, "text": None, "note": "no shell was opened on this run"}
+    _, out, _ = run(capsys, "show", "0b1c")
+    assert "artifacts console.log, sched.log\n" in out
+    _, out, _ = run(capsys, "show", "0b1c", "--json")
+    assert json.loads(out)["shell_log"] is None
