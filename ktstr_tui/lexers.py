@@ -159,6 +159,8 @@ TOKEN_STYLES: dict[object, Style] = {
     Error: Style(color="red"),
 }
 
+TERMINAL = "terminal"  # raw terminal output (shell.log): its own colours, no lexer
+
 LEXERS = {
     "scxdump": SchedExtDumpLexer,
     "schedlog": SchedLogLexer,
@@ -195,6 +197,8 @@ def _style_for(token) -> Style | None:
 
 def highlight_line(line: str, lexer_name: str | None) -> RichText:
     """One line of text as rich Text styled by the named lexer (plain when None)."""
+    if lexer_name == TERMINAL:
+        return RichText.from_ansi(line, no_wrap=True, end="")
     text = RichText(line, no_wrap=True, end="")
     lexer = get_lexer(lexer_name) if lexer_name else None
     if lexer is None or not line:

@@ -15,9 +15,11 @@ import re
 import threading
 import time
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from ktstr_vmm.rundir.shell_log import clean_line
 
 CHUNK = 1 << 20  # short GIL holds: the UI stays responsive while a big file is indexed
 FIRST_CHUNK = 256 << 10
@@ -39,8 +41,9 @@ class LogFile:
     """Line index of one file. scan()/poll() run on one worker thread; line reads may
     come from the UI thread (one screenful at a time); a lock guards the index."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, decode: Callable[[bytes], str] | None = None) -> None:
         self.path = Path(path)
+        self.decode = decode or _decode  # one line's bytes (no newline) -> its text
         self.fd: int | None = None
         self.ends = array("Q")  # byte offset just past each '\n'
         self.size = 0  # file size seen by the last scan
@@ -177,14 +180,14 @@ class LogFile:
         if data.endswith(b"\n"):
             data = data[:-1]
         lines = data.split(b"\n")
-        return [_decode(b) for b in lines[: last - first + 1]]
+        return [self.decode(b) for b in lines[: last - first + 1]]
 
     def read_line(self, index: int) -> str:
         if self.fd is None:
             return ""
         start, end = self.line_span(index)
         data = os.pread(self.fd, min(end - start, MAX_LINE_BYTES), start)
-        return _decode(data.rstrip(b"\n"))
+        return self.decode(data.rstrip(b"\n"))
 
     def line_of_offset(self, offset: int) -> int:
         with self._lock:
@@ -242,6 +245,12 @@ class LogFile:
                 if m and s + m.start() < hi:
                     return s + m.start()
         return None
+
+
+def decode_terminal(b: bytes) -> str:
+    """A line of raw terminal bytes (shell.log) as the terminal left it, colours kept as
+    SGR sequences (the `terminal` lexer styles them)."""
+    return clean_line(b.decode("utf-8", "replace"), color=True)
 
 
 def _decode(b: bytes) -> str:

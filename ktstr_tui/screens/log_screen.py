@@ -10,7 +10,10 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
+from ktstr_vmm.rundir.layout import SHELL_LOG
+
 from ..keys import SCREEN_KEYS
+from ..lexers import TERMINAL
 from ..widgets.log_view import LogPane, LogView
 
 CHROME_DELAY_S = 0.15
@@ -18,6 +21,8 @@ CHROME_DELAY_S = 0.15
 
 def lexer_for(path: Path) -> str | None:
     name = path.name
+    if name.endswith(SHELL_LOG):
+        return TERMINAL
     if "sched_ext_dump" in name or name.endswith(".scxdump"):
         return "scxdump"
     if name.startswith("console") or "kernel" in name or "dmesg" in name:

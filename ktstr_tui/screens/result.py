@@ -1,5 +1,5 @@
-"""A finished run: verdict, message by section, stats, monitor history, logs, dumps; and
-what to do next (auto-repro, rerun on another topology, parent/child runs).
+"""A finished run: verdict, message by section, stats, monitor history, logs (and the guest
+shells' shell.log, a tab of its own when the run has one), dumps; and what to do next (auto-repro, rerun on another topology, parent/child runs).
 
 Everything is read in a worker; a corrupt result.json is an error view naming the problem
 while the logs and dumps stay available. A run directory deleted while open says so.
@@ -33,10 +33,11 @@ from ktstr_vmm.errors import KtstrError
 from ktstr_vmm.evaluate.measures import flatten as flatten_measures
 from ktstr_vmm.rundir import layout as rundir
 from ktstr_vmm.rundir.bpf_globals import read_lines
+from ktstr_vmm.rundir.shell_log import shell_log_path
 from ktstr_vmm.spec import parse_topology
 
 from ..keys import SCREEN_KEYS
-from ..lexers import highlight_text
+from ..lexers import TERMINAL, highlight_text
 from ..messages import OpenRun, ShowInScxDump, ShowMonitorAtFailure
 from ..plain import plain
 from ..rundata import (
@@ -62,6 +63,7 @@ TABS = (("1", "tab-message", "Message"), ("2", "tab-stats", "Stats"),
         ("3", "tab-monitor", "Monitor"), ("4", "tab-sched", "Sched log"),
         ("5", "tab-console", "Console"), ("6", "tab-dump", "sched_ext dump"),
         ("7", "tab-failure", "Failure dump"), ("8", "tab-globals", "BPF globals"))
+SHELL_TAB = "tab-shell"  # `9`: added once the run is loaded, only when it has a shell.log
 
 HISTORY_SAMPLES = 72  # the result's monitor tab: the run's last 72 samples per CPU
 
@@ -83,6 +85,7 @@ class RunView:
     parent_path: Path | None = None
     globals: tuple[dict, ...] = ()  # bpf.jsonl lines (what changed each time), in order
     globals_last_t: float | None = None  # when the live globals were last read (monitor clock)
+    shell_log: Path | None = None  # the guest shells' log, when a shell was opened
 
 
 def last_read_t(path: Path, tail: int = 64 << 10) -> float | None:
@@ -145,6 +148,8 @@ class ResultScreen(Screen):
         Binding("e", "jump_failure", "Jump to failure",
                 tooltip="the monitor at the scheduler's exit (error, stall)"),
         *[Binding(key, f"show_tab('{tab}')", title, show=False) for key, tab, title in TABS],
+        Binding("9", f"show_tab('{SHELL_TAB}')", "Shell log", show=False,
+                tooltip="what the guest shells typed and printed (shell.log)"),
         Binding("l", "show_tab('tab-sched')", "Sched log", show=False),
         Binding("m", "show_tab('tab-message')", "Message", show=False),
         Binding("D", "show_tab('tab-dump')", "Open sched_ext dump", show=False),
@@ -237,7 +242,8 @@ class ResultScreen(Screen):
                             if p.name.endswith(".sched_ext_dump.txt")),
             children=tuple(children), parent_path=parent_path,
             globals=tuple(read_lines(self.path / rundir.BPF_GLOBALS)),
-            globals_last_t=last_read_t(self.path / rundir.BPF_GLOBALS))))
+            globals_last_t=last_read_t(self.path / rundir.BPF_GLOBALS),
+            shell_log=shell_log_path(self.path))))
 
     @on(Loaded)
     async def _loaded(self, message: Loaded) -> None:
@@ -258,7 +264,17 @@ class ResultScreen(Screen):
         self._fill_dumps(v)
         await self._fill_failure_dumps(v)
         self._fill_globals(v)
+        await self._add_shell_tab(v)
         self.refresh_bindings()
+
+    async def _add_shell_tab(self, v: RunView) -> None:
+        """shell.log in the log view, as the scheduler log and console are, with the
+        terminal's control bytes applied (ktstr_vmm/rundir/shell_log.py)."""
+        tabs = self.query_one("#result-tabs", TabbedContent)
+        if v.shell_log is None or tabs.query(f"#{SHELL_TAB}"):
+            return
+        await tabs.add_pane(TabPane("Shell log", LogPane(v.shell_log, TERMINAL, tail=False),
+                                    id=SHELL_TAB))
 
     def _fill_globals(self, v: RunView) -> None:
         note = self.query_one("#globals-note", Static)
@@ -432,6 +448,8 @@ class ResultScreen(Screen):
             return bool(v and v.parent_path) or None
         if action == "auto_repro":
             return bool(v and v.result and v.result.verdict == "fail") or None
+        if action == "show_tab" and parameters == (SHELL_TAB,):
+            return bool(v and v.shell_log) or None
         return True
 
     def action_back(self) -> None:

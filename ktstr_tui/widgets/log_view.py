@@ -28,8 +28,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Input, Static
 
-from ..lexers import highlight_line
-from ..log_file import LogFile
+from ..lexers import TERMINAL, highlight_line
+from ..log_file import LogFile, decode_terminal
 
 POLL_SECONDS = 0.2
 CACHE_LINES = 4000
@@ -76,7 +76,8 @@ class LogView(ScrollView, can_focus=True):
                  tail: bool = True, name: str | None = None, id: str | None = None,
                  classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self.log_file = LogFile(path)
+        # the terminal lexer reads raw terminal bytes: control sequences applied, not shown
+        self.log_file = LogFile(path, decode_terminal if lexer == TERMINAL else None)
         self.lexer = lexer
         self.tail = tail
         self.set_reactive(LogView.follow, follow)

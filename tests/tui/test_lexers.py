@@ -83,3 +83,18 @@ def test_every_recorded_line_highlights_losslessly(name, lexer):
 def test_highlighting_never_changes_or_loses_text(line, lexer):
     # control characters never reach a lexer: the log reader replaces them first
     assert highlight_line(line, lexer).plain == line
+
+
+def test_a_shell_log_is_read_as_a_terminal_left_it():
+    """`ktstr tui RUN/shell.log`: the terminal lexer, the log file's lines cleaned."""
+    from pathlib import Path
+
+    from ktstr_tui.lexers import TERMINAL
+    from ktstr_tui.log_file import decode_terminal
+    from ktstr_tui.screens.log_screen import lexer_for
+
+    assert lexer_for(Path("runs/x/shell.log")) == TERMINAL
+    line = decode_terminal(b"ktstr:/# \x1b[6nls \x1b[1;34mroot\x1b[m\r")
+    assert line == "ktstr:/# ls \x1b[1;34mroot\x1b[0m"
+    text = highlight_line(line, TERMINAL)
+    assert text.plain == "ktstr:/# ls root" and text.spans[0].start == 12

@@ -241,6 +241,40 @@ async def test_result_tabs_logs_and_sched_ext_dump_jumps(store_root):
         assert dump.lines[dump.pointer].startswith("CPU 0   :")
 
 
+async def test_result_opens_the_shell_log_of_a_run_that_had_a_shell(runs, store_root):
+    """`9` shows shell.log (recorded from a real guest through a pty) in the log view, the
+    terminal's control bytes applied and ls's colours kept; a run without one has no such
+    tab and `9` does nothing."""
+    from support import DATA
+
+    shutil.copy(DATA / "shell" / "pty.shell.log", runs["pass"] / "shell.log")
+    async with make_app(store_root).run_test(size=SIZE) as pilot:
+        screen = await open_result(pilot, "pass")
+        await wait_for(pilot, lambda: screen.query("#tab-shell"), what="the shell tab")
+        await pilot.press("9")
+        tabs = screen.query_one("#result-tabs")
+        assert tabs.active == "tab-shell"
+        pane = screen.query_one("#tab-shell LogPane", LogPane)
+        await wait_for(pilot, lambda: pane.view.line_count == 18, what=lambda: f"shell.log indexed ({pane.view.line_count})")
+        assert pane.view.has_focus
+        lines = [pane.view._line_text(i) for i in range(pane.view.line_count)]
+        assert [t.plain for t in lines[6:12]] == [
+            "ktstr:/# ",
+            "--- shell 1 +9.9s: opened by ktstr shell: pty 120x40, pid 117 ---",
+            "--- shell 1 output ---",
+            "ls --color=always /sys/kernel/sched_ext",
+            "enable_seq   hotplug_seq  nr_rejected  root         state        switch_all",
+            "ktstr:/# scx | head -3"]
+        root = lines[10].plain.index("root")
+        assert [(sp.start, sp.end, str(sp.style)) for sp in lines[10].spans
+                if sp.start == root] == [(root, root + 4, "bold color(4)")]  # ESC[1;34m
+        await pilot.press("escape")
+        screen = await open_result(pilot, "fail")
+        assert not screen.query("#tab-shell") and screen.check_action("show_tab", ("tab-shell",)) is None
+        await pilot.press("9")
+        assert screen.query_one("#result-tabs").active == "tab-message"
+
+
 async def test_result_failure_dump_tree_and_per_cpu_table(store_root):
     async with make_app(store_root).run_test(size=SIZE) as pilot:
         screen = await open_result(pilot, "fail")
