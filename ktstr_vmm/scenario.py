@@ -2,6 +2,11 @@
 
     name = "pressure"                 # optional: the run's name
     duration = "12s"                  # optional: default the sum of the phases
+    capture_every = "1s"              # optional: periodic captures (--capture-every)
+    capture_at = ["2s", "7s"]         # optional: captures at these times (--capture-at)
+    assert = ["nondecreasing(bpf.vtime_now)", "always(monitor.nr_running <= 8)"]
+                                      # optional: temporal assertions (--assert), added to
+                                      # the command line's; checked by the run's parser
 
     [cgroups.fg]                      # cgroups the workloads name with cgroup=fg
     weight = 200                      # cpu.weight
@@ -33,7 +38,7 @@ from typing import Any
 from .errors import UsageError
 from .workloads import KINDS, WorkloadGroup, check_param, parse_dur_us, parse_workloads
 
-TOP_KEYS = ("name", "duration", "cgroups", "phase")
+TOP_KEYS = ("name", "duration", "cgroups", "phase", "capture_every", "capture_at", "assert")
 PHASE_KEYS = ("name", "duration", "workloads")
 CGROUP_KEYS = ("weight", "cpuset", "mems")
 
@@ -44,6 +49,9 @@ class Scenario:
     duration_s: float
     workload: tuple[WorkloadGroup, ...]
     phases: tuple[tuple[str, float, float], ...]  # (name, start s, end s)
+    capture_every_ms: int | None = None
+    capture_at_ms: tuple[int, ...] = ()
+    assertions: tuple[str, ...] = ()  # `assert`: their syntax is checked by the run's parser
 
 
 def _bad(where: str, what: str, hint: str | None = None) -> UsageError:
@@ -135,10 +143,23 @@ def parse_scenario(text: str, label: str) -> Scenario:
     duration = _dur(d["duration"], f"{where}: duration") if "duration" in d else t
     if duration + 1e-9 < t:
         raise _bad(f"{where}: duration", f"{_fmt_s(duration)} is shorter than the phases ({_fmt_s(t)})")
+    every = (round(_dur(d["capture_every"], f"{where}: capture_every") * 1000)
+             if "capture_every" in d else None)
+    at = d.get("capture_at", [])
+    if not isinstance(at, list):
+        raise _bad(f"{where}: capture_at", "must be a list of times like [\"1s\", \"3s\"]")
+    at_ms = tuple(0 if v in (0, "0", "0s", "0ms") else
+                  round(_dur(v, f"{where}: capture_at[{i}]") * 1000) for i, v in enumerate(at, 1))
+    asserts = d.get("assert", [])
+    if not isinstance(asserts, list) or not all(isinstance(x, str) and x.strip() for x in asserts):
+        raise _bad(f"{where}: assert", "must be a list of assertions like "
+                   "[\"nondecreasing(bpf.vtime_now)\"]")
     # round trip through the -w text: what spec.json stores must parse back the same
     text_all = ",".join(str(g) for g in groups)
     return Scenario(name=name, duration_s=duration,
-                    workload=parse_workloads(text_all, where), phases=tuple(spans))
+                    workload=parse_workloads(text_all, where), phases=tuple(spans),
+                    capture_every_ms=every, capture_at_ms=at_ms,
+                    assertions=tuple(x.strip() for x in asserts))
 
 
 def load_scenario(path: str | Path) -> Scenario:

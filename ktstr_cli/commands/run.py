@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from ktstr_vmm.errors import UsageError
 from ktstr_vmm.spec import (
@@ -112,6 +113,7 @@ def spec_from_args(args: argparse.Namespace, base: RunSpec | None = None) -> Run
                              f"({sc.duration_s:g}s of phases)", "leave -d out to run them all")
         if sc.name and args.name is None:
             kw["name"] = validate_name(sc.name, "scenario name")
+        kw.update(_scenario_checks(sc, args.scenario))
     if args.workload:
         kw["workload"] = parse_workload(",".join(args.workload))
     if getattr(args, "fail_on", None):
@@ -151,7 +153,7 @@ def spec_from_args(args: argparse.Namespace, base: RunSpec | None = None) -> Run
             round(parse_duration(t.strip(), "--capture-at") * 1000)
             for t in args.capture_at.split(",") if t.strip())
     if getattr(args, "assertions", None):
-        kw["assertions"] = tuple(args.assertions)
+        kw["assertions"] = (*kw.get("assertions", ()), *args.assertions)
     if base is not None:
         spec = base.with_changes(**kw)
     else:
@@ -168,6 +170,28 @@ def spec_from_args(args: argparse.Namespace, base: RunSpec | None = None) -> Run
 
     check_spec(spec)
     return spec
+
+
+def _scenario_checks(sc, path: str) -> dict:
+    """A scenario's captures and assertions as RunSpec fields (the command line's
+    --capture-every/--capture-at override them, its --assert add to them); a malformed
+    assertion is a one-line error naming the file and the entry."""
+    from ktstr_vmm.evaluate.temporal import parse_assertion
+
+    kw: dict = {}
+    if sc.capture_every_ms is not None:
+        kw["capture_every_ms"] = sc.capture_every_ms
+    if sc.capture_at_ms:
+        kw["capture_at_ms"] = sc.capture_at_ms
+    for i, text in enumerate(sc.assertions, 1):
+        try:
+            parse_assertion(text)
+        except UsageError as e:
+            raise UsageError(f"scenario {Path(path).name}: assert[{i}]: {e.message.removeprefix('--assert ')}",
+                             e.hint) from None
+    if sc.assertions:
+        kw["assertions"] = sc.assertions
+    return kw
 
 
 def check_fail_on(spec: RunSpec) -> None:

@@ -79,13 +79,13 @@ def stats_body(s: ScenarioStats) -> str:
 def periodic_body(fired: int, target: int) -> str:
     """The `--- periodic samples ---` body (the seed's format_periodic_samples_section):
     coverage, and how many captures are missing. "" when none were asked for. The hint on
-    the missing line names this tool's record (capture.jsonl) instead of ktstr's
+    the missing line names this tool's record (captures.jsonl) instead of ktstr's
     freeze-coordinator traces."""
     if target <= 0:
         return ""
     lines = [f"fired {fired}/{target} periodic snapshots ({100.0 * fired / target:.0f}% coverage)"]
     if fired < target:
-        lines.append(f"missing {target - fired} sample(s) — see capture.jsonl in the run "
+        lines.append(f"missing {target - fired} sample(s) — see captures.jsonl in the run "
                      "directory for skip / timeout reasons")
     return "\n".join(lines)
 

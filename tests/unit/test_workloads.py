@@ -383,6 +383,37 @@ def test_a_scenario_sets_the_duration_unless_d_is_given(tmp_path):
     assert spec_from_args(p.parse_args(["--scenario", str(f)])).name == "pressure"
 
 
+def test_a_scenario_declares_captures_and_temporal_assertions(tmp_path):
+    """issue 16: assertions "declared on the command line or in the scenario file"."""
+    import argparse
+
+    from ktstr_cli.commands.run import add_run_options, spec_from_args
+
+    f = tmp_path / "s.toml"
+    f.write_text('capture_every = "1s"\ncapture_at = ["0s", "2s"]\n'  # top-level keys come
+                 'assert = ["nondecreasing(bpf.vtime_now)", "always(monitor.nr_running <= 8)"]\n'
+                 + GOOD)  # before the first table
+    p = argparse.ArgumentParser()
+    add_run_options(p)
+    spec = spec_from_args(p.parse_args(["--scenario", str(f), "--assert",
+                                        "eventually(bpf.nr_dispatched > 0)"]))
+    assert spec.capture_every_ms == 1000 and spec.capture_at_ms == (0, 2000)
+    assert spec.assertions == ("nondecreasing(bpf.vtime_now)", "always(monitor.nr_running <= 8)",
+                               "eventually(bpf.nr_dispatched > 0)")
+    over = spec_from_args(p.parse_args(["--scenario", str(f), "--capture-every", "500ms"]))
+    assert over.capture_every_ms == 500  # the command line overrides the file
+    f.write_text('assert = ["nondecreasing(bpf.vtime_now)", "sometimes(bpf.x)"]\n' + GOOD)
+    with pytest.raises(UsageError) as e:
+        spec_from_args(p.parse_args(["--scenario", str(f)]))
+    assert e.value.message == ("scenario s.toml: assert[2]: 'sometimes(bpf.x)': unknown kind "
+                               "'sometimes'")
+    f.write_text('assert = "nondecreasing(bpf.vtime_now)"\n' + GOOD)
+    with pytest.raises(UsageError) as e:
+        spec_from_args(p.parse_args(["--scenario", str(f)]))
+    assert e.value.message == ("scenario s.toml: assert: must be a list of assertions "
+                               'like ["nondecreasing(bpf.vtime_now)"]')
+
+
 def test_the_launcher_leaves_the_default_duration_to_a_scenario():
     from ktstr_tui.screens.launcher import run_args
 

@@ -44,7 +44,7 @@ def test_periodic_samples_section_renders_coverage_and_missing_count():
     v = evaluate(eevdf("__eval_periodic_section__", test_result=failed(Detail("stuck", "stuck")),
                        periodic_target=4, periodic_fired=2))
     assert "\n\n--- periodic samples ---\nfired 2/4 periodic snapshots (50% coverage)\n" \
-           "missing 2 sample(s) — see capture.jsonl in the run directory for skip / " \
+           "missing 2 sample(s) — see captures.jsonl in the run directory for skip / " \
            "timeout reasons" in v.message
 
 
@@ -52,7 +52,7 @@ def test_periodic_samples_section_only_when_captures_were_asked_for():
     assert periodic_body(0, 0) == ""
     assert periodic_body(5, 5) == "fired 5/5 periodic snapshots (100% coverage)"
     assert periodic_body(0, 3) == ("fired 0/3 periodic snapshots (0% coverage)\nmissing 3 "
-                                   "sample(s) — see capture.jsonl in the run directory for "
+                                   "sample(s) — see captures.jsonl in the run directory for "
                                    "skip / timeout reasons")
     v = evaluate(eevdf("__eval_no_periodic__", test_result=failed(Detail("stuck", "stuck"))))
     assert "periodic samples" not in v.message
