@@ -22,11 +22,11 @@ from textual.screen import Screen
 
 from ktstr_vmm.errors import KtstrError
 from ktstr_vmm.rundir import layout as rundir
+from ktstr_vmm.rundir.records import failure_dumps, is_run_dir
 
 from . import launch as launcher
 from .commands import ScreenActionsProvider
 from .messages import LaunchFailed, OpenRun
-from .rundata import failure_dumps, is_run_dir
 from .screens.help_screen import HelpScreen
 from .screens.too_small import TooSmallScreen
 from .watch import WatchHub

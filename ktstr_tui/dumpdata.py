@@ -16,8 +16,7 @@ from typing import Any
 
 from ktstr_vmm.errors import KtstrError, StoreError
 from ktstr_vmm.rundir.dumptext import map_rows
-
-from .rundata import load_json_object
+from ktstr_vmm.rundir.records import load_json_object
 
 
 @dataclass(frozen=True)

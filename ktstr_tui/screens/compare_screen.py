@@ -17,9 +17,9 @@ from textual.widgets import DataTable, Footer, Header, Static
 from ktstr_vmm.errors import StoreError
 from ktstr_vmm.evaluate.compare import Row, compare
 from ktstr_vmm.rundir.layout import RESULT
+from ktstr_vmm.rundir.records import load_json_object
 
 from ..keys import SCREEN_KEYS
-from ..rundata import load_json_object
 from ..widgets.vim import VimDataTable
 
 

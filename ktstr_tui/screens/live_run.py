@@ -33,19 +33,20 @@ from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
 from ktstr_vmm.errors import KtstrError
 from ktstr_vmm.rundir import layout as rundir
 from ktstr_vmm.rundir.bpf_globals import parse_line as parse_globals
-from ktstr_vmm.rundir.summary import pid_alive
-from ktstr_vmm.spec import parse_topology
-
-from ..keys import SCREEN_KEYS
-from ..messages import RunUpdate
-from ..rundata import (
-    JsonlTail,
+from ktstr_vmm.rundir.jsonl import JsonlTail
+from ktstr_vmm.rundir.records import (
     RunStatus,
     load_spec,
     load_status,
     parse_event,
     parse_sample,
 )
+from ktstr_vmm.rundir.summary import pid_alive
+from ktstr_vmm.spec import parse_topology
+
+from ..keys import SCREEN_KEYS
+from ..messages import RunUpdate
+from ..rundata import event_label
 from ..widgets.bpf_globals import BpfGlobals
 from ..widgets.log_view import LogPane
 from ..widgets.monitor_grid import MonitorGrid
@@ -229,7 +230,7 @@ class LiveRunScreen(Screen):
         if u.globals:
             self.query_one("#globals", BpfGlobals).add_lines(list(u.globals))
         if u.events:
-            self.last_event = u.events[-1].label
+            self.last_event = event_label(u.events[-1])
             for e in u.events:
                 if e.kind == "scenario_pause":
                     self.paused = True

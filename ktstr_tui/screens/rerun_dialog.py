@@ -15,9 +15,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 from ktstr_vmm.errors import KtstrError
+from ktstr_vmm.rundir.records import load_spec
 from ktstr_vmm.spec import parse_topology
 
-from ..rundata import load_spec
 from ..widgets.topology_view import TopologyView
 
 SHOWN = ("name", "scheduler", "sched_args", "topology", "duration_s", "workload", "engine",

@@ -33,14 +33,7 @@ from ktstr_vmm.errors import KtstrError
 from ktstr_vmm.evaluate.measures import flatten as flatten_measures
 from ktstr_vmm.rundir import layout as rundir
 from ktstr_vmm.rundir.bpf_globals import read_lines
-from ktstr_vmm.rundir.shell_log import shell_log_path
-from ktstr_vmm.spec import parse_topology
-
-from ..keys import SCREEN_KEYS
-from ..lexers import TERMINAL, highlight_text
-from ..messages import OpenRun, ShowInScxDump, ShowMonitorAtFailure
-from ..plain import plain
-from ..rundata import (
+from ktstr_vmm.rundir.records import (
     MonitorSample,
     RunResult,
     failure_dumps,
@@ -49,6 +42,13 @@ from ..rundata import (
     read_samples,
     snapshot_files,
 )
+from ktstr_vmm.rundir.shell_log import shell_log_path
+from ktstr_vmm.spec import parse_topology
+
+from ..keys import SCREEN_KEYS
+from ..lexers import TERMINAL, highlight_text
+from ..messages import OpenRun, ShowInScxDump, ShowMonitorAtFailure
+from ..plain import plain
 from ..widgets.bpf_globals import BpfGlobals
 from ..widgets.failure_dump_view import FailureDumpView
 from ..widgets.log_view import LogPane

@@ -21,9 +21,8 @@ from textual.binding import Binding
 from textual.widgets import Static
 
 from ktstr_vmm.introspect.scx import exit_kind_name
+from ktstr_vmm.rundir.records import MonitorSample
 from ktstr_vmm.spec import Topology
-
-from ..rundata import MonitorSample
 
 HISTORY = 48
 BARS = "▁▂▃▄▅▆▇█"

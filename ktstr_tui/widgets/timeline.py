@@ -5,7 +5,9 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from ..rundata import Event
+from ktstr_vmm.rundir.records import Event
+
+from ..rundata import event_label
 
 MARKS = {
     "lifecycle": ("●", "cyan"),
@@ -78,6 +80,6 @@ class Timeline(Static):
             mark, style = MARKS.get(e.kind, ("·", ""))
             out.append(f"{e.t - t0:>8.2f}s ", style="dim")
             out.append(mark + " ", style=style)
-            out.append(e.label + "\n")
+            out.append(event_label(e) + "\n")
         out.rstrip()
         self.update(out)

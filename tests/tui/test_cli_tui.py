@@ -54,13 +54,14 @@ def test_a_store_path_opens_its_browser(runs):
 
 
 def test_section_body_drops_a_repeated_title_and_events_get_labels():
-    from ktstr_tui.rundata import parse_event
+    from ktstr_tui.rundata import event_label
     from ktstr_tui.screens.result import section_body
+    from ktstr_vmm.rundir.records import parse_event
 
     assert section_body("timeline", "--- timeline ---\n  + 0.0s boot\n") == "  + 0.0s boot"
     assert section_body("stats", "workers 4\n") == "workers 4"
     ev = parse_event({"t": 1.0, "kind": "warning", "text": "engine auto chose QEMU TCG"})
-    assert ev.label == "warning: engine auto chose QEMU TCG"
+    assert event_label(ev) == "warning: engine auto chose QEMU TCG"
     assert parse_event({"kind": "x"}) is None
 
 
