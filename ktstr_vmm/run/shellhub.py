@@ -50,6 +50,7 @@ class _Session:
     tty: bool
     primary: bool
     by: str
+    size: str = ""  # "COLSxROWS" as asked for
     opened: threading.Event = field(default_factory=threading.Event)
     pid: int = 0
     refused: str = ""
@@ -155,7 +156,7 @@ class ShellHub:
                 return None
             sid = self._next_sid
             self._next_sid += 1
-            s = _Session(sid, conn, tty, primary, by)
+            s = _Session(sid, conn, tty, primary, by, size=f"{cols}x{rows}")
             self._sessions[sid] = s
         try:
             self.m.write_shell(open_frame(sid, rows, cols, tty=tty, primary=primary,
@@ -178,7 +179,6 @@ class ShellHub:
             self.event("shell", action="refused", sid=sid, why=why, by=by)
             _reply(conn, {"ok": False, "error": f"the guest refused the shell: {why}"})
             return None
-        self.log.note(sid, f"opened by {by}: {'pty' if tty else 'pipes'} {cols}x{rows}, pid {s.pid}")
         self.event("shell", action="opened", sid=sid, pid=s.pid, tty=tty, primary=primary, by=by)
         conn.settimeout(CLIENT_SEND_TIMEOUT_S)
         with s.send_lock:  # the guest's first words may be here already: after the reply
@@ -250,6 +250,9 @@ class ShellHub:
             return
         if msg.type is MsgType.ShellOpened:
             s.pid, s.refused = msg.pid, msg.why if not msg.pid else ""
+            if s.pid:  # here, on the reader thread: before any of the session's output
+                self.log.note(s.sid, f"opened by {s.by}: {'pty' if s.tty else 'pipes'} "
+                                     f"{s.size}, pid {s.pid}")
             s.opened.set()
         elif msg.type is MsgType.ShellData:
             self.log.bytes(s.sid, "output", msg.data)

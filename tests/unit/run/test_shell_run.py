@@ -171,3 +171,42 @@ def test_a_stream_handler_that_breaks_answers_and_the_server_lives_on(tmp_path):
         assert send_command(tmp_path, "status") == {"ok": True, "phase": "running"}
     finally:
         srv.close()
+
+
+class BannerGuest(FakeGuest):
+    """A shell that greets at once, as busybox's prompt does: its first output follows the
+    ShellOpened frame in the same write."""
+
+    def _run(self) -> None:
+        dec = Decoder()
+        while True:
+            data = self.guest.recv(65536)
+            if not data:
+                return
+            for f in dec.feed(data):
+                m = sf.parse(f)
+                if m.type is MsgType.ShellOpen:
+                    self.guest.sendall(sf.opened_frame(m.sid, 100 + m.sid)
+                                       + sf.data_frames(m.sid, b"~ # "))
+                elif m.type is MsgType.ShellEof:
+                    self.guest.sendall(sf.exit_frame(m.sid, 0, "exited 0"))
+
+
+def test_shell_log_names_the_session_before_its_first_output(tmp_path):
+    guest = BannerGuest()
+    hub = ShellHub(guest, ShellLog(tmp_path / "shell.log", 0.0), lambda *a, **k: None)
+    srv = ControlServer(tmp_path, {}, streams={"shell": lambda req, conn: hub.attach(conn, req, 5)})
+    try:
+        sock, reply = connect(tmp_path, tty=False, by="test", timeout=10)
+        out_r, out_w = os.pipe()
+        end = bridge(sock, stdin_fd=_pipe_with(b""), stdout_fd=out_w, stderr_fd=out_w, tty=False)
+        os.close(out_w)
+        assert (end.code, os.read(out_r, 100)) == (0, b"~ # ")
+    finally:
+        srv.close()
+        guest.stop()
+        hub.close("test over")
+    lines = (tmp_path / "shell.log").read_text().splitlines()
+    assert lines[0].startswith("--- shell 1 +") and lines[0].endswith(
+        ": opened by test: pipes 0x0, pid 101 ---"), lines
+    assert lines[1:3] == ["--- shell 1 output ---", "~ # "], lines
