@@ -173,6 +173,10 @@ class Event:
 
 @dataclass(frozen=True)
 class CpuState:
+    """One CPU of a monitor sample. The fields every view uses are typed; every other scalar
+    the sampler wrote for the CPU comes along in `extra` (`get(name)` reads either), so a
+    new monitor field needs no change here: the sampler writes it, a view reads it."""
+
     cpu: int
     nr_running: int = 0
     scx_nr_running: int = 0
@@ -180,6 +184,15 @@ class CpuState:
     curr_pid: int = 0
     curr_comm: str = ""
     curr_class: str = ""
+    extra: tuple[tuple[str, int | float | str], ...] = ()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name in _CPU_TYPED:
+            return getattr(self, name)
+        return next((v for k, v in self.extra if k == name), default)
+
+
+_CPU_TYPED = frozenset(f for f in CpuState.__dataclass_fields__ if f != "extra")
 
 
 @dataclass(frozen=True)
@@ -207,12 +220,14 @@ def parse_sample(d: dict[str, Any]) -> MonitorSample | None:
     for c in cpus_raw:
         if not isinstance(c, dict) or not isinstance(c.get("cpu"), int):
             continue
+        extra = tuple((k, v) for k, v in c.items() if k not in _CPU_TYPED
+                      and isinstance(v, (int, float, str)) and not isinstance(v, bool))
         cpus.append(CpuState(cpu=c["cpu"], nr_running=_int(c.get("nr_running")),
                              scx_nr_running=_int(c.get("scx_nr_running")),
                              local_dsq_nr=_int(c.get("local_dsq_nr")),
                              curr_pid=_int(c.get("curr_pid")),
                              curr_comm=_str(c.get("curr_comm")) or "",
-                             curr_class=_str(c.get("curr_class")) or ""))
+                             curr_class=_str(c.get("curr_class")) or "", extra=extra))
     scx = d.get("scx") if isinstance(d.get("scx"), dict) else {}
     flags = d.get("flags") if isinstance(d.get("flags"), list) else []
     return MonitorSample(t=t, cpus=tuple(cpus), scx_state=_str(scx.get("state")) or "",

@@ -66,3 +66,20 @@ def test_events_and_samples_keep_only_what_parses(tmp_path):
     assert [c.cpu for c in s.cpus] == [0] and s.cpus[0].nr_running == 2
     assert (s.scx_state, s.flags) == ("enabled", ("stall",))
     assert parse_sample({"t": True, "cpus": []}) is None  # a bool is not a time
+
+
+def test_a_monitor_field_the_reader_does_not_know_reaches_the_views():
+    """docs/architecture.md: a new monitor field is the sampler (writes it) and a view (reads
+    it with CpuState.get) - the reader carries every scalar it does not type."""
+    from ktstr_vmm.rundir.records import parse_sample
+
+    s = parse_sample({"t": 1.5, "cpus": [
+        {"cpu": 0, "nr_running": 2, "scx_nr_running": 1, "local_dsq_nr": 1, "clock_ns": 123,
+         "scx_flags": 4, "curr_pid": 7, "curr_comm": "spin", "curr_class": "ext",
+         "nr_switches": 99, "weird": [1], "flag": True},
+        {"cpu": 1, "error": "run queue is not in guest RAM"}]})
+    c0, c1 = s.cpus
+    assert (c0.get("nr_running"), c0.get("nr_switches"), c0.get("clock_ns")) == (2, 99, 123)
+    assert c0.get("weird") is None and c0.get("flag") is None  # scalars only, no booleans
+    assert c1.get("error") == "run queue is not in guest RAM" and c1.get("nr_running") == 0
+    assert c1.get("absent", "-") == "-"
