@@ -467,8 +467,9 @@ SHELL_DEV = "/dev/ttyS2"  # COM3 (native/vmm/vm.c chan_ports)
 def shell_cmdline(boot: BootSpec) -> str:
     """The kernel command line with the shells' port named to the agent: one more legacy
     UART for the 8250 driver (the last `8250.nr_uarts=` wins) and `ktstr.shell=`;
-    unchanged with `extra["shell"] == "0"`."""
-    if boot.extra.get("shell", "1") == "0":
+    unchanged with `extra["shell"] == "0"` or KTSTR_KVM_SHELL_PORT=0 in the environment
+    (a guest kernel whose 8250 driver misbehaves with a third UART still boots)."""
+    if boot.extra.get("shell", "1") == "0" or os.environ.get("KTSTR_KVM_SHELL_PORT") == "0":
         return boot.cmdline
     return f"{boot.cmdline} 8250.nr_uarts=3 ktstr.shell={SHELL_DEV}".strip()
 

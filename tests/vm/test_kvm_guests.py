@@ -128,6 +128,18 @@ def test_the_kvm_engine_names_com3_to_the_agent(tmp_path):
     assert shell_cmdline(replace(boot, extra={"shell": "0"})) == boot.cmdline
 
 
+def test_ktstr_kvm_shell_port_0_boots_without_the_shells_port(tmp_path, monkeypatch):
+    from ktstr_vmm.engine.base import BootSpec
+    from ktstr_vmm.engine.kvm import shell_cmdline
+    from ktstr_vmm.spec import parse_topology
+
+    monkeypatch.setenv("KTSTR_KVM_SHELL_PORT", "0")
+    boot = BootSpec(kernel=tmp_path / "k", initramfs=tmp_path / "i", cmdline="console=ttyS0",
+                    topology=parse_topology("1n1l1c1t"), memory_mib=256,
+                    console_path=tmp_path / "c", workdir=tmp_path)
+    assert shell_cmdline(boot) == "console=ttyS0"
+
+
 @pytest.mark.parametrize("guest", ["poweroff", "reset"])
 def test_acpi_power_off_and_i8042_reset_stop_the_vm_with_their_reason(run, guest):
     m, status, _ = run(guest)
