@@ -58,7 +58,8 @@ class FakeGuest:
     """The guest side of a shell port, in Python: answers ShellOpen, echoes data upper-cased,
     ends a session on ShellEof with code 0 and on ShellClose with 129."""
 
-    def __init__(self) -> None:
+    def __init__(self, banner: bytes = b"") -> None:
+        self.banner = banner  # sent right behind ShellOpened, as busybox's prompt is
         self.host, self.guest = socket.socketpair()
         self.has_shell = True
         self.seen: list[sf.ShellMsg] = []
@@ -86,7 +87,8 @@ class FakeGuest:
                 m = sf.parse(f)
                 self.seen.append(m)
                 if m.type is MsgType.ShellOpen:
-                    self.guest.sendall(sf.opened_frame(m.sid, 100 + m.sid))
+                    self.guest.sendall(sf.opened_frame(m.sid, 100 + m.sid)
+                                       + (sf.data_frames(m.sid, self.banner) if self.banner else b""))
                 elif m.type is MsgType.ShellData:
                     self.guest.sendall(sf.data_frames(m.sid, m.data.upper()))
                 elif m.type is MsgType.ShellEof:
@@ -173,27 +175,8 @@ def test_a_stream_handler_that_breaks_answers_and_the_server_lives_on(tmp_path):
         srv.close()
 
 
-class BannerGuest(FakeGuest):
-    """A shell that greets at once, as busybox's prompt does: its first output follows the
-    ShellOpened frame in the same write."""
-
-    def _run(self) -> None:
-        dec = Decoder()
-        while True:
-            data = self.guest.recv(65536)
-            if not data:
-                return
-            for f in dec.feed(data):
-                m = sf.parse(f)
-                if m.type is MsgType.ShellOpen:
-                    self.guest.sendall(sf.opened_frame(m.sid, 100 + m.sid)
-                                       + sf.data_frames(m.sid, b"~ # "))
-                elif m.type is MsgType.ShellEof:
-                    self.guest.sendall(sf.exit_frame(m.sid, 0, "exited 0"))
-
-
 def test_shell_log_names_the_session_before_its_first_output(tmp_path):
-    guest = BannerGuest()
+    guest = FakeGuest(banner=b"~ # ")
     hub = ShellHub(guest, ShellLog(tmp_path / "shell.log", 0.0), lambda *a, **k: None)
     srv = ControlServer(tmp_path, {}, streams={"shell": lambda req, conn: hub.attach(conn, req, 5)})
     try:
