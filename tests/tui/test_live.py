@@ -155,15 +155,41 @@ async def test_footer_shows_result_once_it_is_written_and_no_shell_without_the_s
             run.write_status("evaluating")
             atomic_write_json(run / "result.json", {"run_id": run.run_id, "verdict": "pass",
                                                     "message": "", "sections": {}})
-            offered = ["Quit", "Help", "Back", "Pause/resume", "Snapshot", "Stop", "Shell"]
-            await wait_for(pilot, lambda: footer(screen) == [*offered, "Result", "Commands"],
+            offered = ["Quit", "Help", "Back", "Pause", "Snapshot", "Stop", "Shell"]
+            await wait_for(pilot, lambda: footer(screen) == [*offered, "Result"],
                            what=lambda: f"Result in the footer ({footer(screen)})")
             assert pilot.app.screen is screen
 
             server.close()
-            await wait_for(pilot, lambda: footer(screen) == ["Quit", "Help", "Back", "Result",
-                                                             "Commands"],
+            await wait_for(pilot, lambda: footer(screen) == ["Quit", "Help", "Back", "Result"],
                            what=lambda: f"no Shell in the footer ({footer(screen)})")
+    finally:
+        server.close()
+
+
+async def test_every_live_key_fits_an_80_column_footer(store_root):
+    """At 80x24 the footer still shows Shell and Result (a real run at 80 columns cut the
+    footer off after Stop)."""
+    run = RunDir(store_root / "runs" / "20261125-121500-scx_simple-tiny-2llc-f00e")
+    run.path.mkdir()
+    atomic_write_json(run / "spec.json", {"name": "scx_simple", "scheduler": "scx_simple",
+                                          "topology": "1n2l2c1t", "preset": "tiny-2llc"})
+    run.write_status("running", engine="qemu")
+    server = ControlServer(run.path, {"pause": lambda req: {}})
+    try:
+        async with make_app(store_root, open_path=run.path).run_test(size=(80, 24)) as pilot:
+            screen = pilot.app.screen
+            await wait_for(pilot, lambda: "Shell" in footer(screen), what="Shell in the footer")
+            run.write_status("evaluating")
+            atomic_write_json(run / "result.json", {"run_id": run.run_id, "verdict": "pass",
+                                                    "message": "", "sections": {}})
+            await wait_for(pilot, lambda: footer(screen)[-2:] == ["Shell", "Result"],
+                           what=lambda: f"Shell and Result offered ({footer(screen)})")
+            await pilot.pause()
+            keys = list(screen.query(FooterKey))
+            assert [k.description for k in keys][-2:] == ["Shell", "Result"]
+            assert all(k.region.right <= 80 and k.region.width > 0 for k in keys), \
+                [(k.description, k.region) for k in keys]
     finally:
         server.close()
 
