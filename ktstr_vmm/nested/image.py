@@ -95,7 +95,7 @@ for d in {' '.join(CACHE_PARTS)}; do
   [ -d {GUEST_CACHE}/$d ] && cp -a {GUEST_CACHE}/$d /run/ktstr/cache/$d
 done
 export KTSTR_CACHE=/run/ktstr/cache KTSTR_HOME=/run/ktstr/store KTSTR_AGENT={GUEST_AGENT}
-export KTSTR_BOOT_STALL_S=240 KTSTR_SNAPSHOT_WAIT_S=80 KTSTR_ENABLE_TIMEOUT_S=150
+export KTSTR_BOOT_STALL_S=240 KTSTR_SNAPSHOT_WAIT_S=200 KTSTR_ENABLE_TIMEOUT_S=150
 export KTSTR_NESTED_UPTIME_INIT=$up0 KTSTR_NESTED_UPTIME_KVM=$up1
 {{python}} -m ktstr_vmm.nested.inside /dev/vdb
 echo "ktstr-nested: inside exited with $?"

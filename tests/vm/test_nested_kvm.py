@@ -21,7 +21,7 @@ from ktstr_vmm.nested.bed import NestedRun, check_host, run_bed
 # pytest-timeout's default (900 s) must not cut the session's one L1 short: the bed has its
 # own deadline (L1_TIMEOUT_S), and a loaded host can take longer than 900 s for the batch.
 pytestmark = [pytest.mark.nested_kvm, pytest.mark.vm, pytest.mark.slow,
-              pytest.mark.timeout(1500)]
+              pytest.mark.timeout(1800)]
 
 # Nested runs are slow (L2 is translated by TCG twice over, on a shared host): 300 s each.
 RUN = ("--engine", "kvm", "--no-auto-repro", "--timeout", "300s")
@@ -32,14 +32,16 @@ BATCH = [
                          "--duration", "3s")),
     NestedRun("error", (*RUN, "--scheduler", "scx_ktstr", "--sched-args", "--error-after 1500",
                         "--topology", "1n1l1c1t", "--duration", "6s")),
-    NestedRun("control", (*RUN, "--scheduler", "scx_simple", "--topology", "1n1l1c1t",
+    # (its own watchdog is longer: a snapshot may wait up to KTSTR_SNAPSHOT_WAIT_S=200 in L1)
+    NestedRun("control", ("--engine", "kvm", "--no-auto-repro", "--timeout", "480s",
+                          "--scheduler", "scx_simple", "--topology", "1n1l1c1t",
                           "--duration", "60s"), control=True),
     # a piped `ktstr shell`: the script goes over COM3 (the KVM engine's shells' port)
     NestedRun("shell", ("--engine", "kvm", "--timeout", "300s", "--scheduler", "scx_simple",
                         "--topology", "1n1l1c1t"), command="shell",
               stdin="cat /sys/kernel/sched_ext/state\nscx | head -3\nexit 7\n"),
 ]
-L1_TIMEOUT_S = 1200
+L1_TIMEOUT_S = 1500
 
 
 @pytest.fixture(scope="session")
