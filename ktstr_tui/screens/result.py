@@ -33,6 +33,7 @@ from ktstr_vmm.errors import KtstrError
 from ktstr_vmm.evaluate.measures import flatten as flatten_measures
 from ktstr_vmm.rundir import layout as rundir
 from ktstr_vmm.rundir.bpf_globals import read_lines
+from ktstr_vmm.rundir.dumps import load_failure_dump
 from ktstr_vmm.rundir.records import (
     MonitorSample,
     RunResult,
@@ -86,6 +87,23 @@ class RunView:
     globals: tuple[dict, ...] = ()  # bpf.jsonl lines (what changed each time), in order
     globals_last_t: float | None = None  # when the live globals were last read (monitor clock)
     shell_log: Path | None = None  # the guest shells' log, when a shell was opened
+    dump_dsqs: tuple[tuple[str, int], ...] = ()  # (origin, tasks) of the primary dump's
+    #   non-local DSQs (global, user, bypass): the monitor history shows them at the exit
+
+
+def _dump_dsqs(run: Path) -> tuple[tuple[str, int], ...]:
+    """The primary failure dump's global, user and bypass DSQs with their depths (the
+    samples carry only each CPU's local DSQ); () without a readable dump."""
+    for path in failure_dumps(run):
+        if path.name.endswith(".repro.failure-dump.json"):
+            continue
+        try:
+            dump = load_failure_dump(path)
+        except KtstrError:
+            return ()
+        return tuple((f"user dsq {d.id:#x}" if d.origin == "user" else d.origin, d.nr)
+                     for d in dump.dsq_states if not d.origin.startswith("local"))
+    return ()
 
 
 def last_read_t(path: Path, tail: int = 64 << 10) -> float | None:
@@ -243,7 +261,7 @@ class ResultScreen(Screen):
             children=tuple(children), parent_path=parent_path,
             globals=tuple(read_lines(self.path / rundir.BPF_GLOBALS)),
             globals_last_t=last_read_t(self.path / rundir.BPF_GLOBALS),
-            shell_log=shell_log_path(self.path))))
+            shell_log=shell_log_path(self.path), dump_dsqs=_dump_dsqs(self.path))))
 
     @on(Loaded)
     async def _loaded(self, message: Loaded) -> None:
@@ -368,6 +386,7 @@ class ResultScreen(Screen):
         except KtstrError:
             grid.topology = None
         grid.add_samples(v.samples)
+        grid.set_dump_dsqs(v.dump_dsqs)
 
     def _fill_dumps(self, v: RunView) -> None:
         sources = self.query_one("#dump-sources", OptionList)

@@ -39,6 +39,7 @@ def sparkline(values: list[int] | deque[int], width: int) -> str:
     return "".join(BARS[min(len(BARS) - 1, (v * (len(BARS) - 1) + top - 1) // top)] for v in vals)
 
 
+DUMP_DSQS = "DSQs in the failure dump (frozen at the exit): "
 LEGEND = ("nr: runnable tasks of every class · scx: sched_ext tasks · dsq: local DSQ depth · "
           "marks: ! stuck or flagged by the monitor, ~ idle with runnable tasks, "
           "+ local DSQ ≥ 4 · history: nr per sample")
@@ -93,6 +94,7 @@ class MonitorGrid(Static):
         self.all: list[MonitorSample] = []   # every sample (steppable only)
         self.cursor: int | None = None        # shown sample (steppable); None = the last
         self.failure: int | None = None
+        self.dump_dsqs: tuple[tuple[str, int], ...] = ()  # (origin, tasks) at the exit
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("step", "step_to", "jump_failure"):
@@ -111,6 +113,12 @@ class MonitorGrid(Static):
         if not self.all:
             return
         self.cursor = min(max(0, i), len(self.all) - 1)
+        self._render_grid()
+
+    def set_dump_dsqs(self, dsqs: tuple[tuple[str, int], ...]) -> None:
+        """The global, user and bypass DSQs of the failure dump with their depths: samples
+        hold only each CPU's local DSQ, so these are shown from the exit on (where known)."""
+        self.dump_dsqs = tuple(dsqs)
         self._render_grid()
 
     def action_jump_failure(self) -> None:
@@ -222,6 +230,11 @@ class MonitorGrid(Static):
                 out.append(sparkline(self._history_upto(cpu, index), self.spark_width),
                            style="green")
                 out.append("\n")
+        at_exit = self.failure is None or index >= self.failure
+        if self.steppable and self.dump_dsqs and at_exit:
+            out.append(DUMP_DSQS, style="bold")
+            out.append(" · ".join(f"{origin} {nr}" for origin, nr in self.dump_dsqs) + "\n",
+                       style="bold yellow" if any(nr for _, nr in self.dump_dsqs) else "")
         if self.flag_count:
             out.append("threshold flags: ", style="bold red")
             out.append(", ".join(f"{f} ×{n}" for f, n in sorted(self.flag_count.items())),

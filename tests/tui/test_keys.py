@@ -285,8 +285,12 @@ async def test_monitor_history_steps_to_the_failure(demo):
         assert "the last before the exit" in shown
         assert " ~   2 " in shown  # CPU 2 idle with runnable tasks, marked without colour
         assert "~ idle with runnable tasks" in shown  # the legend
+        # the DSQs samples do not hold, from the failure dump, from the exit on
+        assert ("DSQs in the failure dump (frozen at the exit): bypass cpu 0 1 · bypass cpu 2 2"
+                " · global node 0 0 · user dsq 0x0 0 · user dsq 0x1 0") in shown
         await pilot.press("left_square_bracket")
         assert grid.cursor == failure - 1
+        assert "DSQs in the failure dump" not in str(grid.render())
         await pilot.press("right_square_bracket", "right_square_bracket")
         assert grid.cursor == failure + 1
         await pilot.press("left_curly_bracket")
