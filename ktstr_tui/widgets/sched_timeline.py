@@ -5,7 +5,7 @@ same axis above.
 
 Keys: left/right pan, shift+left/right pan a whole window, + / - zoom (the mouse wheel zooms at
 the pointer, shift+wheel pans), 0 the whole run, end follow the present (live), f the failure, s the next
-snapshot, g a typed time, n / N the next / previous task, c clear the selection; a click on
+snapshot or periodic capture, g a typed time, n / N the next / previous task, c clear the selection; a click on
 a span selects its task: its spans stand out on every CPU, its wakeups (↑) and migrations
 (⇄) are marked. Drawing asks the model (ktstr_vmm.trace.view) a few bisections per
 column: a frame costs the same for a thousand events as for millions. Task names are guest
@@ -38,6 +38,7 @@ SELECTED = "bold black on #ffd54f"
 EVENT_MARKS = {"scx_enabled": ("●", "green"), "workload_started": ("▶", "green"),
                "workload_done": ("■", "green"), "sched_stopped": ("○", "cyan"),
                "sched_exit": ("✖", "bold red"), "snapshot": ("◆", "magenta"),
+               "capture": ("◇", "magenta"),
                "failure_dump": ("✖", "red"), "scx_exit": ("✖", "bold red"),
                "sched_started": ("·", "cyan"), "pause": ("‖", "yellow"),
                "resume": ("▶", "yellow")}
@@ -234,7 +235,7 @@ class SchedTimeline(Widget, can_focus=True):
         Binding("0", "whole", "Whole run"),
         Binding("end", "follow", "Follow", show=False),
         Binding("f", "failure", "Failure"),
-        Binding("s", "next_snapshot", "Snapshot", show=False),
+        Binding("s", "next_snapshot", "Next snapshot or capture", show=False),
         Binding("g", "goto", "Go to time"),
         Binding("n", "next_task(1)", "Next task"),
         Binding("N", "next_task(-1)", "Prev task", show=False),
@@ -366,12 +367,14 @@ class SchedTimeline(Widget, can_focus=True):
         self.refresh()
 
     def action_next_snapshot(self) -> None:
+        """The next snapshot or periodic capture (`ktstr run --capture-every`) after the
+        window's centre: s steps through a run's captures on the timeline."""
         centre = (self.view.t0 + self.view.t1) // 2
         for t, label in self.run_events:
-            if label == "snapshot" and t > centre + 1:
+            if label in ("snapshot", "capture") and t > centre + 1:
                 self.jump(t)
                 return
-        self.notify("no snapshot after this point", severity="information")
+        self.notify("no snapshot or capture after this point", severity="information")
 
     def action_goto(self) -> None:
         self.post_message(self.GotoRequested())

@@ -330,7 +330,7 @@ def _scx_exits(lane: Lane) -> list[tuple[int, int, int]]:
 
 def guest_clock_events(run_path: Path) -> list[tuple[int, str]]:
     """events.jsonl on the trace's axis (guest CLOCK_MONOTONIC ns): events with `guest_ms`
-    as they are; the others (snapshot, failure_dump...) through the host-to-guest offset of
+    as they are; the others (snapshot, capture, failure_dump...) through the host-to-guest offset of
     the first event that has both clocks."""
     out = []
     offset = None
@@ -356,7 +356,7 @@ def guest_clock_events(run_path: Path) -> list[tuple[int, str]]:
         if isinstance(e.get("guest_ms"), (int, float)):
             t = int(e["guest_ms"] * 1_000_000)
         elif offset is not None and isinstance(e.get("t"), (int, float)) and kind in (
-                "snapshot", "failure_dump", "pause", "resume", "stopped", "vm_exit"):
+                "snapshot", "capture", "failure_dump", "pause", "resume", "stopped", "vm_exit"):
             t = int((e["t"] + offset) * 1e9)
         else:
             continue

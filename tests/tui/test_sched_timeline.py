@@ -276,3 +276,29 @@ async def test_live_screen_t_opens_the_timeline_following_the_run(runs, store_ro
         tl = await _loaded(pilot)
         assert tl.view.follow and tl.view.t1 == tl.model.t_last
         assert sorted(tl.model.lanes) == [0, 1]
+
+
+@async_test
+async def test_s_steps_through_the_periodic_captures_on_the_timeline(stall):
+    """issue 16: the TUI steps through a run's captures on the timeline - each `capture`
+    event is a ◇ on the run-event row, and s jumps to the next one."""
+    events = stall / "events.jsonl"
+    first = json.loads(events.read_text().splitlines()[6])  # sched_started: both clocks
+    offset = first["guest_ms"] / 1000 - first["t"]
+    caps = [first["t"] + 4.0, first["t"] + 6.0]
+    with open(events, "a") as f:
+        for i, t in enumerate(caps):
+            f.write(json.dumps({"t": t, "kind": "capture", "tag": f"periodic_{i:03d}",
+                                "status": "taken"}) + "\n")
+    async with Host(stall).run_test(size=(150, 20)) as pilot:
+        tl = await _loaded(pilot)
+        guest = [int((t + offset) * 1e9) for t in caps]
+        assert [(t, label) for t, label in tl.run_events if label == "capture"] == \
+            [(g, "capture") for g in guest]
+        tl.jump(guest[0] - 2_000_000_000, 1_000_000_000)  # a 1 s window before the first
+        for g in guest:
+            await pilot.press("s")
+            assert tl.view.t0 < g < tl.view.t1
+            assert (tl.view.t0 + tl.view.t1) // 2 == g
+        events_row = next(ln for ln in tl.render().plain.splitlines() if ln.startswith("events"))
+        assert "◇" in events_row
