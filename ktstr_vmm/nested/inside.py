@@ -129,6 +129,25 @@ def report_progress(label: str, runs: Path, before: set[str], proc: subprocess.P
         say(f"run {label}: {phase}; L2 console: {last}")
 
 
+def leftovers() -> list[str]:
+    """What a finished run must not leave in L1: a `ktstr_cli` process other than this
+    one's parent chain, or a ktstr file in /dev/shm (the KVM engine's VM lives in the run's
+    own process: its threads, fds and memfd go with it)."""
+    mine = {os.getpid(), os.getppid()}
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) in mine:
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "ktstr_cli" in cmd:
+            out.append(f"pid {d.name}: {cmd.strip()[:120]}")
+    out += [f"/dev/shm/{p.name}" for p in Path("/dev/shm").glob("ktstr-*")]
+    return out
+
+
 def one_run(item: dict[str, Any], store: Path) -> dict[str, Any]:
     label = item["label"]
     args = [str(a) for a in item["args"]]
@@ -172,7 +191,7 @@ def one_run(item: dict[str, Any], store: Path) -> dict[str, Any]:
     return {"label": label, "args": args, "rc": proc.returncode, "wall_s": round(wall, 3),
             "result": result, "stderr": err[-4000:], "run_ids": new, "control": control,
             **({"stdout": out[-4000:]} if shell else {}),
-            "kvm_stats": delta}
+            "kvm_stats": delta, "leftovers": leftovers()}
 
 
 def _read(path: str) -> str:

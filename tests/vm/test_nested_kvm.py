@@ -36,6 +36,10 @@ BATCH = [
     NestedRun("control", ("--engine", "kvm", "--no-auto-repro", "--timeout", "480s",
                           "--scheduler", "scx_simple", "--topology", "1n1l1c1t",
                           "--duration", "60s"), control=True),
+    # a guest that never finishes its workload: the host's watchdog ends it
+    NestedRun("hung", ("--engine", "kvm", "--no-auto-repro", "--timeout", "150s",
+                       "--scheduler", "scx_simple", "--topology", "1n1l1c1t",
+                       "--duration", "10m")),
     # a piped `ktstr shell`: the script goes over COM3 (the KVM engine's shells' port)
     NestedRun("shell", ("--engine", "kvm", "--timeout", "300s", "--scheduler", "scx_simple",
                         "--topology", "1n1l1c1t"), command="shell",
@@ -117,6 +121,19 @@ def test_pause_resume_snapshot_and_stop_through_the_control_socket(nested):
     status = json.loads((run_dir / "status.json").read_text())
     assert status["phase"] == "done"
     assert run["result"]["exit_reason"] == "stopped"
+
+
+def test_a_hung_guest_is_ended_by_the_watchdog_and_nothing_is_left(nested):
+    run = nested.run("hung")
+    r = _result(nested, "hung")
+    assert run["rc"] == 1 and r["engine"] == "kvm/kvm"
+    assert r["exit_reason"] == "watchdog", r.get("message")
+    assert "--- watchdog ---" in r["message"]
+    status = json.loads((nested.runs["hung"] / "status.json").read_text())
+    assert status["phase"] == "done"
+    # after every run of the batch: no ktstr process and no /dev/shm file left in L1
+    assert {x["label"]: x["leftovers"] for x in nested.report["runs"]} == {
+        x["label"]: [] for x in nested.report["runs"]}
 
 
 def test_a_piped_shell_runs_in_the_guest_over_com3_and_the_run_is_judged(nested):
