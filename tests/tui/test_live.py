@@ -133,18 +133,23 @@ async def test_live_screen_follows_a_writer_and_controls_the_run(store_root):
         server.close()
 
 
+def _running_with_control(store_root, run_id: str) -> tuple[RunDir, ControlServer]:
+    """A run directory of a running scx_simple run with its control socket up."""
+    run = RunDir(store_root / "runs" / run_id)
+    run.path.mkdir()
+    atomic_write_json(run / "spec.json", {"name": "scx_simple", "scheduler": "scx_simple",
+                                          "topology": "1n2l2c1t", "preset": "tiny-2llc"})
+    run.write_status("running", engine="qemu")
+    return run, ControlServer(run.path, {"pause": lambda req: {}})
+
+
 async def test_footer_shows_result_once_it_is_written_and_no_shell_without_the_socket(
         store_root):
     """The footer follows what check_action reads: Result is offered when result.json
     appears (the run still evaluating, so the screen stays), Shell and the controls are
     dimmed when the control socket goes - each without a key press or a focus change to
     redraw the footer."""
-    run = RunDir(store_root / "runs" / "20261125-121000-scx_simple-tiny-2llc-f00d")
-    run.path.mkdir()
-    atomic_write_json(run / "spec.json", {"name": "scx_simple", "scheduler": "scx_simple",
-                                          "topology": "1n2l2c1t", "preset": "tiny-2llc"})
-    run.write_status("running", engine="qemu")
-    server = ControlServer(run.path, {"pause": lambda req: {}})
+    run, server = _running_with_control(store_root, "20261125-121000-scx_simple-tiny-2llc-f00d")
     try:
         async with make_app(store_root, open_path=run.path).run_test(size=(120, 40)) as pilot:
             screen = pilot.app.screen
@@ -170,12 +175,7 @@ async def test_footer_shows_result_once_it_is_written_and_no_shell_without_the_s
 async def test_every_live_key_fits_an_80_column_footer(store_root):
     """At 80x24 the footer still shows Shell and Result (a real run at 80 columns cut the
     footer off after Stop)."""
-    run = RunDir(store_root / "runs" / "20261125-121500-scx_simple-tiny-2llc-f00e")
-    run.path.mkdir()
-    atomic_write_json(run / "spec.json", {"name": "scx_simple", "scheduler": "scx_simple",
-                                          "topology": "1n2l2c1t", "preset": "tiny-2llc"})
-    run.write_status("running", engine="qemu")
-    server = ControlServer(run.path, {"pause": lambda req: {}})
+    run, server = _running_with_control(store_root, "20261125-121500-scx_simple-tiny-2llc-f00e")
     try:
         async with make_app(store_root, open_path=run.path).run_test(size=(80, 24)) as pilot:
             screen = pilot.app.screen
