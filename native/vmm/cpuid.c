@@ -6,7 +6,8 @@
  * each field as wide as the next power of two of its count. The caches come from leaf 4
  * (L1d/L1i/L2 per core, L3 shared by the threads of one LLC), the levels from leaf 0xB
  * (SMT, core) and 0x1F (SMT, core, die). With KT_CPUID_VENDOR_INTEL the vendor string is
- * GenuineIntel so Linux reads exactly these leaves (on AMD it reads 0x8000001E instead).
+ * GenuineIntel so Linux reads exactly these leaves (on AMD it reads 0x8000001E instead);
+ * on an AMD host that vendor string costs the KVM PV features that make hypercalls (below).
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -95,6 +96,19 @@ int kt_cpuid_build(const struct kt_topology *t, uint32_t cpu, const struct kt_cp
     bool hide = flags & KT_CPUID_HIDE_PVM;
     bool noxsave = hide || (flags & KT_CPUID_HIDE_XSAVE);
     int n = 0, rc;
+    /* An AMD (or Hygon) host under an Intel vendor string: the guest would make KVM
+     * hypercalls with VMCALL, which AMD's SVM turns into #UD; KVM then patches the call to
+     * VMMCALL by writing the guest's read-only kernel text, and the guest oopses
+     * ("unable to handle page fault" at kvm_kick_cpu's hypercall, found in nested L2s with
+     * 2+ vCPUs: pv spinlock kicks). So the PV features that make hypercalls are hidden. */
+    bool amd_host = false;
+    for (int i = 0; i < nbase; i++)
+        if (base[i].function == 0x0) {
+            char v[12];
+            memcpy(v, &base[i].ebx, 4), memcpy(v + 4, &base[i].edx, 4), memcpy(v + 8, &base[i].ecx, 4);
+            amd_host = !memcmp(v, "AuthenticAMD", 12) || !memcmp(v, "HygonGenuine", 12);
+        }
+    bool no_hypercalls = amd_host && (flags & KT_CPUID_VENDOR_INTEL);
 
     for (int i = 0; i < nbase; i++) {
         struct kt_cpuid_entry e = base[i];
@@ -149,6 +163,10 @@ int kt_cpuid_build(const struct kt_topology *t, uint32_t cpu, const struct kt_cp
             } else if (noxsave && e.index == 1) {
                 e.eax &= ~((1u << 4) | (1u << 5)); /* avx-vnni, avx512-bf16 */
             }
+            break;
+        case 0x40000001: /* KVM_CPUID_FEATURES */
+            if (no_hypercalls) /* PV_UNHALT, PV_SEND_IPI, PV_SCHED_YIELD, HC_MAP_GPA_RANGE */
+                e.eax &= ~((1u << 7) | (1u << 11) | (1u << 13) | (1u << 16));
             break;
         case 0x80000001:
             if (noxsave) /* xop, fma4: AVX encodings */

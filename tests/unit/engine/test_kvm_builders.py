@@ -36,6 +36,7 @@ HOST_BASE = [  # a plausible KVM_GET_SUPPORTED_CPUID subset (AMD host, as here)
     (0x1, 0, 0x00A10F11, 0x00040800, 0xF7F83203 | (1 << 26) | (1 << 13), 0x178BFBFF),
     (0x7, 0, 0, (1 << 5) | (1 << 8) | (1 << 3), 0, 0),
     (0xD, 0, 7, 0x340, 0x340, 0),
+    (0x40000001, 0, 0x01FFFFFB, 0, 0, 0),  # KVM_CPUID_FEATURES: every PV feature
 ]
 
 
@@ -89,6 +90,18 @@ def test_cpuid_hide_pvm_removes_what_pvm_cannot_emulate():
     assert not hidden[(7, 0)][1] & ((1 << 8) | (1 << 5)), "bmi2/avx2 left"
     assert hidden[(7, 0)][1] & (1 << 3), "bmi1 should stay"
     assert (0xD, 0) not in hidden
+
+
+def test_an_amd_host_under_an_intel_vendor_string_offers_no_hypercall_pv_features():
+    """VMCALL on AMD is #UD, which KVM 'fixes' by writing the guest's read-only kernel text:
+    a nested L2 with 2 vCPUs oopsed in kvm_kick_cpu. PV_UNHALT, PV_SEND_IPI,
+    PV_SCHED_YIELD and HC_MAP_GPA_RANGE go; the PV features without hypercalls stay."""
+    hypercalls = (1 << 7) | (1 << 11) | (1 << 13) | (1 << 16)
+    t = parse_topology("1n2l2c1t")
+    intel_on_amd = build_cpuid(t, 1, flags=2)[(0x40000001, 0)][0]
+    assert intel_on_amd & hypercalls == 0
+    assert intel_on_amd == 0x01FFFFFB & ~hypercalls  # clocksource2, steal time, pv tlb flush...
+    assert build_cpuid(t, 1, flags=0)[(0x40000001, 0)][0] == 0x01FFFFFB  # AMD's own vendor
 
 
 def test_cpuid_rejects_a_vcpu_outside_the_topology():
