@@ -34,6 +34,7 @@ from ktstr_vmm.evaluate.measures import flatten as flatten_measures
 from ktstr_vmm.rundir import layout as rundir
 from ktstr_vmm.rundir.bpf_globals import read_lines
 from ktstr_vmm.rundir.dumps import load_failure_dump
+from ktstr_vmm.rundir.dumpstory import dsq_name
 from ktstr_vmm.rundir.records import (
     MonitorSample,
     RunResult,
@@ -101,7 +102,7 @@ def _dump_dsqs(run: Path) -> tuple[tuple[str, int], ...]:
             dump = load_failure_dump(path)
         except KtstrError:
             return ()
-        return tuple((f"user dsq {d.id:#x}" if d.origin == "user" else d.origin, d.nr)
+        return tuple((dsq_name(d.origin, d.id), d.nr)
                      for d in dump.dsq_states if not d.origin.startswith("local"))
     return ()
 

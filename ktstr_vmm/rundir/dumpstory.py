@@ -147,6 +147,12 @@ def _class(name: str) -> str:
     return name.removesuffix("_sched_class") if name else ""
 
 
+def dsq_name(origin: str, dsq_id: int | None) -> str:
+    """How every view names a DSQ: its origin ("local cpu 0", "bypass cpu 2", "global node
+    0"), a user DSQ by its id ("user 0x0")."""
+    return f"user {dsq_id:#x}" if origin == "user" and dsq_id is not None else origin
+
+
 def dsq_id_name(dsq_id: int | None) -> str:
     if dsq_id is None:
         return "?"
@@ -229,7 +235,7 @@ def story(report: dict[str, Any], *, sched_ext_dump: str = "",
             continue
         did = _int(d.get("id"))
         origin = _str(d.get("origin")) or "?"
-        name = f"user {did:#x}" if origin == "user" and did is not None else origin
+        name = dsq_name(origin, did)
         queued = tuple(by_kva.get(k) or f"{k:#x}" for k in _list(d.get("task_kvas"))
                        if _int(k) is not None)
         dsqs.append(DsqRow(name=name, dsq_id=dsq_id_name(did), nr=_int(d.get("nr")) or 0,

@@ -287,7 +287,7 @@ async def test_monitor_history_steps_to_the_failure(demo):
         assert "~ idle with runnable tasks" in shown  # the legend
         # the DSQs samples do not hold, from the failure dump, from the exit on
         assert ("DSQs in the failure dump (frozen at the exit): bypass cpu 0 1 · bypass cpu 2 2"
-                " · global node 0 0 · user dsq 0x0 0 · user dsq 0x1 0") in shown
+                " · global node 0 0 · user 0x0 0 · user 0x1 0") in shown  # named as the dump names them
         await pilot.press("left_square_bracket")
         assert grid.cursor == failure - 1
         assert "DSQs in the failure dump" not in str(grid.render())
